@@ -1,0 +1,3 @@
+"""pulsed: a load-balancer daemon for Linux Virtual Server routers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,40 @@
+"""The small interface every IPVS backend implements."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Protocol
+
+from pulsed.model import Op, Table
+
+
+class BackendError(Exception):
+    """A write or read the kernel refused. ``errno`` is the kernel's code."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        self.errno = code
+        self.message = message or os.strerror(code)
+        super().__init__(f"{self.message} ({errno.errorcode.get(code, code)})")
+
+
+class IPVSUnavailable(Exception):
+    """The kernel has no IPVS (module not loaded or not built)."""
+
+
+class Backend(Protocol):
+    """What the reconcile loop needs from an IPVS table.
+
+    ``dump`` returns the whole table with statistics attached.
+    ``apply_one`` performs one operation and raises BackendError with the
+    kernel's errno on refusal (EEXIST, ENOENT, ESRCH, EINVAL...).
+    ``apply`` performs many; it returns one entry per op, None on success
+    or the BackendError. Backends may batch writes for speed, but must
+    report each op's outcome.
+    """
+
+    async def dump(self) -> Table: ...
+
+    async def apply(self, ops: list[Op]) -> list[BackendError | None]: ...
+
+    async def close(self) -> None: ...

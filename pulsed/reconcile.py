@@ -1,0 +1,206 @@
+"""Make the kernel's table match the wanted one.
+
+``diff`` is pure: it turns (wanted, actual) into an ordered list of
+operations. ``Reconciler`` is the level-triggered loop around it: events only
+mark the table dirty; the loop re-reads the kernel, diffs and applies, and a
+periodic resync repairs anything changed behind pulsed's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+import structlog
+
+from pulsed.ipvs.base import Backend, BackendError
+from pulsed.model import Op, OpKind, Service, ServiceKey, Table
+
+log = structlog.get_logger(__name__)
+
+
+def diff(wanted: Table, actual: Table, owned: Collection[ServiceKey] | None = None) -> list[Op]:
+    """Operations that turn ``actual`` into ``wanted``.
+
+    Only services in ``wanted`` or in ``owned`` are touched; anything else in
+    ``actual`` belongs to someone else and is left alone. Order: deletions of
+    whole services first (destinations, then the service), then for each
+    wanted service its own edits (service before its destinations on add).
+    Edits use SET whenever the kernel can change a field in place, so no
+    connection is cut by a delete + add.
+    """
+    ops: list[Op] = []
+    owned_keys = owned if owned is not None else ()
+    for key, have in actual.services.items():
+        if key in wanted.services or key not in owned_keys:
+            continue
+        settings = have.settings()
+        ops.extend(Op(OpKind.DEL_DEST, settings, d) for d in have.dests)
+        ops.append(Op(OpKind.DEL_SERVICE, settings))
+    for key, want in wanted.services.items():
+        have = actual.services.get(key)
+        settings = want.settings()
+        if have is None:
+            ops.append(Op(OpKind.ADD_SERVICE, settings))
+            ops.extend(Op(OpKind.ADD_DEST, settings, d) for d in want.dests)
+            continue
+        if not want.same_settings(have):
+            ops.append(Op(OpKind.SET_SERVICE, settings))
+        if want.dests == have.dests:
+            continue
+        ops.extend(_dest_ops(settings, want, have))
+    return ops
+
+
+def _dest_ops(settings: Service, want: Service, have: Service) -> list[Op]:
+    wanted_dests = want.dest_map()
+    actual_dests = have.dest_map()
+    ops = [
+        Op(OpKind.DEL_DEST, settings, d) for k, d in actual_dests.items() if k not in wanted_dests
+    ]
+    for k, d in wanted_dests.items():
+        current = actual_dests.get(k)
+        if current is None:
+            ops.append(Op(OpKind.ADD_DEST, settings, d))
+        elif current != d:
+            ops.append(Op(OpKind.SET_DEST, settings, d))
+    return ops
+
+
+@dataclass
+class ReconcileStatus:
+    """What the loop did, for /status and /metrics."""
+
+    passes: int = 0
+    ops_applied: Counter = field(default_factory=Counter)  # by OpKind value
+    errors: int = 0
+    last_duration: float = 0.0
+    last_run: float = 0.0  # wall clock
+    last_error: str = ""
+    failing_services: dict[ServiceKey, str] = field(default_factory=dict)
+    in_sync: bool = False
+
+
+@dataclass(frozen=True)
+class PassResult:
+    ops: list[Op]
+    errors: dict[ServiceKey, BackendError]
+
+
+class Reconciler:
+    """The level-triggered loop that keeps the kernel in line.
+
+    ``wanted`` computes the wanted table; it is given the actual table so
+    that drain decisions can read the kernel's connection counts.
+    ``owned`` returns the service keys pulsed may delete (its config's,
+    past and present), so foreign services are never touched.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        wanted: Callable[[Table], Table],
+        owned: Callable[[], Collection[ServiceKey]],
+        resync_interval: float = 10.0,
+        retry_interval: float = 1.0,
+        on_pass: Callable[[PassResult, float], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self._wanted = wanted
+        self._owned = owned
+        self.resync_interval = resync_interval
+        self.retry_interval = retry_interval
+        self._on_pass = on_pass
+        self._dirty = asyncio.Event()
+        self._foreign_seen: set[ServiceKey] = set()
+        self._lock = asyncio.Lock()
+        self.status = ReconcileStatus()
+        self.last_actual: Table = Table()
+
+    def mark_dirty(self) -> None:
+        """Ask for a pass as soon as possible (probe result, reload, admin call)."""
+        self._dirty.set()
+
+    async def run(self) -> None:
+        """Reconcile on demand and on every resync interval, until cancelled."""
+        while True:
+            result = await self.reconcile_once()
+            delay = self.retry_interval if result.errors else self.resync_interval
+            try:
+                async with asyncio.timeout(delay):
+                    await self._dirty.wait()
+            except TimeoutError:
+                pass
+
+    async def reconcile_once(self) -> PassResult:
+        """One pass: read the kernel, diff, apply. Never raises on kernel refusals."""
+        async with self._lock:
+            self._dirty.clear()
+            started = time.perf_counter()
+            actual = await self.backend.dump()
+            self.last_actual = actual
+            wanted = self._wanted(actual)
+            owned = self._owned()
+            self._note_foreign(actual, wanted, owned)
+            ops = diff(wanted, actual, owned)
+            errors: dict[ServiceKey, BackendError] = {}
+            if ops:
+                outcomes = await self.backend.apply(ops)
+                errors = self._record(ops, outcomes)
+            elapsed = time.perf_counter() - started
+            self._finish(ops, errors, elapsed)
+            result = PassResult(ops, errors)
+            if self._on_pass is not None:
+                self._on_pass(result, elapsed)
+            return result
+
+    def _record(
+        self, ops: list[Op], outcomes: list[BackendError | None]
+    ) -> dict[ServiceKey, BackendError]:
+        errors: dict[ServiceKey, BackendError] = {}
+        for op, outcome in zip(ops, outcomes, strict=True):
+            if outcome is None:
+                self.status.ops_applied[op.kind.value] += 1
+                continue
+            self.status.errors += 1
+            # One line per service per pass: the first refusal explains the rest.
+            if op.service.key not in errors:
+                errors[op.service.key] = outcome
+                log.error(
+                    "reconcile.op_failed",
+                    service=str(op.service.key),
+                    op=str(op),
+                    error=str(outcome),
+                )
+        return errors
+
+    def _finish(
+        self, ops: list[Op], errors: dict[ServiceKey, BackendError], elapsed: float
+    ) -> None:
+        status = self.status
+        status.passes += 1
+        status.last_duration = elapsed
+        status.last_run = time.time()
+        healed = set(status.failing_services) - set(errors)
+        for key in healed:
+            log.info("reconcile.recovered", service=str(key))
+        status.failing_services = {k: str(e) for k, e in errors.items()}
+        status.last_error = next(iter(status.failing_services.values()), "")
+        status.in_sync = not errors
+        if ops:
+            log.info(
+                "reconcile.applied",
+                ops=len(ops),
+                errors=len(errors),
+                seconds=round(elapsed, 4),
+            )
+
+    def _note_foreign(self, actual: Table, wanted: Table, owned: Collection[ServiceKey]) -> None:
+        for key in actual.services:
+            if key in wanted.services or key in owned or key in self._foreign_seen:
+                continue
+            self._foreign_seen.add(key)
+            log.info("reconcile.foreign_service", service=str(key), action="left untouched")
