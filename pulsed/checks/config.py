@@ -1,0 +1,166 @@
+"""The ``check`` table: how one real server is probed.
+
+The config loader reads ``[service.check]`` as a table, merges a real
+server's ``[service.real.check]`` over it key by key, and converts the result
+into a ``CheckConfig``. ``check_problems`` then reports semantic errors, each
+with the key path relative to the check table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Literal
+
+import msgspec
+
+from pulsed.durations import Duration
+
+CheckType = Literal["http", "https", "tcp", "exec", "none"]
+
+# RFC 9110 token characters, for the method and header names.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_STATUS_RANGE = re.compile(r"^([1-5]\d\d)-([1-5]\d\d)$")
+_STATUS_CLASS = re.compile(r"^([1-5])xx$")
+
+
+class CheckConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How to probe a real server. Every field has a sane default."""
+
+    type: CheckType = "tcp"
+    # Port to probe; None means the real server's own port.
+    port: int | None = None
+    interval: Duration = Duration(2.0)
+    # Covers the whole exchange: connect, TLS, request, headers and body.
+    timeout: Duration = Duration(1.0)
+    rise: int = 2
+    fall: int = 3
+    # First probes of the servers are spread at random over this window
+    # (None: one interval); later probes follow a fixed grid every interval.
+    jitter: Duration | None = None
+    # "down": a new server must pass `rise` probes before it takes traffic.
+    # "up": it takes traffic at once and needs `fall` failures to leave.
+    initial_state: Literal["down", "up"] = "down"
+
+    # http / https
+    method: str = "GET"
+    path: str = "/"
+    # Host header and TLS server name; None means the probed address.
+    host: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    # Status codes that mean "up": 200, "200-299", "2xx".
+    expect_status: tuple[int | str, ...] = ("200-399",)
+    # Optional regular expression searched in the first `max_bytes` of the body.
+    body_regex: str | None = None
+    # Most bytes read from one response (headers + body); reading stops there.
+    max_bytes: int = 65536
+    # Response header in which the server reports its own weight as a
+    # percentage of its configured weight (for example "X-Pulsed-Weight").
+    weight_header: str | None = None
+
+    # https
+    tls_verify: bool = True
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    # exec: argv, no shell. "{address}" and "{port}" in arguments are replaced.
+    command: tuple[str, ...] = ()
+
+
+def parse_status_spec(spec: tuple[int | str, ...]) -> frozenset[int]:
+    """The set of status codes named by ``expect_status``; ValueError if bad."""
+    codes: set[int] = set()
+    for item in spec:
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not 100 <= item <= 599:
+                raise ValueError(f"status {item} is not between 100 and 599")
+            codes.add(item)
+            continue
+        text = str(item).strip()
+        if text.isdigit() and 100 <= int(text) <= 599:
+            codes.add(int(text))
+        elif m := _STATUS_RANGE.match(text):
+            low, high = int(m.group(1)), int(m.group(2))
+            if low > high:
+                raise ValueError(f"status range {text!r} is backwards")
+            codes.update(range(low, high + 1))
+        elif m := _STATUS_CLASS.match(text):
+            base = int(m.group(1)) * 100
+            codes.update(range(base, base + 100))
+        else:
+            raise ValueError(f"bad status {item!r}: use 200, '200-299' or '2xx'")
+    if not codes:
+        raise ValueError("no status codes given")
+    return frozenset(codes)
+
+
+def check_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
+    """Semantic errors as (key path relative to the check table, value, message)."""
+    problems: list[tuple[str, object, str]] = []
+
+    def bad(key: str, value: object, message: str) -> None:
+        problems.append((key, value, message))
+
+    if check.port is not None and not 1 <= check.port <= 65535:
+        bad("port", check.port, "must be between 1 and 65535")
+    if check.interval <= 0:
+        bad("interval", check.interval, "must be more than 0")
+    if check.timeout <= 0:
+        bad("timeout", check.timeout, "must be more than 0")
+    elif check.timeout > check.interval > 0:
+        bad("timeout", check.timeout, f"must not exceed interval ({check.interval})")
+    if check.rise < 1:
+        bad("rise", check.rise, "must be at least 1")
+    if check.fall < 1:
+        bad("fall", check.fall, "must be at least 1")
+    if check.jitter is not None and check.jitter < 0:
+        bad("jitter", check.jitter, "must not be negative")
+
+    if check.type in ("http", "https"):
+        _http_problems(check, bad)
+    if check.type == "https":
+        _tls_problems(check, bad)
+    if check.type == "exec" and not check.command:
+        bad("command", list(check.command), "exec check needs a command (a list of arguments)")
+    return problems
+
+
+def _http_problems(check: CheckConfig, bad) -> None:
+    if not _TOKEN.match(check.method):
+        bad("method", check.method, "is not a valid HTTP method")
+    if not check.path.startswith("/") or _has_space_or_newline(check.path):
+        bad("path", check.path, "must start with '/' and contain no spaces or line breaks")
+    if check.host is not None and (not check.host or _has_space_or_newline(check.host)):
+        bad("host", check.host, "must be a host name without spaces or line breaks")
+    for name, value in check.headers.items():
+        if not _TOKEN.match(name):
+            bad(f"headers.{name}", value, "is not a valid header name")
+        elif "\r" in value or "\n" in value:
+            bad(f"headers.{name}", value, "must not contain line breaks")
+    try:
+        parse_status_spec(check.expect_status)
+    except ValueError as exc:
+        bad("expect_status", list(check.expect_status), str(exc))
+    if check.body_regex is not None:
+        try:
+            re.compile(check.body_regex.encode())
+        except re.error as exc:
+            bad("body_regex", check.body_regex, f"is not a valid regular expression: {exc}")
+    if check.max_bytes < 256:
+        bad("max_bytes", check.max_bytes, "must be at least 256")
+    if check.weight_header is not None and not _TOKEN.match(check.weight_header):
+        bad("weight_header", check.weight_header, "is not a valid header name")
+
+
+def _tls_problems(check: CheckConfig, bad) -> None:
+    for key in ("ca_file", "client_cert", "client_key"):
+        path = getattr(check, key)
+        if path is not None and not os.access(path, os.R_OK):
+            bad(key, path, "file does not exist or is not readable")
+    if check.client_key is not None and check.client_cert is None:
+        bad("client_key", check.client_key, "needs client_cert as well")
+
+
+def _has_space_or_newline(text: str) -> bool:
+    return any(c in text for c in " \t\r\n")

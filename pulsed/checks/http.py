@@ -1,0 +1,270 @@
+"""http and https: one request on a fresh connection, judged on status and body.
+
+Written on asyncio's Protocol API rather than aiohttp's client: a probe needs
+one request per fresh connection with a hard byte cap, and aiohttp's client
+costs several times more CPU per request (session, connector, response
+objects), which matters at thousands of checks a second (see
+docs/benchmarks.md, section checks). The parser here only reads the status
+line, headers and framing of an HTTP/1.1 response; everything it does not
+understand is a failed probe with a clear reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import ssl
+import time
+
+from pulsed.checks.base import (
+    ProbeResult,
+    Target,
+    error_result,
+    set_reset_on_close,
+    timeout_result,
+)
+from pulsed.checks.config import parse_status_spec
+
+_NO_BODY_STATUS = (204, 304)
+
+
+@functools.lru_cache(maxsize=64)
+def tls_context(
+    verify: bool, ca_file: str | None, client_cert: str | None, client_key: str | None
+) -> ssl.SSLContext:
+    """One context per distinct TLS setting, shared by every target using it
+    (loading the system CA store costs milliseconds and memory)."""
+    if verify:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if client_cert is not None:
+        ctx.load_cert_chain(client_cert, client_key)
+    return ctx
+
+
+class _Response:
+    """What the reader collected: status, headers, body prefix, and why it stopped."""
+
+    __slots__ = ("body", "complete", "head_ok", "headers", "status", "error")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[bytes, bytes] = {}
+        self.body = b""
+        self.complete = False  # the whole body (per its framing) was read
+        self.head_ok = False
+        self.error = ""  # protocol problem, as reason text
+
+
+class _ResponseReader(asyncio.Protocol):
+    """Sends the request, collects at most ``max_bytes`` of the response."""
+
+    def __init__(self, request: bytes, need_body: bool, head_only: bool, max_bytes: int) -> None:
+        self.request = request
+        self.need_body = need_body
+        self.head_only = head_only  # HEAD request: never a body
+        self.max_bytes = max_bytes
+        self.buffer = bytearray()
+        self.response = _Response()
+        self.body_start = -1
+        self.content_length: int | None = None
+        self.chunked = False
+        self.done: asyncio.Future[_Response] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        self.buffer += data
+        if self.body_start < 0:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) >= self.max_bytes:
+                    self._finish(f"response headers larger than {self.max_bytes} bytes")
+                return
+            self.body_start = end + 4
+            if not self._parse_head(bytes(self.buffer[:end])):
+                return
+            if not self.need_body:
+                self._finish()
+                return
+        self._check_body()
+
+    def eof_received(self) -> bool:
+        self._check_body(eof=True)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done.done():
+            return
+        if exc is not None:
+            self.done.set_exception(exc)
+        else:
+            self._check_body(eof=True)
+
+    def _parse_head(self, head: bytes) -> bool:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            self._finish("bad status line")
+            return False
+        resp = self.response
+        resp.status = int(parts[1])
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if sep:
+                resp.headers[name.strip().lower()] = value.strip()
+        resp.head_ok = True
+        if b"chunked" in resp.headers.get(b"transfer-encoding", b"").lower():
+            self.chunked = True
+        elif (length := resp.headers.get(b"content-length")) is not None:
+            if not length.isdigit():
+                self._finish("bad content-length")
+                return False
+            self.content_length = int(length)
+        return True
+
+    def _check_body(self, eof: bool = False) -> None:
+        if self.done.done():
+            return
+        if self.body_start < 0:
+            self._finish(
+                "connection closed before response"
+                if not self.buffer
+                else "connection closed in response headers"
+            )
+            return
+        body = bytes(self.buffer[self.body_start :])
+        resp = self.response
+        no_body = self.head_only or resp.status in _NO_BODY_STATUS or 100 <= resp.status < 200
+        if no_body:
+            resp.complete = True
+        elif self.chunked:
+            body, resp.complete = dechunk(body)
+        elif self.content_length is not None:
+            resp.complete = len(body) >= self.content_length
+            body = body[: self.content_length]
+        else:
+            resp.complete = eof
+        resp.body = body
+        if resp.complete or eof or len(self.buffer) >= self.max_bytes:
+            self._finish()
+
+    def _finish(self, error: str = "") -> None:
+        self.response.error = error
+        if not self.done.done():
+            self.done.set_result(self.response)
+
+
+def dechunk(data: bytes) -> tuple[bytes, bool]:
+    """Decode as much of a chunked body as is present; (body, complete)."""
+    out = bytearray()
+    pos = 0
+    while True:
+        eol = data.find(b"\r\n", pos)
+        if eol < 0:
+            return bytes(out), False
+        size_text = data[pos:eol].split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            return bytes(out), False
+        if size == 0:
+            return bytes(out), True
+        start = eol + 2
+        out += data[start : start + size]
+        if start + size + 2 > len(data):
+            return bytes(out), False
+        pos = start + size + 2
+
+
+class HttpProbe:
+    """One HTTP(S) request per probe on a fresh connection."""
+
+    def __init__(self, target: Target) -> None:
+        check = target.check
+        self.address = target.address
+        self.port = target.probe_port
+        self.timeout = float(check.timeout)
+        self.max_bytes = check.max_bytes
+        self.expect = parse_status_spec(check.expect_status)
+        self.body_regex = re.compile(check.body_regex.encode()) if check.body_regex else None
+        self.weight_header = check.weight_header.lower().encode() if check.weight_header else None
+        self.head_only = check.method.upper() == "HEAD"
+        self.ssl: ssl.SSLContext | None = None
+        self.server_hostname: str | None = None
+        default_port = 80
+        if check.type == "https":
+            default_port = 443
+            self.ssl = tls_context(
+                check.tls_verify, check.ca_file, check.client_cert, check.client_key
+            )
+            self.server_hostname = check.host or target.address
+        host = check.host or (f"[{self.address}]" if ":" in self.address else self.address)
+        if self.port != default_port:
+            host = f"{host}:{self.port}"
+        lines = [f"{check.method} {check.path} HTTP/1.1", f"Host: {host}"]
+        names = {name.lower() for name in check.headers}
+        if "user-agent" not in names:
+            lines.append("User-Agent: pulsed-check")
+        lines += [f"{name}: {value}" for name, value in check.headers.items()]
+        lines.append("Connection: close")
+        self.request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    async def probe(self) -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        reader = _ResponseReader(
+            self.request, self.body_regex is not None, self.head_only, self.max_bytes
+        )
+        transport: asyncio.BaseTransport | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                transport, _ = await loop.create_connection(
+                    lambda: reader,
+                    self.address,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.server_hostname,
+                )
+                response = await reader.done
+        except TimeoutError:
+            return timeout_result(self.timeout, time.perf_counter() - start)
+        except (OSError, ssl.SSLError) as exc:
+            return error_result(exc, time.perf_counter() - start)
+        finally:
+            if transport is not None:
+                set_reset_on_close(transport.get_extra_info("socket"))
+                transport.abort()
+        return self.judge(response, time.perf_counter() - start)
+
+    def judge(self, resp: _Response, latency: float) -> ProbeResult:
+        if resp.error:
+            category = "closed" if resp.error.startswith("connection closed") else "protocol"
+            return ProbeResult(False, resp.error, latency, category)
+        if resp.status not in self.expect:
+            return ProbeResult(False, f"status {resp.status}", latency, "status")
+        if self.body_regex is not None and not self.body_regex.search(resp.body):
+            return ProbeResult(False, "body did not match", latency, "body")
+        reason = f"status {resp.status}"
+        weight_pct = None
+        if self.weight_header is not None and (raw := resp.headers.get(self.weight_header)):
+            weight_pct = parse_weight_pct(raw)
+            if weight_pct is None:
+                reason += f" (ignored bad weight {raw[:20].decode('latin-1')!r})"
+        return ProbeResult(True, reason, latency, "ok", weight_pct)
+
+
+def parse_weight_pct(raw: bytes | str) -> int | None:
+    """'75', '75%' -> 75; above 100 is capped at 100; anything else -> None."""
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    text = text.strip().removesuffix("%").strip()
+    if not text.isdigit():
+        return None
+    return min(int(text), 100)

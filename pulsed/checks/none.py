@@ -1,0 +1,13 @@
+"""none: always up, for servers steered only by hand."""
+
+from __future__ import annotations
+
+from pulsed.checks.base import ProbeResult, Target
+
+
+class NoneProbe:
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    async def probe(self) -> ProbeResult:
+        return ProbeResult(True, "no check", 0.0)

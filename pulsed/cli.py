@@ -1,0 +1,193 @@
+"""Command line: run | check-config | plan | status | drain | disable | enable | weight."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from pulsed import __version__
+from pulsed.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG = "/etc/pulsed/pulsed.toml"
+EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_PENDING = 0, 1, 2, 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_INVALID
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pulsed", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pulsed {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    run.add_argument(
+        "--backend",
+        choices=("netlink", "memory"),
+        default="netlink",
+        help="memory: an in-process fake table, for trying pulsed without IPVS",
+    )
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file (exit 0 valid, 2 not)")
+    check.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    check.add_argument("--json", action="store_true", help="print problems as JSON")
+    check.set_defaults(func=cmd_check_config)
+
+    plan = sub.add_parser(
+        "plan", help="print what would change (exit 0 in sync, 3 pending, 2 error)"
+    )
+    plan.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    plan.set_defaults(func=cmd_plan)
+
+    try:
+        from pulsed.admin_cli import add_admin_commands
+    except ImportError:  # the admin client is optional at build time
+        pass
+    else:
+        add_admin_commands(sub)
+    return parser
+
+
+def _load_or_report(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        if args.json:
+            print(
+                json.dumps(
+                    {"valid": False, "errors": [i.as_dict() for i in exc.issues]}, default=str
+                )
+            )
+        else:
+            for issue in exc.issues:
+                print(issue, file=sys.stderr)
+            print(f"{args.file}: {len(exc.issues)} problem(s)", file=sys.stderr)
+        return EXIT_INVALID
+    reals = sum(len(s.real) for s in config.service)
+    if args.json:
+        print(
+            json.dumps(
+                {"valid": True, "errors": [], "services": len(config.service), "reals": reals}
+            )
+        )
+    else:
+        print(f"{args.file}: valid ({len(config.service)} services, {reals} real servers)")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_INVALID
+    return asyncio.run(_plan(config))
+
+
+async def _plan(config: Config) -> int:
+    from pulsed.desired import wanted_table
+    from pulsed.ipvs.base import IPVSUnavailable
+    from pulsed.ipvs.netlink import NetlinkBackend
+    from pulsed.overrides import OverrideStore
+    from pulsed.reconcile import diff
+
+    try:
+        backend = await NetlinkBackend.open()
+    except IPVSUnavailable as exc:
+        print(f"pulsed: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        actual = await backend.dump()
+    finally:
+        await backend.close()
+    overrides = OverrideStore(config.daemon.state_dir)
+    overrides.load()
+    # Without the daemon's probe results, plan shows the table with every
+    # real server healthy: what pulsed would program once checks pass.
+    wanted = wanted_table(
+        config, health=None, overrides=overrides.all(), actual=actual, assume_healthy=True
+    )
+    owned = {s.key for s in config.service}
+    ops = diff(wanted.table, actual, owned)
+    for op in ops:
+        print(op)
+    if not ops:
+        print("in sync: no changes")
+        return EXIT_OK
+    print(f"{len(ops)} change(s) pending", file=sys.stderr)
+    return EXIT_PENDING
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_INVALID
+    from pulsed.logs import configure_logging
+
+    configure_logging(config.daemon.log_format, config.daemon.log_level)
+    try:
+        import uvloop  # optional speed-up
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    return runner(_run(args, config))
+
+
+async def _run(args: argparse.Namespace, config: Config) -> int:
+    import structlog
+
+    from pulsed.daemon import Daemon
+    from pulsed.ipvs.base import IPVSUnavailable
+
+    log = structlog.get_logger("pulsed")
+    if args.backend == "memory":
+        from pulsed.ipvs.memory import MemoryBackend
+
+        backend = MemoryBackend()
+    else:
+        from pulsed.ipvs.netlink import NetlinkBackend
+
+        try:
+            backend = await NetlinkBackend.open()
+        except IPVSUnavailable as exc:
+            log.error("daemon.no_ipvs", error=str(exc))
+            print(f"pulsed: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+    notify = None
+    try:
+        from pulsed.sdnotify import Notifier
+    except ImportError:
+        pass
+    else:
+        notify = Notifier.from_environment()
+    daemon = Daemon(args.config, backend, config, notify=notify.send if notify else None)
+    if notify is not None:
+        notify.attach(daemon)
+    await daemon.run()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

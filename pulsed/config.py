@@ -1,0 +1,527 @@
+"""One TOML file in, one validated immutable ``Config`` out.
+
+Validation is strict and exhaustive: every problem is reported with the file,
+the key path (``service[1].real[0].weight``) and the value, one line each,
+and all problems are collected rather than stopping at the first. msgspec
+does the type checking; the cross-field rules (duplicates, address families,
+scheduler names) live here.
+
+Each section is converted on its own (every service, every real server,
+every check), so one bad entry does not hide the errors of the next.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from pulsed.addresses import split_host_port
+from pulsed.checks.config import CheckConfig, check_problems
+from pulsed.durations import Duration, parse_duration
+from pulsed.ha.config import VrrpConfig, vrrp_problems
+from pulsed.model import AF_INET, AF_INET6, ServiceKey, family_of
+
+SCHEDULERS = (
+    "rr",
+    "wrr",
+    "lc",
+    "wlc",
+    "lblc",
+    "lblcr",
+    "dh",
+    "sh",
+    "sed",
+    "nq",
+    "mh",
+    "fo",
+    "ovf",
+    "twos",
+)
+SCHEDULER_FLAGS = {
+    "sh-fallback": ("sh", 0x0008),
+    "sh-port": ("sh", 0x0010),
+    "mh-fallback": ("mh", 0x0008),
+    "mh-port": ("mh", 0x0010),
+    "flag-1": (None, 0x0008),
+    "flag-2": (None, 0x0010),
+    "flag-3": (None, 0x0020),
+}
+ONE_PACKET_FLAG = 0x0004
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Weight = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Threshold = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+Fwmark = Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class DaemonConfig(_Section):
+    state_dir: str = "/var/lib/pulsed"
+    resync_interval: Duration = Duration(10.0)
+    retry_interval: Duration = Duration(1.0)
+    remove_on_shutdown: bool = False
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ApiConfig(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:9480"
+    token_file: str = "/etc/pulsed/api-token"
+    status_refresh: Duration = Duration(2.0)
+
+
+class RealConfig(_Section):
+    address: str
+    weight: Weight = 1
+    forwarding: Literal["nat", "dr", "tunnel"] | None = None
+    upper_threshold: Threshold = 0
+    lower_threshold: Threshold = 0
+    # The check is merged over the service's check, key by key.
+    check: CheckConfig | None = None
+
+
+class ServiceConfig(_Section):
+    name: str
+    vip: str | None = None
+    port: Port | None = None
+    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+    fwmark: Fwmark | None = None
+    family: Literal["ipv4", "ipv6"] = "ipv4"  # for fwmark services only
+    scheduler: str = "wlc"
+    scheduler_flags: tuple[str, ...] = ()
+    one_packet: bool = False
+    forwarding: Literal["nat", "dr", "tunnel"] = "nat"
+    persistence: Duration = Duration(0.0)
+    persistence_netmask: int | None = None
+    check: CheckConfig = CheckConfig()
+    on_failure: Literal["quiesce", "remove"] = "quiesce"
+    drain_timeout: Duration = Duration(60.0)
+    slow_start: Duration = Duration(0.0)
+    min_healthy: int | str = 0
+    sorry_server: str | None = None
+    sorry_forwarding: Literal["nat", "dr", "tunnel"] = "nat"
+    real: tuple[RealConfig, ...] = ()
+
+    @property
+    def key(self) -> ServiceKey:
+        if self.fwmark is not None:
+            family = AF_INET6 if self.family == "ipv6" else AF_INET
+            return ServiceKey.for_fwmark(self.fwmark, family)
+        assert self.vip is not None and self.port is not None
+        return ServiceKey.for_address(self.protocol, self.vip, self.port)
+
+    def real_endpoint(self, real: RealConfig) -> tuple[str, int]:
+        """The real server's address and port (port defaults to the service's)."""
+        return split_host_port(real.address, self.port or 0)
+
+
+class Config(_Section):
+    daemon: DaemonConfig = DaemonConfig()
+    api: ApiConfig = ApiConfig()
+    vrrp: VrrpConfig | None = None
+    service: tuple[ServiceConfig, ...] = ()
+
+    def service_named(self, name: str) -> ServiceConfig | None:
+        return next((s for s in self.service if s.name == name), None)
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config file."""
+
+    file: str
+    path: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.path}" if self.path else self.file
+        if self.value is _MISSING:
+            return f"{where}: {self.message}"
+        return f"{where} = {_show(self.value)}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        value = None if self.value is _MISSING else self.value
+        return {"file": self.file, "path": self.path, "value": value, "message": self.message}
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``issues`` lists every problem."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+_MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate ``path``; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigIssue(str(path), "", _MISSING, f"cannot read: {exc.strerror}")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [ConfigIssue(str(path), "", _MISSING, f"not UTF-8 text: {exc.reason}")]
+        ) from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, filename: str = "<config>") -> Config:
+    """Validate TOML ``text``; raise ConfigError listing every problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigIssue(filename, "", _MISSING, f"invalid TOML: {exc}")]) from None
+    return _Validator(filename).validate(raw)
+
+
+def _dec_hook(tp: type, obj: Any) -> Any:
+    if tp is Duration:
+        if isinstance(obj, str):
+            return Duration(parse_duration(obj))
+        raise ValueError(f"expected a duration such as '250ms', '2s' or '1m', got {obj!r}")
+    raise NotImplementedError
+
+
+class _Validator:
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.issues: list[ConfigIssue] = []
+
+    def fail(self, path: str, value: Any, message: str) -> None:
+        self.issues.append(ConfigIssue(self.filename, path, value, message))
+
+    def validate(self, raw: dict[str, Any]) -> Config:
+        known = set(Config.__struct_fields__)
+        for key in raw:
+            if key not in known:
+                self.fail(
+                    key,
+                    _MISSING,
+                    f"unknown section or key (expected one of: {', '.join(sorted(known))})",
+                )
+        daemon = self.convert(raw.get("daemon", {}), DaemonConfig, "daemon")
+        api = self.convert(raw.get("api", {}), ApiConfig, "api")
+        vrrp = None
+        if "vrrp" in raw:
+            vrrp = self.convert(raw["vrrp"], VrrpConfig, "vrrp")
+            if vrrp is not None:
+                for rel, value, message in vrrp_problems(vrrp):
+                    self.fail(f"vrrp.{rel}", value, message)
+        services = self.services(raw.get("service", []))
+        if api is not None:
+            self.check_listen(api.listen)
+        if self.issues:
+            raise ConfigError(self.issues)
+        assert daemon is not None and api is not None
+        return Config(daemon=daemon, api=api, vrrp=vrrp, service=tuple(services))
+
+    def convert(self, raw: Any, tp: type, path: str) -> Any:
+        try:
+            return msgspec.convert(raw, tp, dec_hook=_dec_hook, strict=True)
+        except msgspec.ValidationError as exc:
+            self.fail_from_msgspec(str(exc), raw, path)
+            return None
+
+    def fail_from_msgspec(self, message: str, raw: Any, base: str) -> None:
+        text, sep, where = message.rpartition(" - at `$")
+        if not sep:
+            text, where = message, "`"
+        rel = where[:-1]  # like ".real[0].weight" or "" (drop closing backtick)
+        if text.startswith("Object contains unknown field `"):
+            field_name = text.split("`")[1]
+            rel = f"{rel}.{field_name}"
+            text = "unknown key"
+        elif text.startswith("Object missing required field `"):
+            field_name = text.split("`")[1]
+            rel = f"{rel}.{field_name}"
+            self.fail(_join(base, rel), _MISSING, "required key is missing")
+            return
+        text = text.replace("Expected `", "expected ").replace("`", "")
+        self.fail(_join(base, rel), _lookup(raw, rel), text)
+
+    def services(self, raw_services: Any) -> list[ServiceConfig]:
+        if not isinstance(raw_services, list):
+            self.fail("service", raw_services, "expected an array of tables: [[service]]")
+            return []
+        services: list[ServiceConfig] = []
+        seen_keys: dict[ServiceKey, str] = {}
+        seen_names: dict[str, str] = {}
+        for index, raw in enumerate(raw_services):
+            path = f"service[{index}]"
+            svc = self.service(raw, path)
+            if svc is None:
+                continue
+            services.append(svc)
+            if svc.name in seen_names:
+                self.fail(
+                    f"{path}.name",
+                    svc.name,
+                    f"duplicate service name (also {seen_names[svc.name]})",
+                )
+            seen_names.setdefault(svc.name, path)
+            key = svc.key
+            if key in seen_keys:
+                what = (
+                    f"fwmark {svc.fwmark}"
+                    if svc.fwmark is not None
+                    else f"{svc.protocol} {svc.vip}:{svc.port}"
+                )
+                self.fail(
+                    path,
+                    svc.name,
+                    f"duplicate service: {what} is also declared by {seen_keys[key]}",
+                )
+            seen_keys.setdefault(key, path)
+        return services
+
+    def service(self, raw: Any, path: str) -> ServiceConfig | None:
+        if not isinstance(raw, dict):
+            self.fail(path, raw, "expected a table")
+            return None
+        before = len(self.issues)
+        base_check = raw.get("check", {})
+        if not isinstance(base_check, dict):
+            self.fail(f"{path}.check", base_check, "expected a table")
+            base_check = {}
+        check = self.convert(base_check, CheckConfig, f"{path}.check")
+        if check is not None:
+            for rel, value, message in check_problems(check):
+                self.fail(f"{path}.check.{rel}", value, message)
+        reals = self.reals(raw.get("real", []), base_check, path)
+        body = {k: v for k, v in raw.items() if k not in ("real", "check")}
+        svc = self.convert(body, ServiceConfig, path)
+        if svc is None or check is None or reals is None or len(self.issues) > before:
+            if svc is not None:
+                self.service_rules(svc, path, reals or [])
+            return None
+        svc = msgspec.structs.replace(svc, check=check, real=tuple(reals))
+        self.service_rules(svc, path, reals)
+        return svc if len(self.issues) == before else None
+
+    def reals(self, raw_reals: Any, base_check: dict, svc_path: str) -> list[RealConfig] | None:
+        if not isinstance(raw_reals, list):
+            self.fail(
+                f"{svc_path}.real", raw_reals, "expected an array of tables: [[service.real]]"
+            )
+            return None
+        reals: list[RealConfig] = []
+        ok = True
+        for index, raw in enumerate(raw_reals):
+            path = f"{svc_path}.real[{index}]"
+            if not isinstance(raw, dict):
+                self.fail(path, raw, "expected a table")
+                ok = False
+                continue
+            override = raw.get("check")
+            body = {k: v for k, v in raw.items() if k != "check"}
+            real = self.convert(body, RealConfig, path)
+            check = None
+            if override is not None:
+                if not isinstance(override, dict):
+                    self.fail(f"{path}.check", override, "expected a table")
+                    ok = False
+                    continue
+                check = self.convert({**base_check, **override}, CheckConfig, f"{path}.check")
+                if check is None:
+                    ok = False
+                    continue
+                for rel, value, message in check_problems(check):
+                    self.fail(f"{path}.check.{rel}", value, message)
+            if real is None:
+                ok = False
+                continue
+            reals.append(msgspec.structs.replace(real, check=check))
+        return reals if ok else None
+
+    def service_rules(self, svc: ServiceConfig, path: str, reals: list[RealConfig]) -> None:
+        self.identity_rules(svc, path)
+        if svc.scheduler not in SCHEDULERS:
+            self.fail(
+                f"{path}.scheduler",
+                svc.scheduler,
+                f"unknown scheduler (the kernel has: {' '.join(SCHEDULERS)})",
+            )
+        for i, flag in enumerate(svc.scheduler_flags):
+            spec = SCHEDULER_FLAGS.get(flag)
+            if spec is None:
+                self.fail(
+                    f"{path}.scheduler_flags[{i}]",
+                    flag,
+                    f"unknown flag (known: {', '.join(SCHEDULER_FLAGS)})",
+                )
+            elif spec[0] is not None and spec[0] != svc.scheduler:
+                self.fail(
+                    f"{path}.scheduler_flags[{i}]", flag, f"only applies to the {spec[0]} scheduler"
+                )
+        if svc.persistence and svc.persistence < 1:
+            self.fail(
+                f"{path}.persistence",
+                str(svc.persistence),
+                "persistence is counted in whole seconds; use 0 or at least 1s",
+            )
+        family = self.service_family(svc)
+        if svc.persistence_netmask is not None and family is not None:
+            limit = 128 if family == AF_INET6 else 32
+            if not 1 <= svc.persistence_netmask <= limit:
+                self.fail(
+                    f"{path}.persistence_netmask",
+                    svc.persistence_netmask,
+                    f"prefix length must be 1..{limit}",
+                )
+        self.pool_rules(svc, path)
+        seen: dict[tuple[str, int], str] = {}
+        for i, real in enumerate(reals):
+            rpath = f"{path}.real[{i}]"
+            try:
+                endpoint = split_host_port(real.address, svc.port if svc.port else None)
+            except ValueError as exc:
+                self.fail(f"{rpath}.address", real.address, str(exc))
+                continue
+            if endpoint in seen:
+                self.fail(
+                    f"{rpath}.address",
+                    real.address,
+                    f"duplicate real server (also {seen[endpoint]})",
+                )
+            seen.setdefault(endpoint, rpath)
+            forwarding = real.forwarding or svc.forwarding
+            if family is not None and family_of(endpoint[0]) != family and forwarding != "tunnel":
+                self.fail(
+                    f"{rpath}.address",
+                    real.address,
+                    "address family differs from the service's;"
+                    ' the kernel allows that only with forwarding = "tunnel"',
+                )
+            if real.upper_threshold and real.lower_threshold > real.upper_threshold:
+                self.fail(
+                    f"{rpath}.lower_threshold",
+                    real.lower_threshold,
+                    "must not exceed upper_threshold",
+                )
+
+    def identity_rules(self, svc: ServiceConfig, path: str) -> None:
+        if svc.fwmark is not None:
+            if svc.vip is not None or svc.port is not None:
+                self.fail(path, svc.name, "give either fwmark, or vip and port, not both")
+            return
+        if svc.vip is None:
+            self.fail(f"{path}.vip", _MISSING, "required: a virtual IP (or use fwmark)")
+        else:
+            try:
+                ip_address(svc.vip)
+            except ValueError:
+                self.fail(f"{path}.vip", svc.vip, "not an IPv4 or IPv6 address")
+        if svc.port is None:
+            self.fail(f"{path}.port", _MISSING, "required with vip")
+
+    def service_family(self, svc: ServiceConfig) -> int | None:
+        if svc.fwmark is not None:
+            return AF_INET6 if svc.family == "ipv6" else AF_INET
+        try:
+            return family_of(svc.vip) if svc.vip else None
+        except ValueError:
+            return None
+
+    def pool_rules(self, svc: ServiceConfig, path: str) -> None:
+        value = svc.min_healthy
+        if isinstance(value, str):
+            text = value.strip()
+            if (
+                not text.endswith("%")
+                or not _is_number(text[:-1])
+                or not 0 <= float(text[:-1]) <= 100
+            ):
+                self.fail(
+                    f"{path}.min_healthy",
+                    value,
+                    'expected a count like 2 or a percentage like "50%"',
+                )
+        elif value < 0:
+            self.fail(f"{path}.min_healthy", value, "must not be negative")
+        if svc.sorry_server is not None:
+            try:
+                split_host_port(svc.sorry_server, svc.port if svc.port else None)
+            except ValueError as exc:
+                self.fail(f"{path}.sorry_server", svc.sorry_server, str(exc))
+
+    def check_listen(self, listen: str) -> None:
+        try:
+            split_host_port(listen)
+        except ValueError as exc:
+            self.fail("api.listen", listen, str(exc))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _join(base: str, rel: str) -> str:
+    """``service[1]`` + ``.real[0].weight`` -> ``service[1].real[0].weight``."""
+    return (base + rel).lstrip(".")
+
+
+def _lookup(raw: Any, rel: str) -> Any:
+    """The raw value at a msgspec-style relative path like ``.real[0].weight``."""
+    node = raw
+    for part in _path_parts(rel):
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return node
+
+
+def _path_parts(rel: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for chunk in rel.replace("[", ".[").split("."):
+        if not chunk:
+            continue
+        if chunk.startswith("[") and chunk.endswith("]"):
+            inner = chunk[1:-1]
+            parts.append(int(inner) if inner.isdigit() else inner.strip("'\""))
+        else:
+            parts.append(chunk)
+    return parts
+
+
+def persistence_netmask(svc: ServiceConfig) -> int:
+    """The persistence netmask as a prefix length (default: a single address)."""
+    if svc.persistence_netmask is not None:
+        return svc.persistence_netmask
+    return 128 if svc.key.family == AF_INET6 else 32
+
+
+def scheduler_flag_bits(svc: ServiceConfig) -> int:
+    bits = ONE_PACKET_FLAG if svc.one_packet else 0
+    for flag in svc.scheduler_flags:
+        bits |= SCHEDULER_FLAGS[flag][1]
+    return bits
+
+
+Loader = Callable[[str | Path], Config]

@@ -1,0 +1,282 @@
+"""The composition root: wires config, health checks, reconcile, HA and the API.
+
+``Daemon`` owns the runtime state that outlives any one config: health
+(inside the HealthMonitor), admin overrides, the set of services pulsed has
+owned, and reload bookkeeping. The config itself is immutable and replaced
+whole on reload. Everything the API and metrics show is read from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from pulsed.checks.base import Target
+from pulsed.config import Config, ConfigError, load_config
+from pulsed.desired import Wanted, wanted_table
+from pulsed.ipvs.base import Backend
+from pulsed.model import DestKey, OpKind, ServiceKey, Table
+from pulsed.overrides import Mode, OverrideStore, RealKey
+from pulsed.reconcile import PassResult, Reconciler, diff
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ReloadStatus:
+    generation: int = 0
+    last_ok: bool = True
+    last_time: float = 0.0  # wall clock of the last attempt
+    last_error: str = ""
+    last_changed: bool = False
+
+
+def health_targets(config: Config) -> dict[RealKey, Target]:
+    """What to probe: every configured real server with its effective check."""
+    targets: dict[RealKey, Target] = {}
+    for svc in config.service:
+        for real in svc.real:
+            address, port = svc.real_endpoint(real)
+            check = real.check or svc.check
+            targets[(svc.key, DestKey(address, port))] = Target(address, port, check)
+    return targets
+
+
+class Daemon:
+    """One pulsed process. Start with ``await run()``; stop with ``request_stop()``."""
+
+    def __init__(
+        self,
+        config_path: str | Path,
+        backend: Backend,
+        config: Config,
+        *,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.backend = backend
+        self.config = config
+        self.reload_status = ReloadStatus(generation=1, last_time=time.time())
+        self.overrides = OverrideStore(config.daemon.state_dir)
+        self.overrides.load()
+        self._owned_path = Path(config.daemon.state_dir) / "owned-services.json"
+        self._owned: set[ServiceKey] = self._load_owned() | {s.key for s in config.service}
+        self.wanted: Wanted = Wanted(Table())
+        self.started_at = time.time()
+        self._notify = notify or (lambda _msg: None)
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.monitor = self._make_monitor()
+        self.reconciler = Reconciler(
+            backend,
+            wanted=self._compute_wanted,
+            owned=lambda: self._owned,
+            resync_interval=config.daemon.resync_interval,
+            retry_interval=config.daemon.retry_interval,
+            on_pass=self._on_pass,
+        )
+        self.vrrp = None  # set when [vrrp] is configured (see _start_vrrp)
+        self.api = None
+        self.pass_observers: list[Callable[[PassResult, float], None]] = []
+
+    # Wiring ---------------------------------------------------------------
+
+    def _make_monitor(self):
+        from pulsed.checks.monitor import HealthMonitor
+
+        return HealthMonitor(on_change=self._on_health_change)
+
+    def _on_health_change(self, key: RealKey, health: object) -> None:
+        self.reconciler.mark_dirty()
+
+    def _on_pass(self, result: PassResult, elapsed: float) -> None:
+        # Forget services that left both the config and the kernel.
+        current = {s.key for s in self.config.service}
+        still = current | {k for k in self._owned if k in self.reconciler.last_actual}
+        if still != self._owned:
+            self._owned = still
+            self._persist_owned()
+        for observer in self.pass_observers:
+            observer(result, elapsed)
+
+    def _compute_wanted(self, actual: Table) -> Table:
+        self.wanted = wanted_table(
+            self.config,
+            health=self.monitor.health(),
+            overrides=self.overrides.all(),
+            actual=actual,
+            now=time.monotonic(),
+        )
+        return self.wanted.table
+
+    # Lifecycle ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until a stop is requested; then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self._persist_owned()
+        self.monitor.update(health_targets(self.config))
+        await self.monitor.start()
+        first = await self.reconciler.reconcile_once()
+        log.info(
+            "daemon.started",
+            services=len(self.config.service),
+            writes_at_start=len(first.ops),
+            errors=len(first.errors),
+        )
+        background = [asyncio.create_task(self.reconciler.run(), name="reconcile")]
+        await self._start_extras(background)
+        self._notify("READY=1\nSTATUS=" + self.status_line())
+        try:
+            await self._stop.wait()
+        finally:
+            self._notify("STOPPING=1")
+            await self._shutdown(background)
+
+    async def _start_extras(self, background: list[asyncio.Task]) -> None:
+        """API server and VRRP node, when configured."""
+        if self.config.api.enabled:
+            from pulsed.api import start_api
+
+            self.api = await start_api(self)
+        if self.config.vrrp is not None:
+            from pulsed.ha.node import VrrpNode
+
+            self.vrrp = VrrpNode(self.config.vrrp, healthy_fraction=self.healthy_fraction)
+            await self.vrrp.start()
+
+    def request_stop(self) -> None:
+        log.info("daemon.stopping")
+        self._stop.set()
+
+    async def _shutdown(self, background: list[asyncio.Task]) -> None:
+        await self.monitor.stop()
+        if self.vrrp is not None:
+            await self.vrrp.stop(graceful=True)
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.config.daemon.remove_on_shutdown:
+            await self._remove_own_services()
+        if self.api is not None:
+            await self.api.cleanup()
+        await self.backend.close()
+        log.info("daemon.stopped")
+
+    async def _remove_own_services(self) -> None:
+        actual = await self.backend.dump()
+        mine = {k for k in actual.services if k in self._owned}
+        ops = diff(Table(), Table({k: actual.services[k] for k in mine}), mine)
+        ops = [
+            op for op in ops if op.kind is OpKind.DEL_SERVICE
+        ]  # deleting a service drops its dests
+        await self.backend.apply(ops)
+        log.info("daemon.removed_own_services", services=len(ops))
+
+    # Reload ---------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Re-read the config file. On any error keep the running config."""
+        async with self._reload_lock:
+            self._notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            status = self.reload_status
+            status.last_time = time.time()
+            try:
+                new = await asyncio.to_thread(load_config, self.config_path)
+            except ConfigError as exc:
+                status.last_ok = False
+                status.last_error = f"{len(exc.issues)} problem(s): {exc.issues[0]}"
+                log.error("reload.failed", problems=len(exc.issues), first=str(exc.issues[0]))
+                self._notify("READY=1\nSTATUS=reload failed, old config kept")
+                return False
+            changed = new != self.config
+            status.last_ok, status.last_error, status.last_changed = True, "", changed
+            if changed:
+                self._apply_config(new)
+                status.generation += 1
+                log.info("reload.applied", generation=status.generation, services=len(new.service))
+            else:
+                log.info("reload.unchanged", generation=status.generation)
+            self._notify("READY=1\nSTATUS=" + self.status_line())
+            return True
+
+    def _apply_config(self, new: Config) -> None:
+        old = self.config
+        self.config = new
+        self._owned |= {s.key for s in new.service}
+        self._persist_owned()
+        self.monitor.update(health_targets(new))
+        self.reconciler.resync_interval = new.daemon.resync_interval
+        self.reconciler.retry_interval = new.daemon.retry_interval
+        if self.vrrp is not None and new.vrrp != old.vrrp and hasattr(self.vrrp, "reconfigure"):
+            self.vrrp.reconfigure(new.vrrp)
+        self.reconciler.mark_dirty()
+
+    # Admin ------------------------------------------------------------------
+
+    def known_real(self, key: RealKey) -> bool:
+        svc = next((s for s in self.config.service if s.key == key[0]), None)
+        if svc is None:
+            return False
+        return any(DestKey(*svc.real_endpoint(r)) == key[1] for r in svc.real)
+
+    def set_mode(self, key: RealKey, mode: Mode) -> None:
+        self.overrides.set_mode(key, mode)
+        log.info(f"admin.{mode}", service=str(key[0]), real=str(key[1]))
+        self.reconciler.mark_dirty()
+
+    def set_weight(self, key: RealKey, weight: int | None) -> None:
+        self.overrides.set_weight(key, weight)
+        log.info("admin.weight", service=str(key[0]), real=str(key[1]), weight=weight)
+        self.reconciler.mark_dirty()
+
+    # Views ------------------------------------------------------------------
+
+    def healthy_fraction(self, service_name: str) -> float | None:
+        svc = self.config.service_named(service_name)
+        if svc is None or not svc.real:
+            return None
+        health = self.monitor.health()
+        up = 0
+        for real in svc.real:
+            h = health.get((svc.key, DestKey(*svc.real_endpoint(real))))
+            up += bool(h is not None and getattr(h, "up", False))
+        return up / len(svc.real)
+
+    def status_line(self) -> str:
+        reals = sum(len(s.real) for s in self.config.service)
+        generation = self.reload_status.generation
+        return f"{len(self.config.service)} services, {reals} real servers, generation {generation}"
+
+    def _load_owned(self) -> set[ServiceKey]:
+        from pulsed.overrides import parse_service_key
+
+        try:
+            raw = json.loads(self._owned_path.read_text(encoding="utf-8"))
+            return {parse_service_key(k) for k in raw.get("services", [])}
+        except (OSError, ValueError, TypeError):
+            return set()
+
+    def _persist_owned(self) -> None:
+        # Remembered across restarts so a service dropped from the config
+        # while pulsed was down is still cleaned up, and a foreign one never is.
+        try:
+            self._owned_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._owned_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"services": sorted(str(k) for k in self._owned)}))
+            tmp.replace(self._owned_path)
+        except OSError as exc:
+            log.warning("daemon.state_dir_unwritable", path=str(self._owned_path), error=str(exc))
