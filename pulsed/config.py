@@ -13,6 +13,7 @@ every check), so one bad entry does not hide the errors of the next.
 from __future__ import annotations
 
 import tomllib
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -167,7 +168,7 @@ _MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    text = f'"{value}"' if isinstance(value, str | Duration) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -210,6 +211,10 @@ class _Validator:
         self.issues: list[ConfigIssue] = []
 
     def fail(self, path: str, value: Any, message: str) -> None:
+        # One problem per key: a key that failed its type check is not
+        # reported again as missing by the cross-field rules.
+        if any(issue.path == path for issue in self.issues):
+            return
         self.issues.append(ConfigIssue(self.filename, path, value, message))
 
     def validate(self, raw: dict[str, Any]) -> Config:
@@ -238,28 +243,49 @@ class _Validator:
         return Config(daemon=daemon, api=api, vrrp=vrrp, service=tuple(services))
 
     def convert(self, raw: Any, tp: type, path: str) -> Any:
-        try:
-            return msgspec.convert(raw, tp, dec_hook=_dec_hook, strict=True)
-        except msgspec.ValidationError as exc:
-            self.fail_from_msgspec(str(exc), raw, path)
-            return None
+        """``raw`` as a ``tp``, or None after recording every problem in it.
 
-    def fail_from_msgspec(self, message: str, raw: Any, base: str) -> None:
+        msgspec stops at the first error, so each offending top-level key is
+        dropped and the conversion retried: one pass reports them all.
+        """
+        obj, clean = self.convert_best_effort(raw, tp, path)
+        return obj if clean else None
+
+    def convert_best_effort(self, raw: Any, tp: type, path: str) -> tuple[Any, bool]:
+        """(object built from the valid keys or None, whether raw was all valid)."""
+        clean = True
+        for _ in range(64):
+            try:
+                return msgspec.convert(raw, tp, dec_hook=_dec_hook, strict=True), clean
+            except msgspec.ValidationError as exc:
+                clean = False
+                rel = self.fail_from_msgspec(str(exc), raw, path, tp)
+            parts = _path_parts(rel)
+            if not isinstance(raw, dict) or not parts or parts[0] not in raw:
+                return None, False
+            raw = {k: v for k, v in raw.items() if k != parts[0]}
+        return None, False
+
+    def fail_from_msgspec(self, message: str, raw: Any, base: str, tp: type) -> str:
+        """Record one msgspec error; return the relative path it names."""
         text, sep, where = message.rpartition(" - at `$")
         if not sep:
             text, where = message, "`"
         rel = where[:-1]  # like ".real[0].weight" or "" (drop closing backtick)
         if text.startswith("Object contains unknown field `"):
-            field_name = text.split("`")[1]
-            rel = f"{rel}.{field_name}"
+            rel = f"{rel}.{text.split('`')[1]}"
             text = "unknown key"
         elif text.startswith("Object missing required field `"):
-            field_name = text.split("`")[1]
-            rel = f"{rel}.{field_name}"
+            rel = f"{rel}.{text.split('`')[1]}"
             self.fail(_join(base, rel), _MISSING, "required key is missing")
-            return
+            return rel
+        elif text.startswith("Invalid enum value"):
+            choices = _literal_choices(tp, _path_parts(rel))
+            if choices:
+                text = f"expected one of: {', '.join(map(str, choices))}"
         text = text.replace("Expected `", "expected ").replace("`", "")
         self.fail(_join(base, rel), _lookup(raw, rel), text)
+        return rel
 
     def services(self, raw_services: Any) -> list[ServiceConfig]:
         if not isinstance(raw_services, list):
@@ -270,7 +296,7 @@ class _Validator:
         seen_names: dict[str, str] = {}
         for index, raw in enumerate(raw_services):
             path = f"service[{index}]"
-            svc = self.service(raw, path)
+            svc = self.service(raw, path)  # best effort: duplicates are still found
             if svc is None:
                 continue
             services.append(svc)
@@ -281,26 +307,20 @@ class _Validator:
                     f"duplicate service name (also {seen_names[svc.name]})",
                 )
             seen_names.setdefault(svc.name, path)
-            key = svc.key
+            try:
+                key = svc.key
+            except (AssertionError, ValueError):
+                continue  # identity errors are already reported
             if key in seen_keys:
-                what = (
-                    f"fwmark {svc.fwmark}"
-                    if svc.fwmark is not None
-                    else f"{svc.protocol} {svc.vip}:{svc.port}"
-                )
-                self.fail(
-                    path,
-                    svc.name,
-                    f"duplicate service: {what} is also declared by {seen_keys[key]}",
-                )
+                self.fail(path, svc.name, f"duplicate service: {key} is also {seen_keys[key]}")
             seen_keys.setdefault(key, path)
         return services
 
     def service(self, raw: Any, path: str) -> ServiceConfig | None:
+        """The service built from its valid parts; problems are recorded."""
         if not isinstance(raw, dict):
             self.fail(path, raw, "expected a table")
             return None
-        before = len(self.issues)
         base_check = raw.get("check", {})
         if not isinstance(base_check, dict):
             self.fail(f"{path}.check", base_check, "expected a table")
@@ -311,49 +331,40 @@ class _Validator:
                 self.fail(f"{path}.check.{rel}", value, message)
         reals = self.reals(raw.get("real", []), base_check, path)
         body = {k: v for k, v in raw.items() if k not in ("real", "check")}
-        svc = self.convert(body, ServiceConfig, path)
-        if svc is None or check is None or reals is None or len(self.issues) > before:
-            if svc is not None:
-                self.service_rules(svc, path, reals or [])
+        svc, _ = self.convert_best_effort(body, ServiceConfig, path)
+        if svc is None:
             return None
-        svc = msgspec.structs.replace(svc, check=check, real=tuple(reals))
+        svc = msgspec.structs.replace(svc, check=check or CheckConfig(), real=tuple(reals))
         self.service_rules(svc, path, reals)
-        return svc if len(self.issues) == before else None
+        return svc
 
-    def reals(self, raw_reals: Any, base_check: dict, svc_path: str) -> list[RealConfig] | None:
+    def reals(self, raw_reals: Any, base_check: dict, svc_path: str) -> list[RealConfig]:
         if not isinstance(raw_reals, list):
             self.fail(
                 f"{svc_path}.real", raw_reals, "expected an array of tables: [[service.real]]"
             )
-            return None
+            return []
         reals: list[RealConfig] = []
-        ok = True
         for index, raw in enumerate(raw_reals):
             path = f"{svc_path}.real[{index}]"
             if not isinstance(raw, dict):
                 self.fail(path, raw, "expected a table")
-                ok = False
                 continue
             override = raw.get("check")
             body = {k: v for k, v in raw.items() if k != "check"}
-            real = self.convert(body, RealConfig, path)
+            real, _ = self.convert_best_effort(body, RealConfig, path)
             check = None
             if override is not None:
                 if not isinstance(override, dict):
                     self.fail(f"{path}.check", override, "expected a table")
-                    ok = False
-                    continue
-                check = self.convert({**base_check, **override}, CheckConfig, f"{path}.check")
-                if check is None:
-                    ok = False
-                    continue
-                for rel, value, message in check_problems(check):
-                    self.fail(f"{path}.check.{rel}", value, message)
-            if real is None:
-                ok = False
-                continue
-            reals.append(msgspec.structs.replace(real, check=check))
-        return reals if ok else None
+                else:
+                    merged = {**base_check, **override}
+                    check = self.convert(merged, CheckConfig, f"{path}.check")
+                    for rel, value, message in check_problems(check) if check else ():
+                        self.fail(f"{path}.check.{rel}", value, message)
+            if real is not None:
+                reals.append(msgspec.structs.replace(real, check=check))
+        return reals
 
     def service_rules(self, svc: ServiceConfig, path: str, reals: list[RealConfig]) -> None:
         self.identity_rules(svc, path)
@@ -471,6 +482,20 @@ class _Validator:
             split_host_port(listen)
         except ValueError as exc:
             self.fail("api.listen", listen, str(exc))
+
+
+def _literal_choices(tp: type, parts: list[str | int]) -> tuple[Any, ...]:
+    """The allowed values of a Literal field, for a friendlier enum error."""
+    if len(parts) != 1 or not isinstance(parts[0], str):
+        return ()
+    try:
+        hint = typing.get_type_hints(tp).get(parts[0])
+    except (NameError, TypeError):
+        return ()
+    for candidate in (hint, *typing.get_args(hint)):
+        if typing.get_origin(candidate) is Literal:
+            return typing.get_args(candidate)
+    return ()
 
 
 def _is_number(text: str) -> bool:

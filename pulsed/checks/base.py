@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import ssl
@@ -90,7 +91,5 @@ def set_reset_on_close(sock: socket.socket | None) -> None:
     """Close with RST, not FIN: a checker that opens thousands of connections a
     second must not leave them in TIME_WAIT (HAProxy's checks do the same)."""
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-        except OSError:
-            pass

@@ -47,7 +47,7 @@ class ExecProbe:
             return ProbeResult(False, reason, time.perf_counter() - start, "error")
         try:
             async with asyncio.timeout(self.timeout):
-                output = await proc.stdout.read(_MAX_OUTPUT) if proc.stdout else b""
+                output = await _read_capped(proc.stdout)
                 code = await proc.wait()
         except TimeoutError:
             await _kill_group(proc)
@@ -55,9 +55,6 @@ class ExecProbe:
         except asyncio.CancelledError:
             await asyncio.shield(_kill_group(proc))
             raise
-        finally:
-            if proc.stdout is not None:
-                proc.stdout.feed_eof()
         latency = time.perf_counter() - start
         if code != 0:
             reason = f"exit {code}" if code > 0 else f"killed by signal {-code}"
@@ -65,6 +62,18 @@ class ExecProbe:
         words = output.split(maxsplit=1)
         weight_pct = parse_weight_pct(words[0]) if words else None
         return ProbeResult(True, "exit 0", latency, "ok", weight_pct)
+
+
+async def _read_capped(stream: asyncio.StreamReader | None) -> bytes:
+    """All output until EOF, keeping only the first _MAX_OUTPUT bytes (a chatty
+    command must not block on a full pipe, nor fill pulsed's memory)."""
+    kept = bytearray()
+    if stream is None:
+        return b""
+    while chunk := await stream.read(65536):
+        if len(kept) < _MAX_OUTPUT:
+            kept += chunk[: _MAX_OUTPUT - len(kept)]
+    return bytes(kept)
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:

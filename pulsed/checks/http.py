@@ -49,7 +49,7 @@ def tls_context(
 class _Response:
     """What the reader collected: status, headers, body prefix, and why it stopped."""
 
-    __slots__ = ("body", "complete", "head_ok", "headers", "status", "error")
+    __slots__ = ("body", "complete", "error", "head_ok", "headers", "status")
 
     def __init__(self) -> None:
         self.status = 0

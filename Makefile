@@ -1,0 +1,63 @@
+# pulsed: `make lab` runs the classic LVS lab, `make test` runs every test tier.
+# Both work as root on a fresh Debian machine: they install what they need.
+
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+PYTEST     := $(VENV)/bin/pytest
+RUFF       := $(VENV)/bin/ruff
+REPORTS    := .cache/reports
+VM_OUT     := .cache/vm-out
+MODE       ?= nat
+DEBIAN_PKGS := qemu-system-x86 busybox-static kmod ipvsadm keepalived prometheus wrk \
+               chromium tcpdump nftables iproute2 arping procps systemd
+APT_STAMP  := .cache/apt.stamp
+VENV_STAMP := $(VENV)/.installed
+
+.PHONY: test deps lint unit netns kernel lab clean
+
+test: deps lint unit netns kernel
+	@echo "all test tiers ran: reports in $(REPORTS)/"
+
+deps: $(APT_STAMP) $(VENV_STAMP)
+	@scripts/install-kernel >/dev/null
+
+$(APT_STAMP): Makefile
+	@mkdir -p .cache
+	@missing=$$(for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+$(VENV_STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "installing Python packages into $(VENV)"
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test,speed]'
+	@touch $@
+
+lint: $(VENV_STAMP)
+	$(RUFF) check .
+	$(RUFF) format --check .
+
+unit: $(VENV_STAMP)
+	@mkdir -p $(REPORTS)
+	$(PYTEST) -q tests/unit --junitxml=$(REPORTS)/unit.xml
+
+netns: deps
+	@mkdir -p $(REPORTS)
+	$(PYTEST) -q tests/netns --junitxml=$(REPORTS)/netns.xml
+
+# The kernel tier runs inside a VM booted from a stock Debian kernel that has IPVS.
+kernel: deps
+	@mkdir -p $(REPORTS) $(VM_OUT)
+	@rm -f $(VM_OUT)/kernel.xml
+	scripts/vm-run --out $(VM_OUT) -- $(PYTEST) -q -p no:cacheprovider tests/kernel --junitxml=$(VM_OUT)/kernel.xml
+	@cp $(VM_OUT)/kernel.xml $(REPORTS)/kernel.xml
+
+lab: deps
+	scripts/lab --mode $(MODE)
+
+clean:
+	rm -rf .cache/reports .cache/vm-out

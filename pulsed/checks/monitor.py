@@ -1,0 +1,223 @@
+"""HealthMonitor: every probe of every real server, scheduled on one event loop.
+
+Idle servers cost one timer handle on the loop; a task exists only while a
+probe runs. Each server's probes follow a fixed grid (first probe at a
+random offset within ``jitter``, then every ``interval`` after it), so
+timing does not drift with probe duration and servers spread over the
+interval never fall back into step. A probe that would start while
+``max_in_flight`` probes are running waits for a free slot; its timeout
+counts from when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from pulsed.checks.base import Probe, ProbeResult, Target
+from pulsed.checks.probes import make_probe
+from pulsed.checks.state import RealHealth, apply_result, changed_for_table, initial_health
+from pulsed.model import DestKey, ServiceKey
+
+log = structlog.get_logger(__name__)
+
+RealKey = tuple[ServiceKey, DestKey]
+OnChange = Callable[[RealKey, RealHealth], None]
+OnResult = Callable[[RealKey, ProbeResult], None]
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    key: RealKey
+    target: Target
+    probe: Probe
+    health: RealHealth
+    deadline: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+    task: asyncio.Task[None] | None = None
+    waiting: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class HealthMonitor:
+    """Probes real servers and reports health changes.
+
+    ``on_change(key, health)`` runs when a server goes up or down, or when an
+    up server reports a different weight: the daemon marks the table dirty.
+    ``on_result(key, result)`` runs after every probe (metrics hook).
+    """
+
+    def __init__(
+        self,
+        on_change: OnChange,
+        *,
+        on_result: OnResult | None = None,
+        max_in_flight: int = 2000,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._on_change = on_change
+        self._on_result = on_result
+        self._max_in_flight = max(1, max_in_flight)
+        self._rng = rng or random.Random()
+        self._entries: dict[RealKey, _Entry] = {}
+        self._health: dict[RealKey, RealHealth] = {}
+        self._queue: deque[_Entry] = deque()
+        self._in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- API used by the daemon -------------------------------------------------
+
+    def update(
+        self, targets: Mapping[RealKey, Target], assume_up: Collection[RealKey] = ()
+    ) -> None:
+        """Make the monitored set equal ``targets``.
+
+        Servers whose target (address, port and check) is unchanged keep their
+        health and schedule; new or changed ones start afresh (down, unless
+        their check says ``initial_state = "up"`` or their key is in
+        ``assume_up``, e.g. because the kernel table already holds them with a
+        weight when the daemon restarts); removed ones stop.
+        """
+        for key in list(self._entries):
+            entry = self._entries[key]
+            if targets.get(key) != entry.target:
+                self._stop_entry(entry)
+        wall = time.time()
+        for key, target in targets.items():
+            if key in self._entries:
+                continue
+            check = target.check
+            if check.type == "none":
+                health = initial_health(True, wall, reason="no check")
+            else:
+                up = check.initial_state == "up" or key in assume_up
+                health = initial_health(up, wall)
+            entry = _Entry(key, target, make_probe(target), health)
+            entry.labels = {"service": str(key[0]), "server": str(key[1])}
+            self._entries[key] = entry
+            self._health[key] = health
+            if self._loop is not None:
+                self._schedule_first(entry)
+
+    def health(self) -> Mapping[RealKey, RealHealth]:
+        """A snapshot of every monitored server's health."""
+        return dict(self._health)
+
+    def targets(self) -> Mapping[RealKey, Target]:
+        return {key: entry.target for key, entry in self._entries.items()}
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for entry in self._entries.values():
+            self._schedule_first(entry)
+
+    async def stop(self) -> None:
+        tasks = [e.task for e in self._entries.values() if e.task is not None]
+        for entry in self._entries.values():
+            self._cancel(entry)
+        self._queue.clear()
+        self._loop = None
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- scheduling -----------------------------------------------------------
+
+    def _schedule_first(self, entry: _Entry) -> None:
+        check = entry.target.check
+        if check.type == "none" or self._loop is None:
+            return
+        window = float(check.interval if check.jitter is None else check.jitter)
+        entry.deadline = self._loop.time() + self._rng.uniform(0, window)
+        entry.timer = self._loop.call_at(entry.deadline, self._due, entry)
+
+    def _schedule_next(self, entry: _Entry) -> None:
+        if self._loop is None or self._entries.get(entry.key) is not entry:
+            return
+        interval = float(entry.target.check.interval)
+        entry.deadline += interval
+        now = self._loop.time()
+        if entry.deadline < now:  # the loop was stalled: skip missed slots, keep the grid
+            entry.deadline += math.ceil((now - entry.deadline) / interval) * interval
+        entry.timer = self._loop.call_at(entry.deadline, self._due, entry)
+
+    def _due(self, entry: _Entry) -> None:
+        entry.timer = None
+        if self._in_flight >= self._max_in_flight:
+            entry.waiting = True
+            self._queue.append(entry)
+            return
+        self._launch(entry)
+
+    def _launch(self, entry: _Entry) -> None:
+        assert self._loop is not None
+        self._in_flight += 1
+        entry.task = self._loop.create_task(self._run(entry))
+
+    async def _run(self, entry: _Entry) -> None:
+        try:
+            try:
+                result = await entry.probe.probe()
+            except Exception as exc:  # a probe bug must not stop monitoring
+                log.exception("probe.crashed", **entry.labels)
+                result = ProbeResult(False, f"error: {type(exc).__name__}", 0.0, "error")
+            self._record(entry, result)
+        finally:
+            entry.task = None
+            self._in_flight -= 1
+            self._release_slot()
+        self._schedule_next(entry)
+
+    def _release_slot(self) -> None:
+        while self._queue and self._in_flight < self._max_in_flight:
+            waiting = self._queue.popleft()
+            if waiting.waiting and self._entries.get(waiting.key) is waiting:
+                waiting.waiting = False
+                self._launch(waiting)
+
+    def _record(self, entry: _Entry, result: ProbeResult) -> None:
+        if self._entries.get(entry.key) is not entry:
+            return  # stopped or replaced while the probe ran
+        check = entry.target.check
+        old = entry.health
+        new = apply_result(old, result, check.rise, check.fall, time.time(), time.monotonic())
+        entry.health = new
+        self._health[entry.key] = new
+        if self._on_result is not None:
+            self._call(self._on_result, entry, result)
+        if old.up != new.up:
+            event = "probe.up" if new.up else "probe.down"
+            log.info(event, reason=new.reason, **entry.labels)
+        if changed_for_table(old, new):
+            self._call(self._on_change, entry, new)
+
+    def _call(self, callback: Callable, entry: _Entry, value: object) -> None:
+        try:
+            callback(entry.key, value)
+        except Exception:
+            log.exception("probe.callback_failed", **entry.labels)
+
+    def _stop_entry(self, entry: _Entry) -> None:
+        self._cancel(entry)
+        del self._entries[entry.key]
+        self._health.pop(entry.key, None)
+
+    def _cancel(self, entry: _Entry) -> None:
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        if entry.task is not None:
+            entry.task.cancel()
+        entry.waiting = False

@@ -1,0 +1,189 @@
+"""Turning health into kernel weights for one service's pool (pure).
+
+``plan_pool`` is a function of the policy, each real's base weight, health
+and active connection count, and the time: no I/O, no clock reading. The
+daemon calls it whenever health, config, an admin override or the kernel's
+connection counts change, and again at ``PoolPlan.next_change_at`` while a
+slow-start ramp or a drain deadline is pending.
+
+Rules, in order:
+
+- up: base weight x reported percentage x slow-start ramp (never below 1
+  unless the base weight or the reported percentage is 0);
+- down, on_failure="quiesce": weight 0, existing connections carry on;
+- down, on_failure="remove": weight 0 while draining, then absent once the
+  kernel reports no active connection or drain_timeout has passed since the
+  server went down. A server that was never up is never added;
+- min_healthy: when fewer servers are up than this, the least-recently-failed
+  down servers are kept at their base weight (fail open: a health-check
+  outage on the router's side must not empty the pool);
+- sorry server: present (weight ``sorry_weight``) only while no server is
+  serving, i.e. none is up with a base weight above 0 and none is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from pulsed.checks.state import RealHealth
+from pulsed.model import DestKey
+
+# Slow start begins at this fraction of the full weight and rises linearly.
+SLOW_START_FLOOR = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPolicy:
+    """A service's health policy, built by the daemon from its ServiceConfig."""
+
+    on_failure: Literal["quiesce", "remove"] = "quiesce"
+    drain_timeout: float = 60.0
+    slow_start: float = 0.0
+    min_healthy: int | str = 0  # a count, or a percentage such as "50%"
+    sorry_server: DestKey | None = None
+    sorry_forwarding: str | None = None  # carried for the daemon; unused here
+    sorry_weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RealView:
+    """One real server as the planner sees it."""
+
+    weight: int  # configured weight, or the admin override
+    health: RealHealth
+    active_connections: int | None = None  # last kernel dump; None: not in the kernel
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPlan:
+    weights: Mapping[DestKey, int]  # every destination that should be in the table
+    sorry_in_use: bool = False
+    failed_open: bool = False
+    kept: tuple[DestKey, ...] = ()  # down servers kept by min_healthy
+    draining: tuple[DestKey, ...] = ()  # on_failure="remove", waiting to be deleted
+    ramping: tuple[DestKey, ...] = ()  # in slow start
+    # Monotonic time at which the plan changes by itself (next slow-start
+    # step or drain deadline); None when nothing is pending.
+    next_change_at: float | None = None
+
+
+def required_healthy(min_healthy: int | str, total: int) -> int:
+    """How many of ``total`` servers min_healthy asks for (percentages round up)."""
+    if isinstance(min_healthy, str):
+        pct = float(min_healthy.strip().removesuffix("%"))
+        wanted = math.ceil(total * pct / 100 - 1e-9)
+    else:
+        wanted = min_healthy
+    return max(0, min(wanted, total))
+
+
+def min_healthy_problem(min_healthy: int | str) -> str | None:
+    """Error text for a bad min_healthy value, for the config checker."""
+    if isinstance(min_healthy, bool):
+        return "must be a count or a percentage like '50%'"
+    if isinstance(min_healthy, int):
+        return None if min_healthy >= 0 else "must not be negative"
+    text = min_healthy.strip()
+    if not text.endswith("%"):
+        return "must be a count or a percentage like '50%'"
+    try:
+        pct = float(text[:-1])
+    except ValueError:
+        return "must be a count or a percentage like '50%'"
+    return None if 0 <= pct <= 100 else "percentage must be between 0% and 100%"
+
+
+def plan_pool(policy: PoolPolicy, reals: Mapping[DestKey, RealView], now: float) -> PoolPlan:
+    """Kernel weights for one pool at monotonic time ``now``."""
+    weights: dict[DestKey, int] = {}
+    draining: list[DestKey] = []
+    ramping: list[DestKey] = []
+    deadlines: list[float] = []
+
+    kept = _kept_by_min_healthy(policy, reals)
+    for key, view in reals.items():
+        health = view.health
+        if health.up:
+            weight, step_at = _up_weight(view, policy.slow_start, now)
+            weights[key] = weight
+            if step_at is not None:
+                ramping.append(key)
+                deadlines.append(step_at)
+        elif key in kept:
+            weights[key] = max(view.weight, 0)
+        elif policy.on_failure == "quiesce":
+            weights[key] = 0
+        elif _still_draining(view, policy.drain_timeout, now):
+            weights[key] = 0
+            draining.append(key)
+            deadlines.append(health.went_down_at + policy.drain_timeout)  # type: ignore[operator]
+
+    serving = kept or any(v.health.up and v.weight > 0 for v in reals.values())
+    sorry = policy.sorry_server is not None and not serving
+    if sorry:
+        weights[policy.sorry_server] = policy.sorry_weight  # type: ignore[index]
+    return PoolPlan(
+        weights=weights,
+        sorry_in_use=sorry,
+        failed_open=bool(kept),
+        kept=tuple(sorted(kept)),
+        draining=tuple(sorted(draining)),
+        ramping=tuple(sorted(ramping)),
+        next_change_at=min(deadlines) if deadlines else None,
+    )
+
+
+def next_change_at(
+    policy: PoolPolicy, reals: Mapping[DestKey, RealView], now: float
+) -> float | None:
+    """When the plan changes by itself; the daemon should recompute then."""
+    return plan_pool(policy, reals, now).next_change_at
+
+
+def _kept_by_min_healthy(policy: PoolPolicy, reals: Mapping[DestKey, RealView]) -> set[DestKey]:
+    eligible = {k: v for k, v in reals.items() if v.weight > 0}
+    required = required_healthy(policy.min_healthy, len(eligible))
+    up = sum(1 for v in eligible.values() if v.health.up)
+    if up >= required:
+        return set()
+    down = [k for k, v in eligible.items() if not v.health.up]
+    # Least recently failed first; servers that were never up come last.
+    down.sort(key=lambda k: _failure_order(k, eligible[k].health))
+    return set(down[: required - up])
+
+
+def _failure_order(key: DestKey, health: RealHealth) -> tuple[bool, float, DestKey]:
+    went_down = health.went_down_at
+    return (went_down is None, -(went_down or 0.0), key)
+
+
+def _up_weight(view: RealView, slow_start: float, now: float) -> tuple[int, float | None]:
+    """Weight of an up server, and when its slow-start ramp next steps up."""
+    pct = view.health.weight_pct
+    full = max(view.weight, 0) * (100 if pct is None else pct) / 100
+    if full <= 0:
+        return 0, None
+    went_up = view.health.went_up_at
+    if slow_start <= 0 or went_up is None or now >= went_up + slow_start:
+        return max(1, int(full)), None
+    elapsed = max(0.0, now - went_up)
+    fraction = SLOW_START_FLOOR + (1 - SLOW_START_FLOOR) * elapsed / slow_start
+    weight = max(1, int(full * fraction))
+    # The ramp reaches weight+1 when full * fraction == weight + 1.
+    step_fraction = (weight + 1) / full
+    if step_fraction >= 1:
+        step_at = went_up + slow_start
+    else:
+        step_at = went_up + (step_fraction - SLOW_START_FLOOR) / (1 - SLOW_START_FLOOR) * slow_start
+    # Never ask to be woken in the past (float rounding at a step boundary).
+    return weight, max(step_at, now + 1e-3)
+
+
+def _still_draining(view: RealView, drain_timeout: float, now: float) -> bool:
+    went_down = view.health.went_down_at
+    if went_down is None or not view.active_connections:
+        return False
+    return now < went_down + drain_timeout

@@ -1,0 +1,74 @@
+"""What the monitor knows about one real server, and how a result changes it.
+
+Two clocks: ``last_check`` and ``last_transition`` are wall-clock
+(time.time(), for people and the status API); ``went_up_at`` and
+``went_down_at`` are monotonic (time.monotonic(), for slow start, draining
+and min_healthy ordering, which must not jump with the wall clock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from pulsed.checks.base import ProbeResult
+from pulsed.checks.hysteresis import Hysteresis, step
+
+
+@dataclass(frozen=True, slots=True)
+class RealHealth:
+    up: bool
+    # Verdict of the most recent probe (None: not probed yet).
+    last_ok: bool | None = None
+    reason: str = "not checked yet"
+    category: str = "pending"
+    last_check: float | None = None  # wall clock
+    last_transition: float | None = None  # wall clock; monitoring start counts
+    latency: float | None = None  # seconds, of the most recent probe
+    consecutive_ok: int = 0
+    consecutive_fail: int = 0
+    # Weight the server reported for itself, % of its configured weight.
+    weight_pct: int | None = None
+    went_up_at: float | None = None  # monotonic; None: up since monitoring began
+    went_down_at: float | None = None  # monotonic; None: never was up
+
+    @property
+    def checked(self) -> bool:
+        return self.last_ok is not None
+
+
+def initial_health(up: bool, wall: float, reason: str = "not checked yet") -> RealHealth:
+    """Health of a server that monitoring has just started on."""
+    return RealHealth(up=up, reason=reason, last_transition=wall)
+
+
+def apply_result(
+    health: RealHealth, result: ProbeResult, rise: int, fall: int, wall: float, mono: float
+) -> RealHealth:
+    """Health after one probe result (pure)."""
+    before = Hysteresis(health.up, health.consecutive_ok, health.consecutive_fail)
+    after = step(before, result.ok, rise, fall)
+    new = replace(
+        health,
+        up=after.up,
+        last_ok=result.ok,
+        reason=result.reason,
+        category=result.category,
+        last_check=wall,
+        latency=result.latency,
+        consecutive_ok=after.ok_run,
+        consecutive_fail=after.fail_run,
+        # A failing server's stale report would mislead; keep the last
+        # good one only while the server passes.
+        weight_pct=result.weight_pct if result.ok else health.weight_pct,
+    )
+    if after.up != health.up:
+        if after.up:
+            new = replace(new, last_transition=wall, went_up_at=mono)
+        else:
+            new = replace(new, last_transition=wall, went_down_at=mono)
+    return new
+
+
+def changed_for_table(old: RealHealth, new: RealHealth) -> bool:
+    """Whether the wanted table may differ: up/down or the reported weight changed."""
+    return old.up != new.up or (new.up and old.weight_pct != new.weight_pct)

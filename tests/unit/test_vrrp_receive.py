@@ -1,0 +1,147 @@
+"""Receive validation and HMAC authentication: every bad kind is dropped with its reason."""
+
+import dataclasses
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pulsed.ha.auth import TRAILER_LEN, Authenticator, load_key
+from pulsed.ha.receive import Expect, Rejected, validate
+from pulsed.ha.vrrp import MCAST_V4, MCAST_V6, Advert, Drop, encode
+
+V4 = ipaddress.IPv4Address
+V6 = ipaddress.IPv6Address
+PEER = V4("10.0.0.2")
+ME = V4("10.0.0.1")
+VIPS = (V4("192.0.2.10"), V4("192.0.2.11"))
+EXPECT = Expect(vrid=7, family=4, addresses=frozenset(VIPS), adver_int=100, own=frozenset({ME}))
+GOOD = Advert(7, 200, 100, VIPS)
+
+
+def check(raw, *, src=PEER, dst=MCAST_V4, ttl=255, expect=EXPECT, **kw):
+    return validate(raw, src=src, dst=dst, ttl=ttl, expect=expect, **kw)
+
+
+def test_good_advert_accepted():
+    assert check(encode(GOOD, PEER, MCAST_V4)) == GOOD
+
+
+def test_address_order_does_not_matter():
+    adv = Advert(7, 200, 100, tuple(reversed(VIPS)))
+    assert check(encode(adv, PEER, MCAST_V4)) == adv
+
+
+@pytest.mark.parametrize(
+    ("raw", "kw", "reason"),
+    [
+        (encode(GOOD, PEER, MCAST_V4), {"ttl": 254}, Drop.TTL),
+        (encode(GOOD, PEER, MCAST_V4), {"ttl": 1}, Drop.TTL),
+        (bytes([0x21]) + encode(GOOD, PEER, MCAST_V4)[1:], {}, Drop.VERSION),
+        (bytes([0x32]) + encode(GOOD, PEER, MCAST_V4)[1:], {}, Drop.TYPE),
+        (encode(Advert(8, 200, 100, VIPS), PEER, MCAST_V4), {}, Drop.VRID),
+        (encode(GOOD, PEER, MCAST_V4)[:6] + b"\0\0" + bytes(8), {}, Drop.CHECKSUM),
+        (encode(GOOD, PEER, MCAST_V4)[:5], {}, Drop.SHORT),
+        (encode(GOOD, PEER, MCAST_V4)[:12], {}, Drop.SHORT),
+        (encode(GOOD, PEER, MCAST_V4) + b"junk", {}, Drop.LENGTH),
+        (encode(Advert(7, 200, 100, VIPS[:1]), PEER, MCAST_V4), {}, Drop.ADDRESSES),
+        (encode(Advert(7, 200, 100, (*VIPS, V4("192.0.2.12"))), PEER, MCAST_V4), {}, Drop.ADDRESSES),
+        (encode(Advert(7, 200, 100, (VIPS[0], VIPS[0])), PEER, MCAST_V4), {}, Drop.ADDRESSES),
+        (encode(Advert(7, 200, 0, VIPS), PEER, MCAST_V4), {}, Drop.INTERVAL),
+        (encode(GOOD, ME, MCAST_V4), {"src": ME}, Drop.OWN),
+        (encode(Advert(7, 200, 100, (V6("2001:db8::1"),)), V6("fe80::1"), MCAST_V6),
+         {"src": V6("fe80::1"), "dst": MCAST_V6}, Drop.FAMILY),
+    ],
+)
+def test_rejections(raw, kw, reason):
+    verdict = check(raw, **kw)
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason is reason, verdict
+
+
+def test_interval_mismatch_accepted_by_default_like_keepalived():
+    adv = Advert(7, 200, 35, VIPS)
+    assert check(encode(adv, PEER, MCAST_V4)) == adv
+
+
+def test_interval_mismatch_dropped_when_strict():
+    strict = dataclasses.replace(EXPECT, strict_interval=True)
+    verdict = check(encode(Advert(7, 200, 35, VIPS), PEER, MCAST_V4), expect=strict)
+    assert verdict.reason is Drop.INTERVAL
+
+
+def test_unicast_peer_filter():
+    exp = Expect(vrid=7, family=4, addresses=frozenset(VIPS), adver_int=100, peers=frozenset({PEER}))
+    stranger = V4("10.0.0.9")
+    assert check(encode(GOOD, PEER, ME), dst=ME, expect=exp) == GOOD
+    assert check(encode(GOOD, stranger, ME), src=stranger, dst=ME, expect=exp).reason is Drop.PEER
+
+
+def test_ipv6():
+    src = V6("fe80::2")
+    vips = (V6("2001:db8::10"),)
+    exp = Expect(vrid=7, family=6, addresses=frozenset(vips), adver_int=100)
+    adv = Advert(7, 100, 100, vips)
+    assert check(encode(adv, src, MCAST_V6), src=src, dst=MCAST_V6, expect=exp) == adv
+    bad = check(encode(adv, src, MCAST_V6), src=src, dst=MCAST_V6, expect=exp, ttl=64)
+    assert bad.reason is Drop.TTL
+
+
+KEY = b"0123456789abcdef0123456789abcdef"
+
+
+def signed(auth, adv=GOOD, src=PEER, now=1000.0):
+    return auth.sign(src, encode(adv, src, MCAST_V4), now)
+
+
+def test_auth_round_trip_and_replay():
+    tx, rx = Authenticator(KEY, 30), Authenticator(KEY, 30)
+    first = signed(tx, now=1000.0)
+    assert len(first) == 8 + 8 + TRAILER_LEN
+    assert check(first, auth=rx, now_wall=1000.0) == GOOD
+    assert check(first, auth=rx, now_wall=1000.1).reason is Drop.REPLAY
+    second = signed(tx, now=1000.0)  # same clock reading: the sequence still increases
+    assert check(second, auth=rx, now_wall=1000.0) == GOOD
+
+
+def test_auth_rejects_stale_after_receiver_restart():
+    old = signed(Authenticator(KEY, 30), now=1000.0)
+    assert check(old, auth=Authenticator(KEY, 30), now_wall=1031.0).reason is Drop.REPLAY
+
+
+def test_auth_rejects_wrong_key_missing_trailer_and_tamper():
+    rx = Authenticator(KEY, 30)
+    wrong = signed(Authenticator(b"x" * 32, 30))
+    assert check(wrong, auth=rx, now_wall=1000.0).reason is Drop.AUTH
+    assert check(encode(GOOD, PEER, MCAST_V4), auth=rx).reason is Drop.AUTH
+    good = signed(Authenticator(KEY, 30))
+    tampered = good[:-1] + bytes([good[-1] ^ 1])
+    assert check(tampered, auth=rx, now_wall=1000.0).reason is Drop.AUTH
+
+
+def test_auth_binds_the_source_address():
+    pkt = signed(Authenticator(KEY, 30), src=PEER)
+    other = V4("10.0.0.3")
+    # Re-checksummed for the new source, the MAC still names PEER.
+    forged = encode(GOOD, other, MCAST_V4) + pkt[16:]
+    assert check(forged, src=other, auth=Authenticator(KEY, 30), now_wall=1000.0).reason is Drop.AUTH
+
+
+def test_load_key(tmp_path):
+    f = tmp_path / "k"
+    f.write_bytes(KEY + b"\n")
+    assert load_key(str(f)) == KEY
+    f.write_bytes(b"short")
+    with pytest.raises(ValueError, match="at least 16"):
+        load_key(str(f))
+    with pytest.raises(ValueError, match="cannot read"):
+        load_key(str(tmp_path / "missing"))
+
+
+@given(st.binary(max_size=120), st.integers(0, 255))
+def test_validate_total(data, ttl):
+    verdict = check(data, ttl=ttl)
+    assert isinstance(verdict, (Advert, Rejected))
+    if isinstance(verdict, Advert):
+        assert ttl == 255 and verdict.vrid == 7 and set(verdict.addresses) == set(VIPS)
