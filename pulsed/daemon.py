@@ -74,6 +74,8 @@ class Daemon:
         self._notify = notify or (lambda _msg: None)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._wakeup: asyncio.TimerHandle | None = None
+        self.result_observers: list[Callable[[RealKey, object], None]] = []
         self.monitor = self._make_monitor()
         self.reconciler = Reconciler(
             backend,
@@ -92,10 +94,14 @@ class Daemon:
     def _make_monitor(self):
         from pulsed.checks.monitor import HealthMonitor
 
-        return HealthMonitor(on_change=self._on_health_change)
+        return HealthMonitor(on_change=self._on_health_change, on_result=self._on_probe_result)
 
     def _on_health_change(self, key: RealKey, health: object) -> None:
         self.reconciler.mark_dirty()
+
+    def _on_probe_result(self, key: RealKey, result: object) -> None:
+        for observer in self.result_observers:
+            observer(key, result)
 
     def _on_pass(self, result: PassResult, elapsed: float) -> None:
         # Forget services that left both the config and the kernel.
@@ -115,7 +121,18 @@ class Daemon:
             actual=actual,
             now=time.monotonic(),
         )
+        self._wake_at(self.wanted.next_change_at)
         return self.wanted.table
+
+    def _wake_at(self, deadline: float | None) -> None:
+        """Recompute when a slow-start ramp steps or a drain deadline passes."""
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = None
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, deadline - time.monotonic())
+            self._wakeup = loop.call_later(delay, self.reconciler.mark_dirty)
 
     # Lifecycle ------------------------------------------------------------
 
@@ -126,7 +143,11 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         self._persist_owned()
-        self.monitor.update(health_targets(self.config))
+        # Servers the kernel already sends traffic to start up, so a restart
+        # over an unchanged table writes nothing and drops nothing.
+        actual = await self.backend.dump()
+        serving = {(svc.key, dest.key) for svc in actual for dest in svc.dests if dest.weight > 0}
+        self.monitor.update(health_targets(self.config), assume_up=serving)
         await self.monitor.start()
         first = await self.reconciler.reconcile_once()
         log.info(
@@ -161,6 +182,8 @@ class Daemon:
         self._stop.set()
 
     async def _shutdown(self, background: list[asyncio.Task]) -> None:
+        if self._wakeup is not None:
+            self._wakeup.cancel()
         await self.monitor.stop()
         if self.vrrp is not None:
             await self.vrrp.stop(graceful=True)

@@ -1,31 +1,35 @@
-"""The wanted IPVS table: a pure function of config, health and overrides."""
+"""The wanted IPVS table: a pure function of config, health and overrides.
+
+Admin overrides sit on top of health: ``disable`` removes a server, ``drain``
+pins its weight to 0, a weight override replaces the configured weight and
+health then applies to it as usual (pulsed.checks.policy).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pulsed.addresses import split_host_port
+from pulsed.checks.policy import PoolPlan, PoolPolicy, RealView, plan_pool
+from pulsed.checks.state import RealHealth
 from pulsed.config import Config, ServiceConfig, persistence_netmask, scheduler_flag_bits
 from pulsed.model import Dest, DestKey, Forwarding, Service, ServiceKey, Table
 from pulsed.overrides import Override, RealKey
 
 _DEFAULT_OVERRIDE = Override()
-
-
-@dataclass(frozen=True)
-class PoolOutcome:
-    """How one service's pool was decided, for /status and logging."""
-
-    weights: Mapping[DestKey, int]
-    sorry_in_use: bool = False
-    failed_open: bool = False
-    kept_open: tuple[DestKey, ...] = ()
+_HEALTHY = RealHealth(up=True, reason="assumed healthy")
+_UNKNOWN = RealHealth(up=False, reason="not checked yet")
 
 
 @dataclass(frozen=True)
 class Wanted:
+    """The wanted table, with how each pool was decided (for /status)."""
+
     table: Table
-    pools: Mapping[ServiceKey, PoolOutcome] = field(default_factory=dict)
+    pools: Mapping[ServiceKey, PoolPlan] = field(default_factory=dict)
+    # Monotonic time at which some pool changes by itself (slow start, drain).
+    next_change_at: float | None = None
 
 
 def service_settings(svc: ServiceConfig) -> Service:
@@ -39,56 +43,83 @@ def service_settings(svc: ServiceConfig) -> Service:
     )
 
 
+def pool_policy(svc: ServiceConfig) -> PoolPolicy:
+    sorry = DestKey(*split_host_port(svc.sorry_server, svc.port)) if svc.sorry_server else None
+    return PoolPolicy(
+        on_failure=svc.on_failure,
+        drain_timeout=float(svc.drain_timeout),
+        slow_start=float(svc.slow_start),
+        min_healthy=svc.min_healthy,
+        sorry_server=sorry,
+        sorry_forwarding=svc.sorry_forwarding,
+    )
+
+
 def wanted_table(
     config: Config,
-    health: Mapping[RealKey, object] | None = None,
+    health: Mapping[RealKey, RealHealth] | None = None,
     overrides: Mapping[RealKey, Override] | None = None,
     actual: Table | None = None,
     now: float = 0.0,
     assume_healthy: bool = False,
 ) -> Wanted:
-    """Compute the table pulsed wants from config, health and admin overrides.
+    """Compute the table pulsed wants.
 
-    ``health`` maps each real server to its RealHealth (absent: not yet
-    known); ``actual`` supplies the kernel's connection counts for draining.
+    ``health`` maps each real server to its RealHealth (a server with no
+    entry counts as not yet checked, hence down, unless ``assume_healthy``).
+    ``actual`` supplies the kernel's connection counts for draining; ``now``
+    is monotonic time for slow start and drain deadlines.
     """
     health = health or {}
     overrides = overrides or {}
     actual = actual or Table()
     services: list[Service] = []
-    pools: dict[ServiceKey, PoolOutcome] = {}
+    pools: dict[ServiceKey, PoolPlan] = {}
+    deadlines: list[float] = []
     for svc in config.service:
         settings = service_settings(svc)
-        outcome = pool_outcome(svc, health, overrides, actual.get(settings.key), now)
-        pools[settings.key] = outcome
-        dests = tuple(_dests(svc, outcome))
-        services.append(
-            Service(
-                key=settings.key,
-                scheduler=settings.scheduler,
-                flags=settings.flags,
-                timeout=settings.timeout,
-                netmask=settings.netmask,
-                dests=dests,
-            )
-        )
-    return Wanted(Table.of(services), pools)
+        views = _views(svc, health, overrides, actual.get(settings.key), assume_healthy)
+        policy = pool_policy(svc)
+        plan = plan_pool(policy, views, now)
+        pools[settings.key] = plan
+        if plan.next_change_at is not None:
+            deadlines.append(plan.next_change_at)
+        services.append(_service(svc, settings, plan, policy))
+    return Wanted(Table.of(services), pools, min(deadlines) if deadlines else None)
 
 
-def real_forwarding(svc: ServiceConfig) -> dict[DestKey, Forwarding]:
-    """Forwarding method per real server (the real's override, else the service's)."""
-    result = {}
+def _views(
+    svc: ServiceConfig,
+    health: Mapping[RealKey, RealHealth],
+    overrides: Mapping[RealKey, Override],
+    have: Service | None,
+    assume_healthy: bool,
+) -> dict[DestKey, RealView]:
+    kernel = have.dest_map() if have is not None else {}
+    views: dict[DestKey, RealView] = {}
+    for real in svc.real:
+        key = DestKey(*svc.real_endpoint(real))
+        override = overrides.get((svc.key, key), _DEFAULT_OVERRIDE)
+        if override.mode == "disable":
+            continue
+        state = _HEALTHY if assume_healthy else health.get((svc.key, key), _UNKNOWN)
+        in_kernel = kernel.get(key)
+        active = None
+        if in_kernel is not None:
+            active = in_kernel.stats.active_connections if in_kernel.stats else 0
+        weight = override.weight if override.weight is not None else real.weight
+        if override.mode == "drain":
+            weight = 0  # no new connections, and not counted as serving
+        views[key] = RealView(weight=weight, health=state, active_connections=active)
+    return views
+
+
+def _service(svc: ServiceConfig, settings: Service, plan: PoolPlan, policy: PoolPolicy) -> Service:
+    dests: list[Dest] = []
     for real in svc.real:
         address, port = svc.real_endpoint(real)
-        result[DestKey(address, port)] = Forwarding(real.forwarding or svc.forwarding)
-    return result
-
-
-def _dests(svc: ServiceConfig, outcome: PoolOutcome) -> list[Dest]:
-    dests = []
-    for real in svc.real:
-        address, port = svc.real_endpoint(real)
-        weight = outcome.weights.get(DestKey(address, port))
+        key = DestKey(address, port)
+        weight = plan.weights.get(key)
         if weight is None:
             continue
         dests.append(
@@ -101,36 +132,21 @@ def _dests(svc: ServiceConfig, outcome: PoolOutcome) -> list[Dest]:
                 lower_threshold=real.lower_threshold,
             )
         )
-    if outcome.sorry_in_use and svc.sorry_server:
-        address, port = (
-            svc.real_endpoint_of(svc.sorry_server)
-            if hasattr(svc, "real_endpoint_of")
-            else _endpoint(svc, svc.sorry_server)
+    sorry = policy.sorry_server
+    if plan.sorry_in_use and sorry is not None and sorry not in {d.key for d in dests}:
+        dests.append(
+            Dest(
+                sorry.address,
+                sorry.port,
+                weight=plan.weights.get(sorry, 1),
+                forwarding=Forwarding(svc.sorry_forwarding),
+            )
         )
-        dests.append(Dest(address, port, weight=1, forwarding=Forwarding(svc.sorry_forwarding)))
-    return dests
-
-
-def _endpoint(svc: ServiceConfig, text: str) -> tuple[str, int]:
-    from pulsed.addresses import split_host_port
-
-    return split_host_port(text, svc.port or 0)
-
-
-def pool_outcome(
-    svc: ServiceConfig,
-    health: Mapping[RealKey, object],
-    overrides: Mapping[RealKey, Override],
-    have: Service | None,
-    now: float,
-) -> PoolOutcome:
-    """Kernel weight per real server: admin overrides on top of health."""
-    weights: dict[DestKey, int] = {}
-    for real in svc.real:
-        dest_key = DestKey(*svc.real_endpoint(real))
-        override = overrides.get((svc.key, dest_key), _DEFAULT_OVERRIDE)
-        if override.mode == "disable":
-            continue
-        base = override.weight if override.weight is not None else real.weight
-        weights[dest_key] = 0 if override.mode == "drain" else base
-    return PoolOutcome(weights)
+    return Service(
+        key=settings.key,
+        scheduler=settings.scheduler,
+        flags=settings.flags,
+        timeout=settings.timeout,
+        netmask=settings.netmask,
+        dests=tuple(dests),
+    )

@@ -82,6 +82,8 @@ class _ResponseReader(asyncio.Protocol):
         if self.done.done():
             return
         self.buffer += data
+        if len(self.buffer) > self.max_bytes:
+            del self.buffer[self.max_bytes :]  # bytes past the cap are never looked at
         if self.body_start < 0:
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:

@@ -9,6 +9,7 @@ calls are blocking and meant to run in a worker thread (see netlink.py).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -69,10 +70,8 @@ class Channel:
         self.sock.bind((0, 0))
         self.sock.settimeout(REPLY_TIMEOUT)
         _grow_buffers(self.sock)
-        try:  # errors then echo only the header, keeping error acks small
+        with contextlib.suppress(OSError):  # error replies then echo only the header
             self.sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_CAP_ACK, 1)
-        except OSError:
-            pass
 
     def close(self) -> None:
         self.sock.close()

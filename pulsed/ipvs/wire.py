@@ -237,6 +237,7 @@ def service_attrs(svc: Service) -> bytes:
     )
 
 
+@lru_cache(maxsize=65536)
 def service_key_nest(key: ServiceKey) -> bytes:
     return nest(CMD_ATTR_SERVICE, service_key_attrs(key))
 
