@@ -62,11 +62,13 @@ class HealthMonitor:
         on_result: OnResult | None = None,
         max_in_flight: int = 2000,
         rng: random.Random | None = None,
+        probe_factory: Callable[[Target], Probe] = make_probe,
     ) -> None:
         self._on_change = on_change
         self._on_result = on_result
         self._max_in_flight = max(1, max_in_flight)
         self._rng = rng or random.Random()
+        self._make_probe = probe_factory
         self._entries: dict[RealKey, _Entry] = {}
         self._health: dict[RealKey, RealHealth] = {}
         self._queue: deque[_Entry] = deque()
@@ -100,7 +102,7 @@ class HealthMonitor:
             else:
                 up = check.initial_state == "up" or key in assume_up
                 health = initial_health(up, wall)
-            entry = _Entry(key, target, make_probe(target), health)
+            entry = _Entry(key, target, self._make_probe(target), health)
             entry.labels = {"service": str(key[0]), "server": str(key[1])}
             self._entries[key] = entry
             self._health[key] = health

@@ -172,14 +172,21 @@ def _up_weight(view: RealView, slow_start: float, now: float) -> tuple[int, floa
     elapsed = max(0.0, now - went_up)
     fraction = SLOW_START_FLOOR + (1 - SLOW_START_FLOOR) * elapsed / slow_start
     weight = max(1, int(full * fraction))
-    # The ramp reaches weight+1 when full * fraction == weight + 1.
+    step_at = _ramp_step_at(weight, full, went_up, slow_start)
+    # At a step boundary float rounding can put the step a hair before now:
+    # then the step has happened, so both answers agree with later calls.
+    while step_at <= now and weight < int(full):
+        weight += 1
+        step_at = _ramp_step_at(weight, full, went_up, slow_start)
+    return weight, max(step_at, now + 1e-6)
+
+
+def _ramp_step_at(weight: int, full: float, went_up: float, slow_start: float) -> float:
+    """When the ramp reaches weight + 1 (full * fraction == weight + 1)."""
     step_fraction = (weight + 1) / full
     if step_fraction >= 1:
-        step_at = went_up + slow_start
-    else:
-        step_at = went_up + (step_fraction - SLOW_START_FLOOR) / (1 - SLOW_START_FLOOR) * slow_start
-    # Never ask to be woken in the past (float rounding at a step boundary).
-    return weight, max(step_at, now + 1e-3)
+        return went_up + slow_start
+    return went_up + (step_fraction - SLOW_START_FLOOR) / (1 - SLOW_START_FLOOR) * slow_start
 
 
 def _still_draining(view: RealView, drain_timeout: float, now: float) -> bool:

@@ -185,7 +185,11 @@ async def test_http_request_carries_method_path_host_and_headers(server: Server)
 
     port = await server.start(handler)
     result = await run_probe(
-        port, type="http", method="HEAD", path="/healthz?deep=1", host="app.example",
+        port,
+        type="http",
+        method="HEAD",
+        path="/healthz?deep=1",
+        host="app.example",
         headers={"X-Probe": "pulsed"},
     )
     assert result.ok
@@ -465,4 +469,3 @@ def _alive(pid: int) -> bool:
 async def test_none_is_always_up() -> None:
     result = await run_probe(1, type="none")
     assert (result.ok, result.reason) == (True, "no check")
-

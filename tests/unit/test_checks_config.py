@@ -25,7 +25,11 @@ def keys(check: CheckConfig) -> list[str]:
 def test_defaults_are_a_valid_tcp_check() -> None:
     check = CheckConfig()
     assert (check.type, check.interval, check.timeout, check.rise, check.fall) == (
-        "tcp", 2.0, 1.0, 2, 3,
+        "tcp",
+        2.0,
+        1.0,
+        2,
+        3,
     )
     assert check.initial_state == "down"
     assert check_problems(check) == []
@@ -36,7 +40,11 @@ def test_service_table_merged_with_a_real_override_converts() -> None:
     real = {"port": 8081, "timeout": "500ms"}
     check = convert(service | real)
     assert (check.type, check.path, check.port, check.interval, check.timeout) == (
-        "http", "/health", 8081, 5.0, 0.5,
+        "http",
+        "/health",
+        8081,
+        5.0,
+        0.5,
     )
     assert check_problems(check) == []
 

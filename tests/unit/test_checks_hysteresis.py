@@ -19,13 +19,21 @@ def run(results: list[bool], rise: int, fall: int, up: bool = False) -> list[boo
 
 def test_down_server_needs_rise_consecutive_passes() -> None:
     assert run([True, False, True, True, True], rise=3, fall=2) == [
-        False, False, False, False, True,
+        False,
+        False,
+        False,
+        False,
+        True,
     ]
 
 
 def test_up_server_needs_fall_consecutive_failures() -> None:
     assert run([False, True, False, False, False], rise=2, fall=3, up=True) == [
-        True, True, True, True, False,
+        True,
+        True,
+        True,
+        True,
+        False,
     ]
 
 

@@ -65,7 +65,10 @@ def test_startup_goes_backup_with_master_down_timer():
 def test_owner_starts_master_and_adverts():
     s, acts = step(P, State(priority=255), Startup(), 5.0)
     assert s.role is Role.MASTER
-    assert acts == (Transition(Role.INIT, Role.MASTER, "address owner (priority 255)"), SendAdvert(255))
+    assert acts == (
+        Transition(Role.INIT, Role.MASTER, "address owner (priority 255)"),
+        SendAdvert(255),
+    )
     assert next_deadline(s) == 6.0
 
 
@@ -110,7 +113,7 @@ def test_preempt_ignores_lower_priority_master():
     down = s.master_down_at
     s, _ = step(P, s, Received(PEER_LO, adv(100)), 1.0)
     assert s.master_down_at == down  # ignored: we will take over
-    s, acts = step(P, s, Tick(), down)
+    s, _acts = step(P, s, Tick(), down)
     assert s.role is Role.MASTER and "preempting" in s.reason
 
 
@@ -154,7 +157,9 @@ def test_master_yields_to_higher_priority():
     s = step(P, s, PriorityChanged(100), 0.1)[0]
     s, acts = step(P, s, Received(PEER_HI, adv(150, 20)), 0.5)
     assert s.role is Role.BACKUP
-    assert acts == (Transition(Role.MASTER, Role.BACKUP, f"higher-priority master {PEER_HI} (150)"),)
+    assert acts == (
+        Transition(Role.MASTER, Role.BACKUP, f"higher-priority master {PEER_HI} (150)"),
+    )
     assert s.master_adver_int == pytest.approx(0.2)
 
 
@@ -183,7 +188,7 @@ def test_shutdown_of_master_sends_priority_zero():
 
 
 def test_shutdown_of_backup_is_silent():
-    s, acts = step(P, started(), Shutdown(), 1.0)
+    _s, acts = step(P, started(), Shutdown(), 1.0)
     assert acts == (Transition(Role.BACKUP, Role.INIT, "shutdown"),)
 
 
@@ -202,7 +207,7 @@ def test_fault_from_master_releases_and_recovers_to_backup():
 
 
 def test_fault_in_init_and_idempotence():
-    s, acts = step(P, State(priority=100), FaultSet("x"), 0.0)
+    s, _acts = step(P, State(priority=100), FaultSet("x"), 0.0)
     assert s.role is Role.FAULT
     assert step(P, s, FaultSet("y"), 1.0) == (s, ())
     b = started()

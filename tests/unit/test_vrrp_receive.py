@@ -46,12 +46,19 @@ def test_address_order_does_not_matter():
         (encode(GOOD, PEER, MCAST_V4)[:12], {}, Drop.SHORT),
         (encode(GOOD, PEER, MCAST_V4) + b"junk", {}, Drop.LENGTH),
         (encode(Advert(7, 200, 100, VIPS[:1]), PEER, MCAST_V4), {}, Drop.ADDRESSES),
-        (encode(Advert(7, 200, 100, (*VIPS, V4("192.0.2.12"))), PEER, MCAST_V4), {}, Drop.ADDRESSES),
+        (
+            encode(Advert(7, 200, 100, (*VIPS, V4("192.0.2.12"))), PEER, MCAST_V4),
+            {},
+            Drop.ADDRESSES,
+        ),
         (encode(Advert(7, 200, 100, (VIPS[0], VIPS[0])), PEER, MCAST_V4), {}, Drop.ADDRESSES),
         (encode(Advert(7, 200, 0, VIPS), PEER, MCAST_V4), {}, Drop.INTERVAL),
         (encode(GOOD, ME, MCAST_V4), {"src": ME}, Drop.OWN),
-        (encode(Advert(7, 200, 100, (V6("2001:db8::1"),)), V6("fe80::1"), MCAST_V6),
-         {"src": V6("fe80::1"), "dst": MCAST_V6}, Drop.FAMILY),
+        (
+            encode(Advert(7, 200, 100, (V6("2001:db8::1"),)), V6("fe80::1"), MCAST_V6),
+            {"src": V6("fe80::1"), "dst": MCAST_V6},
+            Drop.FAMILY,
+        ),
     ],
 )
 def test_rejections(raw, kw, reason):
@@ -72,7 +79,9 @@ def test_interval_mismatch_dropped_when_strict():
 
 
 def test_unicast_peer_filter():
-    exp = Expect(vrid=7, family=4, addresses=frozenset(VIPS), adver_int=100, peers=frozenset({PEER}))
+    exp = Expect(
+        vrid=7, family=4, addresses=frozenset(VIPS), adver_int=100, peers=frozenset({PEER})
+    )
     stranger = V4("10.0.0.9")
     assert check(encode(GOOD, PEER, ME), dst=ME, expect=exp) == GOOD
     assert check(encode(GOOD, stranger, ME), src=stranger, dst=ME, expect=exp).reason is Drop.PEER
@@ -125,7 +134,9 @@ def test_auth_binds_the_source_address():
     other = V4("10.0.0.3")
     # Re-checksummed for the new source, the MAC still names PEER.
     forged = encode(GOOD, other, MCAST_V4) + pkt[16:]
-    assert check(forged, src=other, auth=Authenticator(KEY, 30), now_wall=1000.0).reason is Drop.AUTH
+    assert (
+        check(forged, src=other, auth=Authenticator(KEY, 30), now_wall=1000.0).reason is Drop.AUTH
+    )
 
 
 def test_load_key(tmp_path):

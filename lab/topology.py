@@ -1,0 +1,179 @@
+"""The lab's network: namespaces joined by veth pairs and bridges, and its teardown.
+
+NAT mode (two segments; the routers are the real servers' gateway)::
+
+    plab-client 192.0.2.10 ──┐                         ┌── plab-rs1 10.77.0.11
+                             ├─ front bridge ─ routers ─ back bridge ─┤
+                 VIP 192.0.2.100   192.0.2.2 / .3   10.77.0.2 / .3   └── plab-rs2 10.77.0.12
+                                                    gateway VIP 10.77.0.1
+
+DR mode (one segment, the classic direct-routing recipe): the real servers sit
+on the front segment (192.0.2.11, .12) with the VIP on their loopback and
+arp_ignore=1 / arp_announce=2, so only the router answers ARP for the VIP and
+the real servers answer clients directly.
+
+The bridges live in their own namespace (plab-switch), so nothing is created
+in the namespace the lab is started from, and deleting the namespaces removes
+every interface. ``teardown`` kills whatever still runs inside a lab namespace
+(only the lab starts processes there) and deletes the namespaces; it is safe
+to call at any time, including before a build to clear a previous run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from lab.netns import LabError, netns_exists, run
+
+PREFIX = "plab-"
+SWITCH = "plab-switch"
+ROUTERS = ("plab-router", "plab-router2")
+SERVERS = ("plab-rs1", "plab-rs2")
+CLIENT = "plab-client"
+ALL_NAMESPACES = (SWITCH, *ROUTERS, *SERVERS, CLIENT)
+
+FRONT_NET = "192.0.2.0/24"  # TEST-NET-1
+BACK_NET = "10.77.0.0/24"
+VIP = "192.0.2.100"
+BACK_GATEWAY = "10.77.0.1"  # the NAT real servers' default route, held by the master router
+CLIENT_ADDRESS = "192.0.2.10"
+ROUTER_FRONT = {"plab-router": "192.0.2.2", "plab-router2": "192.0.2.3"}
+ROUTER_BACK = {"plab-router": "10.77.0.2", "plab-router2": "10.77.0.3"}
+SERVER_ADDRESS = {
+    "nat": {"plab-rs1": "10.77.0.11", "plab-rs2": "10.77.0.12"},
+    "dr": {"plab-rs1": "192.0.2.11", "plab-rs2": "192.0.2.12"},
+}
+# Interface names inside each namespace (the lab's own namespaces, so short names suffice,
+# still prefixed so that they are recognisable anywhere).
+FRONT_IF, BACK_IF, ETH_IF = "plab-front", "plab-back", "plab-eth0"
+
+
+@dataclass(frozen=True)
+class Topology:
+    mode: str  # "nat" | "dr"
+
+    def server_address(self, ns: str) -> str:
+        return SERVER_ADDRESS[self.mode][ns]
+
+    def build(self) -> None:
+        """Create every namespace and link; raise LabError naming the first failure."""
+        if self.mode not in SERVER_ADDRESS:
+            raise LabError(f"unknown mode {self.mode!r}: use nat or dr")
+        for ns in ALL_NAMESPACES:
+            run(["ip", "netns", "add", ns])
+            run(["ip", "link", "set", "lo", "up"], ns=ns)
+        for bridge in ("plab-brf", "plab-brb"):
+            run(
+                ["ip", "link", "add", bridge, "type", "bridge", "stp_state", "0"]
+                + ["forward_delay", "0", "mcast_snooping", "0"],
+                ns=SWITCH,
+            )
+            run(["ip", "link", "set", bridge, "up"], ns=SWITCH)
+        self._attach(CLIENT, ETH_IF, "plab-cl", "plab-brf", f"{CLIENT_ADDRESS}/24")
+        for i, router in enumerate(ROUTERS, start=1):
+            self._attach(router, FRONT_IF, f"plab-r{i}f", "plab-brf", f"{ROUTER_FRONT[router]}/24")
+            if self.mode == "nat":
+                self._attach(router, BACK_IF, f"plab-r{i}b", "plab-brb", f"{ROUTER_BACK[router]}/24")
+                self._sysctl(router, "net.ipv4.ip_forward", "1")
+            self._ipvs_sysctls(router)
+        for i, server in enumerate(SERVERS, start=1):
+            bridge = "plab-brb" if self.mode == "nat" else "plab-brf"
+            self._attach(server, ETH_IF, f"plab-rs{i}", bridge, f"{self.server_address(server)}/24")
+            if self.mode == "nat":
+                run(["ip", "route", "add", "default", "via", BACK_GATEWAY], ns=server)
+            else:
+                self._dr_real_server(server)
+
+    def _attach(self, ns: str, inner: str, outer: str, bridge: str, address: str) -> None:
+        run(
+            ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns],
+            ns=SWITCH,
+        )
+        run(["ip", "link", "set", outer, "master", bridge, "up"], ns=SWITCH)
+        run(["ip", "addr", "add", address, "dev", inner], ns=ns)
+        run(["ip", "link", "set", inner, "up"], ns=ns)
+
+    @staticmethod
+    def _sysctl(ns: str, key: str, value: str) -> None:
+        run(["sysctl", "-q", "-w", f"{key}={value}"], ns=ns)
+
+    def _ipvs_sysctls(self, router: str) -> None:
+        # Present only when ip_vs is loaded (the namespace gets them at creation).
+        if not os.path.exists("/proc/sys/net/ipv4/vs"):
+            return
+        # A connection entry must not pin new requests to a server that left the pool.
+        self._sysctl(router, "net.ipv4.vs.expire_nodest_conn", "1")
+        self._sysctl(router, "net.ipv4.vs.expire_quiescent_template", "1")
+
+    def _dr_real_server(self, server: str) -> None:
+        # The classic recipe: the VIP on lo so the server accepts packets for it, and the
+        # ARP settings so it never answers or announces the VIP on the shared segment.
+        run(["ip", "addr", "add", f"{VIP}/32", "dev", "lo"], ns=server)
+        for scope in ("all", ETH_IF):
+            self._sysctl(server, f"net.ipv4.conf.{scope}.arp_ignore", "1")
+            self._sysctl(server, f"net.ipv4.conf.{scope}.arp_announce", "2")
+
+    def router_links_down(self, router: str) -> None:
+        """Pull a router's cables, as when the machine loses power."""
+        ifaces = (FRONT_IF, BACK_IF) if self.mode == "nat" else (FRONT_IF,)
+        for iface in ifaces:
+            run(["ip", "link", "set", iface, "down"], ns=router)
+
+
+def lab_namespaces() -> list[str]:
+    """Lab namespaces present now (ours and any left by an earlier run)."""
+    try:
+        names = os.listdir("/run/netns")
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(PREFIX))
+
+
+def teardown(grace: float = 2.0) -> list[str]:
+    """Kill what runs inside the lab namespaces, then delete them; return what was removed."""
+    namespaces = lab_namespaces()
+    pids: set[int] = set()
+    for ns in namespaces:
+        out = run(["ip", "netns", "pids", ns], check=False).stdout
+        pids.update(int(p) for p in out.split() if p.isdigit())
+    pids.discard(os.getpid())
+    _terminate(pids, grace)
+    for ns in namespaces:
+        if netns_exists(ns):
+            run(["ip", "netns", "del", ns], check=False)
+    return namespaces
+
+
+def _terminate(pids: set[int], grace: float) -> None:
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = {p for p in pids if _alive(p)}
+        if pids:
+            time.sleep(0.05)
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

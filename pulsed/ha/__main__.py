@@ -1,0 +1,128 @@
+"""Run only the VRRP node from a TOML file with a [vrrp] table (tests, benchmarks, debugging).
+
+    python -m pulsed.ha CONFIG.toml [--events] [--status-file PATH]
+
+--events prints one JSON line per role change on stdout ({"event": "role", ...}) and
+{"event": "ready"} once started. SIGTERM/SIGINT stop gracefully (priority 0 is sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import tomllib
+
+import msgspec
+import structlog
+
+from pulsed.durations import Duration, parse_duration
+from pulsed.ha.config import VrrpConfig
+from pulsed.ha.node import ConfigError, VrrpNode
+
+
+def _dec_hook(typ: type, obj: object) -> object:
+    if typ is Duration:
+        return Duration(parse_duration(obj))  # type: ignore[arg-type]
+    raise NotImplementedError(f"unsupported type {typ}")
+
+
+def load_vrrp_config(path: str) -> VrrpConfig:
+    """The [vrrp] table of ``path``; ValueError with a one-line message on any problem."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: invalid TOML: {e}") from None
+    if "vrrp" not in data:
+        raise ValueError(f"{path}: no [vrrp] table")
+    try:
+        return msgspec.convert(data["vrrp"], VrrpConfig, dec_hook=_dec_hook)
+    except msgspec.ValidationError as e:
+        raise ValueError(f"{path}: {str(e).replace('$.', 'vrrp.')}") from None
+
+
+def _configure_logging(level: str) -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def _write_status(node: VrrpNode, path: str) -> None:
+    last = None
+    while True:
+        st = node.status()
+        if st is not None:
+            doc = st.as_dict()
+            key = json.dumps(
+                {k: v for k, v in doc.items() if k != "last_transition"}, sort_keys=True
+            )
+            if key != last:
+                tmp = f"{path}.tmp"
+                with open(tmp, "w") as f:
+                    json.dump(doc, f)
+                os.replace(tmp, path)
+                last = key
+        await asyncio.sleep(0.02)
+
+
+async def _main(args: argparse.Namespace, cfg: VrrpConfig) -> int:
+    def on_role(old: str, new: str, reason: str) -> None:
+        if args.events:
+            _emit({"event": "role", "old": old, "new": new, "reason": reason, "t": time.time()})
+
+    node = VrrpNode(cfg, on_role_change=on_role)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    writer = (
+        asyncio.create_task(_write_status(node, args.status_file)) if args.status_file else None
+    )
+    if args.events:
+        _emit({"event": "ready", "pid": os.getpid()})
+    await stop.wait()
+    await node.stop(graceful=True)
+    if writer is not None:
+        writer.cancel()
+    if args.events:
+        _emit({"event": "stopped"})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pulsed.ha", description=__doc__.splitlines()[0])
+    ap.add_argument("config")
+    ap.add_argument("--events", action="store_true", help="JSON lines on stdout per role change")
+    ap.add_argument("--status-file", help="keep this file updated with the JSON status")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_vrrp_config(args.config)
+        _configure_logging(cfg.log_level)
+        return asyncio.run(_main(args, cfg))
+    except (ValueError, ConfigError, OSError) as e:
+        print(f"pulsed.ha: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,557 @@
+"""VrrpNode: the VRRP router of one pulsed daemon. Sockets, timers, VIPs, tracking, sync daemon.
+
+The pure parts (codec, validation, state machine) decide; this module only moves bytes and
+addresses. With ``dedicated_thread`` (the default) the heartbeat runs on its own thread and
+event loop, so a busy main loop cannot delay adverts (see docs/benchmarks.md "failover").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from pulsed.ha import fsm
+from pulsed.ha.auth import Authenticator, load_key
+from pulsed.ha.config import VrrpConfig, vrrp_problems
+from pulsed.ha.receive import Expect, Rejected, validate
+from pulsed.ha.transport import MalformedIP, VrrpSocket
+from pulsed.ha.vip import Announcer, VipManager, link_is_up
+from pulsed.ha.vrrp import MCAST_V4, MCAST_V6, Advert, Drop, IPAddr, encode
+
+log = structlog.get_logger(__name__)
+
+HealthyFraction = Callable[[str], float | None]
+RoleChange = Callable[[str, str, str], None]  # (old, new, reason)
+
+
+class SyncDaemonControl(Protocol):
+    async def start_sync_daemon(self, state: str, ifname: str, syncid: int) -> None: ...
+    async def stop_sync_daemon(self, state: str) -> None: ...
+
+
+class _ModuleSyncd:
+    """Calls pulsed.ipvs.syncd when it exists (looked up at call time)."""
+
+    async def start_sync_daemon(self, state: str, ifname: str, syncid: int) -> None:
+        from pulsed.ipvs import syncd  # type: ignore[attr-defined]
+
+        await syncd.start_sync_daemon(state, ifname, syncid)
+
+    async def stop_sync_daemon(self, state: str) -> None:
+        from pulsed.ipvs import syncd  # type: ignore[attr-defined]
+
+        await syncd.stop_sync_daemon(state)
+
+
+@dataclass(frozen=True)
+class VrrpStatus:
+    state: str
+    priority: int
+    effective_priority: int
+    master: str | None
+    advert_interval: float
+    master_advert_interval: float
+    vips: list[str]
+    vips_held: bool
+    adverts_sent: int
+    adverts_received: int
+    priority_zero_sent: int
+    priority_zero_received: int
+    interval_mismatches: int
+    drops: dict[str, int]
+    transitions: int
+    last_transition: float  # wall clock, seconds since the epoch
+    last_transition_reason: str
+    faults: list[str]
+    sync_daemon: str | None = None  # "master", "backup" or None when not running
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def check_config(cfg: VrrpConfig) -> None:
+    problems = vrrp_problems(cfg)
+    if problems:
+        path, value, msg = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"vrrp.{path} = {value!r}: {msg}{more}")
+
+
+@dataclass
+class _Counters:
+    sent: int = 0
+    received: int = 0
+    prio0_sent: int = 0
+    prio0_received: int = 0
+    interval_mismatch: int = 0
+    transitions: int = 0
+    drops: dict[str, int] = field(default_factory=lambda: {d.value: 0 for d in Drop})
+
+
+class _Engine:
+    """Everything that runs on the heartbeat's event loop."""
+
+    def __init__(
+        self,
+        cfg: VrrpConfig,
+        healthy_fraction: HealthyFraction | None,
+        notify: Callable[[str, str, str], None],
+        syncd: SyncDaemonControl | None,
+    ) -> None:
+        self.cfg = cfg
+        self.healthy_fraction = healthy_fraction
+        self.notify = notify
+        self.syncd = syncd
+        self.vips = cfg.vips()
+        self.family = cfg.family()
+        self.vip_mgr = VipManager(self.vips)
+        self.announcer = Announcer()
+        self.auth = (
+            Authenticator(load_key(cfg.auth.key_file), cfg.auth.max_clock_skew)
+            if cfg.auth.key_file
+            else None
+        )
+        self.peers = [ipaddress.ip_address(p) for p in cfg.unicast_peers]
+        self.counters = _Counters()
+        self.state = fsm.State(priority=cfg.priority)
+        self.params = fsm.Params(
+            adver_int=cfg.advert_centiseconds() / 100,
+            preempt=cfg.preempt,
+            preempt_delay=float(cfg.preempt_delay),
+        )
+        self.src: IPAddr | None = None
+        self.sock: VrrpSocket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.faults: list[str] = []
+        self.effective_priority = cfg.priority
+        self.last_transition_wall = time.time()
+        self.applied_role: fsm.Role = fsm.Role.INIT
+        self.vips_held = False
+        self.syncd_state: str | None = None
+        self.graceful = True
+        self._role_wakeup = asyncio.Event()
+        self._role_settled = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._garp_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ---- lifecycle
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        # A previous run killed with -9 may have left VIPs behind: start clean.
+        await self.vip_mgr.remove_all()
+        self.src = (
+            ipaddress.ip_address(cfg.unicast_source)
+            if cfg.unicast_source
+            else await self.vip_mgr.source_address(cfg.interface, self.family)
+        )
+        self.params = fsm.Params(
+            adver_int=self.params.adver_int,
+            preempt=self.params.preempt,
+            preempt_delay=self.params.preempt_delay,
+            address=self.src,
+        )
+        self.sock = VrrpSocket(
+            self.family,
+            cfg.interface,
+            socket.if_nametoindex(cfg.interface),
+            multicast=not self.peers,
+        )
+        self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._tasks.append(asyncio.create_task(self._role_worker(), name="vrrp-role"))
+        self._evaluate_tracking(initial=True)
+        self.dispatch(fsm.Startup())
+        if self.faults:
+            self.dispatch(fsm.FaultSet("; ".join(self.faults)))
+        self._tasks.append(asyncio.create_task(self._tracking_loop(), name="vrrp-track"))
+        log.info(
+            "vrrp.started",
+            interface=cfg.interface,
+            vrid=cfg.vrid,
+            priority=cfg.priority,
+            source=str(self.src),
+            vips=[str(v) for v, _ in self.vips],
+        )
+
+    async def stop(self, graceful: bool) -> None:
+        self.graceful = graceful
+        self._stopping = True
+        self.dispatch(fsm.Shutdown())
+        await self._settle()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self.timer:
+            self.timer.cancel()
+        if self.sock is not None:
+            assert self.loop is not None
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+        self.announcer.close()
+        self.vip_mgr.close()
+        log.info("vrrp.stopped", graceful=graceful)
+
+    async def _settle(self) -> None:
+        """Wait until the role worker has applied the current role."""
+        while self.applied_role is not self.state.role:
+            self._role_settled.clear()
+            self._role_wakeup.set()
+            await self._role_settled.wait()
+
+    # ---- the state machine
+    def dispatch(self, ev: fsm.Event) -> None:
+        assert self.loop is not None
+        now = self.loop.time()
+        self.state, actions = fsm.step(self.params, self.state, ev, now)
+        for act in actions:
+            if isinstance(act, fsm.SendAdvert):
+                if act.priority == 0 and not self.graceful:
+                    continue
+                self._send(act.priority)
+            else:
+                self._on_transition(act)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        assert self.loop is not None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        deadline = fsm.next_deadline(self.state)
+        if deadline is not None:
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.dispatch(fsm.Tick())
+
+    def _on_transition(self, t: fsm.Transition) -> None:
+        self.counters.transitions += 1
+        self.last_transition_wall = time.time()
+        log.info(f"vrrp.{t.new.value}", old=t.old.value, reason=t.reason, vrid=self.cfg.vrid)
+        self._role_wakeup.set()
+        try:
+            self.notify(t.old.value, t.new.value, t.reason)
+        except Exception as e:  # a broken callback must not stop the heartbeat
+            log.error("vrrp.callback_failed", error=str(e))
+
+    # ---- packets
+    def _send(self, priority: int) -> None:
+        if self.sock is None or self.src is None:
+            return
+        adv = Advert(
+            vrid=self.cfg.vrid,
+            priority=priority,
+            max_adver_int=self.cfg.advert_centiseconds(),
+            addresses=tuple(v.ip for v, _ in self.vips),
+        )
+        dsts = self.peers or [MCAST_V4 if self.family == 4 else MCAST_V6]
+        for dst in dsts:
+            msg = encode(adv, self.src, dst)
+            if self.auth is not None:
+                msg = self.auth.sign(self.src, msg, time.time())
+            try:
+                self.sock.send(msg, self.src, dst)
+            except OSError as e:
+                log.warning("vrrp.send_failed", error=str(e), destination=str(dst))
+                continue
+            self.counters.sent += 1
+            if priority == 0:
+                self.counters.prio0_sent += 1
+
+    def _on_readable(self) -> None:
+        assert self.sock is not None
+        for _ in range(64):  # bounded: a flood cannot starve the timers
+            try:
+                pkt = self.sock.recv()
+            except MalformedIP:
+                self.counters.drops[Drop.SHORT.value] += 1
+                continue
+            except OSError as e:
+                log.warning("vrrp.recv_failed", error=str(e))
+                return
+            if pkt is None:
+                return
+            self._on_packet(pkt.payload, pkt.src, pkt.dst, pkt.ttl)
+
+    def _expect(self) -> Expect:
+        return Expect(
+            vrid=self.cfg.vrid,
+            family=self.family,
+            addresses=frozenset(v.ip for v, _ in self.vips),
+            adver_int=self.cfg.advert_centiseconds(),
+            strict_interval=self.cfg.strict_interval,
+            peers=frozenset(self.peers),
+            own=frozenset({self.src}) if self.src is not None else frozenset(),
+        )
+
+    def _on_packet(self, payload: bytes, src: IPAddr, dst: IPAddr, ttl: int) -> None:
+        verdict = validate(
+            payload, src=src, dst=dst, ttl=ttl, expect=self._expect(), auth=self.auth,
+            now_wall=time.time(),
+        )  # fmt: skip
+        if isinstance(verdict, Rejected):
+            if verdict.reason is not Drop.OWN:
+                self.counters.drops[verdict.reason.value] += 1
+                log.debug(
+                    "vrrp.drop", reason=verdict.reason.value, detail=verdict.detail, src=str(src)
+                )
+            return
+        self.counters.received += 1
+        if verdict.priority == 0:
+            self.counters.prio0_received += 1
+        if verdict.max_adver_int != self.cfg.advert_centiseconds():
+            self.counters.interval_mismatch += 1
+        self.dispatch(fsm.Received(src, verdict))
+
+    # ---- tracking
+    def _evaluate_tracking(self, initial: bool = False) -> None:
+        cfg = self.cfg
+        faults: list[str] = []
+        decrement = 0
+        if not link_is_up(cfg.interface):
+            faults.append(f"interface {cfg.interface} down")
+        for ti in cfg.track_interfaces:
+            if not link_is_up(ti.interface):
+                if ti.decrement:
+                    decrement += ti.decrement
+                else:
+                    faults.append(f"interface {ti.interface} down")
+        for ts in cfg.track_services:
+            frac = self.healthy_fraction(ts.service) if self.healthy_fraction else None
+            if frac is not None and frac < ts.min_healthy:
+                if ts.decrement:
+                    decrement += ts.decrement
+                else:
+                    faults.append(f"service {ts.service} {frac:.0%} healthy")
+        if self.src is None and not cfg.unicast_source:
+            faults.append(f"no IPv{self.family} source address on {cfg.interface}")
+        prio = cfg.priority if not decrement else max(1, min(254, cfg.priority - decrement))
+        if prio != self.effective_priority:
+            log.info("vrrp.priority", priority=prio, configured=cfg.priority)
+            self.effective_priority = prio
+            if not initial:
+                self.dispatch(fsm.PriorityChanged(prio))
+            else:
+                self.state = fsm.State(priority=prio)
+        was = self.faults
+        self.faults = faults
+        if initial or self._stopping:
+            return
+        if faults and faults != was:
+            self.dispatch(fsm.FaultSet("; ".join(faults)))
+        elif not faults and was:
+            self.dispatch(fsm.FaultCleared("recovered: " + "; ".join(was)))
+
+    async def _tracking_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.track_interval)
+            if self.src is None and not self.cfg.unicast_source:
+                self.src = await self.vip_mgr.source_address(self.cfg.interface, self.family)
+                if self.src is not None:
+                    self.params = fsm.Params(
+                        adver_int=self.params.adver_int,
+                        preempt=self.params.preempt,
+                        preempt_delay=self.params.preempt_delay,
+                        address=self.src,
+                    )
+            try:
+                self._evaluate_tracking()
+            except Exception as e:
+                log.error("vrrp.tracking_failed", error=str(e))
+
+    # ---- applying the role: VIPs, announcements, sync daemon (serialised, level-triggered)
+    async def _role_worker(self) -> None:
+        while True:
+            await self._role_wakeup.wait()
+            self._role_wakeup.clear()
+            target = self.state.role
+            if target is not self.applied_role:
+                try:
+                    await self._apply(target)
+                except Exception as e:
+                    log.error("vrrp.apply_failed", role=target.value, error=str(e))
+                self.applied_role = target
+            if self.applied_role is self.state.role:
+                self._role_settled.set()
+            else:
+                self._role_wakeup.set()
+
+    async def _apply(self, role: fsm.Role) -> None:
+        if role is fsm.Role.MASTER:
+            await self.vip_mgr.add_all()
+            self.vips_held = True
+            self._garp_task = asyncio.create_task(self._announce(), name="vrrp-garp")
+            await self._sync("master")
+            return
+        if self._garp_task is not None:
+            self._garp_task.cancel()
+            self._garp_task = None
+        if self.vips_held or role is fsm.Role.INIT:
+            await self.vip_mgr.remove_all()
+            self.vips_held = False
+        await self._sync(None if role is fsm.Role.INIT else "backup")
+
+    async def _announce(self) -> None:
+        cfg = self.cfg
+        for i in range(cfg.garp_count):
+            if i:
+                await asyncio.sleep(cfg.garp_interval)
+            self.announcer.announce(self.vips)
+        while cfg.garp_refresh:
+            await asyncio.sleep(cfg.garp_refresh)
+            self.announcer.announce(self.vips)
+
+    async def _sync(self, want: str | None) -> None:
+        sd = self.cfg.sync_daemon
+        if not sd.enabled or self.syncd is None or want == self.syncd_state:
+            return
+        try:
+            if self.syncd_state is not None:
+                await self.syncd.stop_sync_daemon(self.syncd_state)
+                self.syncd_state = None
+            if want is not None:
+                await self.syncd.start_sync_daemon(
+                    want, sd.interface or self.cfg.interface, sd.syncid
+                )
+                self.syncd_state = want
+            log.info("vrrp.sync_daemon", state=want or "stopped", syncid=sd.syncid)
+        except Exception as e:
+            log.error("vrrp.sync_daemon_failed", state=want, error=str(e))
+
+    # ---- status
+    def status(self) -> VrrpStatus:
+        s, c = self.state, self.counters
+        return VrrpStatus(
+            state=s.role.value,
+            priority=self.cfg.priority,
+            effective_priority=s.priority,
+            master=str(s.master) if s.master is not None and s.role is not fsm.Role.FAULT else None,
+            advert_interval=self.params.adver_int,
+            master_advert_interval=s.master_adver_int
+            if s.role is fsm.Role.BACKUP
+            else self.params.adver_int,
+            vips=[str(v) for v, _ in self.vips],
+            vips_held=self.vips_held,
+            adverts_sent=c.sent,
+            adverts_received=c.received,
+            priority_zero_sent=c.prio0_sent,
+            priority_zero_received=c.prio0_received,
+            interval_mismatches=c.interval_mismatch,
+            drops=dict(c.drops),
+            transitions=c.transitions,
+            last_transition=self.last_transition_wall,
+            last_transition_reason=s.reason,
+            faults=list(self.faults),
+            sync_daemon=self.syncd_state,
+        )
+
+
+class VrrpNode:
+    """Public API for the daemon: ``await start()``, ``await stop()``, ``status()``.
+
+    ``healthy_fraction(service)`` is called from the heartbeat thread when
+    ``dedicated_thread`` is on: it must only read (a dict lookup is fine).
+    ``on_role_change(old, new, reason)`` is always called on the loop that called start().
+    """
+
+    def __init__(
+        self,
+        cfg: VrrpConfig,
+        *,
+        healthy_fraction: HealthyFraction | None = None,
+        on_role_change: RoleChange | None = None,
+        sync_daemon: SyncDaemonControl | None = None,
+    ) -> None:
+        check_config(cfg)
+        self.cfg = cfg
+        self._healthy_fraction = healthy_fraction
+        self._on_role_change = on_role_change
+        self._syncd = sync_daemon if sync_daemon is not None else _ModuleSyncd()
+        self._engine: _Engine | None = None
+        self._caller_loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._hb_loop: asyncio.AbstractEventLoop | None = None
+
+    def _notify(self, old: str, new: str, reason: str) -> None:
+        cb = self._on_role_change
+        if cb is None or self._caller_loop is None:
+            return
+        if self._thread is None:
+            cb(old, new, reason)
+        else:
+            self._caller_loop.call_soon_threadsafe(cb, old, new, reason)
+
+    async def start(self) -> None:
+        self._caller_loop = asyncio.get_running_loop()
+        if not self.cfg.dedicated_thread:
+            self._engine = self._make_engine()
+            await self._engine.start()
+            return
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(ready,), name="vrrp", daemon=True
+        )
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+
+    def _make_engine(self) -> _Engine:
+        return _Engine(self.cfg, self._healthy_fraction, self._notify, self._syncd)
+
+    def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        self._hb_loop = loop
+
+        async def boot() -> None:
+            self._engine = self._make_engine()
+            await self._engine.start()
+
+        try:
+            loop.run_until_complete(boot())
+        except BaseException as e:
+            ready.set_exception(e)
+            loop.close()
+            return
+        ready.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def stop(self, graceful: bool = True) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        if self._thread is None:
+            await engine.stop(graceful)
+            return
+        assert self._hb_loop is not None
+        fut = asyncio.run_coroutine_threadsafe(engine.stop(graceful), self._hb_loop)
+        try:
+            await asyncio.wrap_future(fut)
+        finally:
+            self._hb_loop.call_soon_threadsafe(self._hb_loop.stop)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            self._thread = None
+
+    def status(self) -> VrrpStatus | None:
+        """A snapshot; None before start."""
+        return self._engine.status() if self._engine is not None else None

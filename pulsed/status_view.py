@@ -1,0 +1,228 @@
+"""The /status document: the daemon's whole state as plain JSON-ready data (pure).
+
+Every entity carries ``last_check``, ``last_transition`` (Unix times, or
+null when not known yet) and a human-readable ``reason``. The schema is
+documented in docs/openapi.yaml (``Status``); keep the two in step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from pulsed import __version__
+from pulsed.model import DestKey, Stats
+from pulsed.overrides import Override, RealKey, real_key_text
+
+_NO_OVERRIDE = Override()
+
+
+def stats_view(stats: Stats | None) -> dict[str, int] | None:
+    return None if stats is None else asdict(stats)
+
+
+def real_view(
+    svc: Any,
+    real: Any,
+    health: Any,
+    override: Override,
+    effective: int | None,
+    kernel: Any,
+) -> dict[str, Any]:
+    dest = DestKey(*svc.real_endpoint(real))
+    key = (svc.key, dest)
+    if health is None:
+        state, reason = "unknown", "not monitored yet"
+    elif not health.up and not health.checked:
+        state, reason = "pending", health.reason
+    else:
+        state, reason = ("up" if health.up else "down"), health.reason
+    if override.mode == "disable":
+        reason = f"disabled by admin; health: {reason}"
+    elif override.mode == "drain":
+        reason = f"drained by admin; health: {reason}"
+    configured = real.weight if override.weight is None else override.weight
+    return {
+        "key": real_key_text(key),
+        "address": dest.address,
+        "port": dest.port,
+        "health": state,
+        "up": bool(health is not None and health.up),
+        "reason": reason,
+        "category": getattr(health, "category", "pending"),
+        "last_check": getattr(health, "last_check", None),
+        "last_transition": getattr(health, "last_transition", None),
+        "latency": getattr(health, "latency", None),
+        "check": (real.check or svc.check).type,
+        "mode": override.mode,
+        "weight_override": override.weight,
+        "override_updated_at": override.updated_at or None,
+        "config_weight": real.weight,
+        "configured_weight": configured,
+        "effective_weight": effective,
+        "kernel_weight": None if kernel is None else kernel.weight,
+        "forwarding": real.forwarding or svc.forwarding,
+        "stats": stats_view(None if kernel is None else kernel.stats),
+    }
+
+
+def service_view(
+    svc: Any,
+    health: Mapping[RealKey, Any],
+    overrides: Mapping[RealKey, Override],
+    pool: Any,
+    kernel: Any,
+    failing: str | None,
+) -> dict[str, Any]:
+    weights = pool.weights if pool is not None else {}
+    kernel_dests = kernel.dest_map() if kernel is not None else {}
+    reals = []
+    for real in svc.real:
+        dest = DestKey(*svc.real_endpoint(real))
+        key = (svc.key, dest)
+        reals.append(
+            real_view(
+                svc,
+                real,
+                health.get(key),
+                overrides.get(key, _NO_OVERRIDE),
+                weights.get(dest),
+                kernel_dests.get(dest),
+            )
+        )
+    up = sum(r["up"] for r in reals)
+    serving = sum(1 for r in reals if (r["effective_weight"] or 0) > 0)
+    failed_open = bool(pool is not None and pool.failed_open)
+    sorry = bool(pool is not None and pool.sorry_in_use)
+    reason = f"{up} of {len(reals)} real servers up, {serving} taking new connections"
+    if failed_open:
+        reason += "; failed open (min_healthy keeps failed servers in the pool)"
+    if sorry:
+        reason += "; sorry server in use"
+    if failing:
+        reason += f"; kernel refused: {failing}"
+    checks = [r["last_check"] for r in reals if r["last_check"] is not None]
+    changes = [r["last_transition"] for r in reals if r["last_transition"] is not None]
+    return {
+        "key": str(svc.key),
+        "name": svc.name,
+        "protocol": svc.protocol if svc.fwmark is None else "fwmark",
+        "vip": svc.vip,
+        "port": svc.port,
+        "fwmark": svc.fwmark,
+        "scheduler": svc.scheduler,
+        "forwarding": svc.forwarding,
+        "state": _service_state(up, serving, len(reals), sorry),
+        "reason": reason,
+        "last_check": max(checks) if checks else None,
+        "last_transition": max(changes) if changes else None,
+        "reals_up": up,
+        "reals_total": len(reals),
+        "reals_serving": serving,
+        "failed_open": failed_open,
+        "sorry_in_use": sorry,
+        "in_kernel": kernel is not None,
+        "kernel_error": failing,
+        "stats": stats_view(None if kernel is None else kernel.stats),
+        "reals": reals,
+    }
+
+
+def _service_state(up: int, serving: int, total: int, sorry: bool) -> str:
+    if total and up == total:
+        return "ok"
+    if serving > 0 and not sorry:
+        return "degraded"
+    return "down"
+
+
+def ha_view(node: Any) -> dict[str, Any] | None:
+    """The VRRP node's status, with the common keys /status promises."""
+    if node is None:
+        return None
+    raw = node.status()
+    if is_dataclass(raw) and not isinstance(raw, type):
+        raw = asdict(raw)
+    elif not isinstance(raw, Mapping):
+        raw = dict(vars(raw))
+    view = {k: _jsonable(v) for k, v in raw.items()}
+    view.setdefault("role", "init")
+    view["role"] = str(view["role"]).lower()
+    view.setdefault("reason", "")
+    view.setdefault("last_check", view.get("last_advert"))
+    view.setdefault("last_transition", view.get("since"))
+    return view
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    return str(value)
+
+
+def build_status(daemon: Any, now: float | None = None) -> dict[str, Any]:
+    """The whole /status document for ``daemon`` (reads only)."""
+    d = daemon
+    health = d.monitor.health()
+    overrides = d.overrides.all()
+    pools = d.wanted.pools
+    actual = d.reconciler.last_actual
+    rs = d.reconciler.status
+    failing = {k: v for k, v in rs.failing_services.items()}
+    services = [
+        service_view(svc, health, overrides, pools.get(svc.key), actual.get(svc.key), failing.get(svc.key))
+        for svc in d.config.service
+    ]
+    configured = {(s.key, DestKey(*s.real_endpoint(r))) for s in d.config.service for r in s.real}
+    stale = [
+        {"key": real_key_text(k), "mode": o.mode, "weight_override": o.weight}
+        for k, o in sorted(overrides.items())
+        if k not in configured
+    ]
+    reload = d.reload_status
+    reload_reason = "config loaded" if reload.last_ok else f"reload failed: {reload.last_error}"
+    return {
+        "version": __version__,
+        "now": time.time() if now is None else now,
+        "started_at": d.started_at,
+        "refresh_seconds": float(d.config.api.status_refresh),
+        "config": {
+            "path": str(d.config_path),
+            "generation": reload.generation,
+            "last_reload_ok": reload.last_ok,
+            "last_reload_error": reload.last_error or None,
+            "last_check": reload.last_time,
+            "last_transition": reload.last_time,
+            "reason": reload_reason,
+        },
+        "reconcile": {
+            "passes": rs.passes,
+            "in_sync": rs.in_sync,
+            "errors": rs.errors,
+            "operations": dict(rs.ops_applied),
+            "last_duration": rs.last_duration,
+            "last_check": rs.last_run or None,
+            "last_transition": rs.last_run or None,
+            "reason": _reconcile_reason(rs),
+        },
+        "ha": ha_view(getattr(d, "vrrp", None)),
+        "services": services,
+        "orphan_overrides": stale,
+    }
+
+
+def _reconcile_reason(rs: Any) -> str:
+    if rs.passes == 0:
+        return "no pass yet"
+    if rs.in_sync:
+        return "kernel table matches the wanted table"
+    n = len(rs.failing_services)
+    return f"{n} service(s) refused by the kernel: {rs.last_error}"
