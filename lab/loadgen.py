@@ -165,9 +165,7 @@ class LoadGen:
         ).encode()
 
     async def run(self, stop: asyncio.Event) -> None:
-        workers = [
-            asyncio.create_task(self._worker(stop, i)) for i in range(self.concurrency)
-        ]
+        workers = [asyncio.create_task(self._worker(stop, i)) for i in range(self.concurrency)]
         await asyncio.gather(*workers)
 
     async def _worker(self, stop: asyncio.Event, index: int) -> None:

@@ -22,7 +22,9 @@ MAX_HEAD = 16384
 
 async def _serve(name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     body = f"{name}\n".encode()
-    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+    with contextlib.suppress(
+        ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError
+    ):
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             if len(head) > MAX_HEAD:

@@ -146,13 +146,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pulsed.logs import configure_logging
 
     configure_logging(config.daemon.log_format, config.daemon.log_level)
+    return _loop_runner(config.daemon.event_loop)(_run(args, config))
+
+
+def _loop_runner(choice: str):
+    """asyncio.run, or uvloop.run when chosen (or "auto" and installed)."""
+    if choice == "asyncio":
+        return asyncio.run
     try:
         import uvloop  # optional speed-up
     except ImportError:
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
-    return runner(_run(args, config))
+        if choice == "uvloop":
+            print('pulsed: event_loop = "uvloop" but uvloop is not installed', file=sys.stderr)
+        return asyncio.run
+    return uvloop.run
 
 
 async def _run(args: argparse.Namespace, config: Config) -> int:

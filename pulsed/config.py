@@ -72,6 +72,7 @@ class DaemonConfig(_Section):
     remove_on_shutdown: bool = False
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
 class ApiConfig(_Section):

@@ -51,7 +51,11 @@ class Notifier:
     def __init__(self, address: str | bytes, watchdog: float | None = None) -> None:
         self.address = address
         self.watchdog = watchdog
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        # Non-blocking: a notify socket whose reader lags must never stall the event
+        # loop (a full queue blocks sendto); such a message is dropped and logged.
+        self._sock = socket.socket(
+            socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        )
         self._task: asyncio.Task | None = None
         self._warned = False
 

@@ -8,7 +8,7 @@ and min_healthy ordering, which must not jump with the wall clock).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pulsed.checks.base import ProbeResult
 from pulsed.checks.hysteresis import Hysteresis, step
@@ -47,26 +47,25 @@ def apply_result(
     """Health after one probe result (pure)."""
     before = Hysteresis(health.up, health.consecutive_ok, health.consecutive_fail)
     after = step(before, result.ok, rise, fall)
-    new = replace(
-        health,
+    changed = after.up != health.up
+    # Built in one go rather than with dataclasses.replace: this runs for
+    # every probe, thousands of times a second.
+    return RealHealth(
         up=after.up,
         last_ok=result.ok,
         reason=result.reason,
         category=result.category,
         last_check=wall,
+        last_transition=wall if changed else health.last_transition,
         latency=result.latency,
         consecutive_ok=after.ok_run,
         consecutive_fail=after.fail_run,
         # A failing server's stale report would mislead; keep the last
         # good one only while the server passes.
         weight_pct=result.weight_pct if result.ok else health.weight_pct,
+        went_up_at=mono if changed and after.up else health.went_up_at,
+        went_down_at=mono if changed and not after.up else health.went_down_at,
     )
-    if after.up != health.up:
-        if after.up:
-            new = replace(new, last_transition=wall, went_up_at=mono)
-        else:
-            new = replace(new, last_transition=wall, went_down_at=mono)
-    return new
 
 
 def changed_for_table(old: RealHealth, new: RealHealth) -> bool:

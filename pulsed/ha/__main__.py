@@ -66,22 +66,26 @@ def _emit(obj: dict) -> None:
     sys.stdout.flush()
 
 
+def _dump_status(node: VrrpNode, path: str, last: str | None) -> str | None:
+    """Write the status if it changed (ignoring the timestamp); returns the new key."""
+    st = node.status()
+    if st is None:
+        return last
+    doc = st.as_dict()
+    key = json.dumps({k: v for k, v in doc.items() if k != "last_transition"}, sort_keys=True)
+    if key != last:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+    return key
+
+
 async def _write_status(node: VrrpNode, path: str) -> None:
-    last = None
+    last = _dump_status(node, path, None)
     while True:
-        st = node.status()
-        if st is not None:
-            doc = st.as_dict()
-            key = json.dumps(
-                {k: v for k, v in doc.items() if k != "last_transition"}, sort_keys=True
-            )
-            if key != last:
-                tmp = f"{path}.tmp"
-                with open(tmp, "w") as f:
-                    json.dump(doc, f)
-                os.replace(tmp, path)
-                last = key
         await asyncio.sleep(0.02)
+        last = _dump_status(node, path, last)
 
 
 async def _main(args: argparse.Namespace, cfg: VrrpConfig) -> int:
@@ -89,12 +93,18 @@ async def _main(args: argparse.Namespace, cfg: VrrpConfig) -> int:
         if args.events:
             _emit({"event": "role", "old": old, "new": new, "reason": reason, "t": time.time()})
 
-    node = VrrpNode(cfg, on_role_change=on_role)
+    def on_applied(role: str, held: bool) -> None:
+        if args.events:
+            _emit({"event": "applied", "role": role, "vips_held": held, "t": time.time()})
+
+    node = VrrpNode(cfg, on_role_change=on_role, on_applied=on_applied)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.start()
+    if args.status_file:
+        _dump_status(node, args.status_file, None)
     writer = (
         asyncio.create_task(_write_status(node, args.status_file)) if args.status_file else None
     )

@@ -111,7 +111,9 @@ class _Engine:
         healthy_fraction: HealthyFraction | None,
         notify: Callable[[str, str, str], None],
         syncd: SyncDaemonControl | None,
+        applied: Callable[[str, bool], None] | None = None,
     ) -> None:
+        self.applied = applied
         self.cfg = cfg
         self.healthy_fraction = healthy_fraction
         self.notify = notify
@@ -390,6 +392,8 @@ class _Engine:
                 except Exception as e:
                     log.error("vrrp.apply_failed", role=target.value, error=str(e))
                 self.applied_role = target
+                if self.applied is not None:
+                    self.applied(target.value, self.vips_held)
             if self.applied_role is self.state.role:
                 self._role_settled.set()
             else:
@@ -429,9 +433,14 @@ class _Engine:
                 await self.syncd.stop_sync_daemon(self.syncd_state)
                 self.syncd_state = None
             if want is not None:
-                await self.syncd.start_sync_daemon(
-                    want, sd.interface or self.cfg.interface, sd.syncid
-                )
+                ifname = sd.interface or self.cfg.interface
+                try:
+                    await self.syncd.start_sync_daemon(want, ifname, sd.syncid)
+                except Exception:
+                    # One left running by a previous run killed with -9: replace it.
+                    with contextlib.suppress(Exception):
+                        await self.syncd.stop_sync_daemon(want)
+                    await self.syncd.start_sync_daemon(want, ifname, sd.syncid)
                 self.syncd_state = want
             log.info("vrrp.sync_daemon", state=want or "stopped", syncid=sd.syncid)
         except Exception as e:
@@ -480,8 +489,11 @@ class VrrpNode:
         healthy_fraction: HealthyFraction | None = None,
         on_role_change: RoleChange | None = None,
         sync_daemon: SyncDaemonControl | None = None,
+        on_applied: Callable[[str, bool], None] | None = None,
     ) -> None:
+        """``on_applied(role, vips_held)``: after the VIPs were added or removed for a role."""
         check_config(cfg)
+        self._on_applied = on_applied
         self.cfg = cfg
         self._healthy_fraction = healthy_fraction
         self._on_role_change = on_role_change
@@ -514,7 +526,16 @@ class VrrpNode:
         await asyncio.wrap_future(ready)
 
     def _make_engine(self) -> _Engine:
-        return _Engine(self.cfg, self._healthy_fraction, self._notify, self._syncd)
+        return _Engine(self.cfg, self._healthy_fraction, self._notify, self._syncd, self._applied)
+
+    def _applied(self, role: str, held: bool) -> None:
+        cb = self._on_applied
+        if cb is None or self._caller_loop is None:
+            return
+        if self._thread is None:
+            cb(role, held)
+        else:
+            self._caller_loop.call_soon_threadsafe(cb, role, held)
 
     def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
         loop = asyncio.new_event_loop()

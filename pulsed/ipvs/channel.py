@@ -79,7 +79,7 @@ class Channel:
     def next_seq(self, count: int = 1) -> int:
         """Reserve ``count`` sequence numbers; returns the first."""
         first = self._seq + 1
-        self._seq = (self._seq + count) & 0x7FFFFFFF
+        self._seq = (self._seq + count) & 0x3FFFFFFF
         if self._seq < first:  # wrapped: start again from 1
             first, self._seq = 1, count
         return first

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import struct
 from collections.abc import Sequence
 
 from pulsed.ipvs import wire
@@ -33,6 +34,41 @@ from pulsed.model import Dest, Op, OpKind, Service, Stats, Table
 BATCH_BYTES = 192 * 1024
 
 
+DEST_DUMP_SEQ = 0x7FFFFFFF  # above the channel's sequence numbers
+_TAIL = struct.Struct("=IH")  # length and type of a datagram's last message
+
+
+class _Cached:
+    """A service's reply bytes and the values parsed from them."""
+
+    __slots__ = ("counters", "dest_raw", "service", "settings")
+
+    def __init__(self, settings: Service, counters: dict) -> None:
+        self.settings = settings
+        self.counters = counters
+        self.dest_raw: bytes = b""
+        self.service: Service | None = None
+
+
+def _parse_dests(raw: bytes) -> tuple[Dest, ...]:
+    dests = []
+    parse = wire.parse_dest
+    for mtype, _flags, _seq, start, end in wire.iter_messages(raw, len(raw)):
+        if mtype != wire.NLMSG_DONE and mtype != wire.NLMSG_ERROR:
+            dest = parse(raw, start, end)
+            if dest is not None:
+                dests.append(dest)
+    return tuple(dests)
+
+
+def _with_dests(cached: _Cached, dests: tuple[Dest, ...]) -> Service:
+    svc = cached.settings
+    active = sum(d.stats.active_connections for d in dests if d.stats)
+    inactive = sum(d.stats.inactive_connections for d in dests if d.stats)
+    stats = Stats(**cached.counters, active_connections=active, inactive_connections=inactive)
+    return Service(svc.key, svc.scheduler, svc.flags, svc.timeout, svc.netmask, dests, stats)
+
+
 class NetlinkBackend:
     """IPVS through netlink. Create with ``await NetlinkBackend.open()``."""
 
@@ -40,6 +76,7 @@ class NetlinkBackend:
         self._channel = channel
         self._lock = asyncio.Lock()
         self.writes = 0  # netlink write messages sent, for "zero writes" checks
+        self._cache: dict[bytes, _Cached] = {}
 
     @classmethod
     async def open(cls) -> NetlinkBackend:
@@ -63,54 +100,71 @@ class NetlinkBackend:
     # Reading ----------------------------------------------------------------
 
     def _dump_sync(self) -> Table:
+        # Parsing is the costly part of a dump in Python, and between two
+        # resyncs most services come back byte for byte the same (same
+        # settings, same counters). So each service's reply bytes are kept
+        # with the value parsed from them, and identical bytes reuse it:
+        # the result is exactly what parsing would give, only cheaper.
+        previous = self._cache
+        fresh: dict[bytes, _Cached] = {}
+        table: dict = {}
         with self._channel.lock:
-            services = []
-            for raw in self._channel.dump(wire.CMD_GET_SERVICE, b""):
-                parsed = wire.parse_service(raw, 0, len(raw))
-                if parsed is not None:
-                    services.append(parsed)
-            table = {}
-            for svc, counters in services:
-                dests = self._dump_dests(svc)
-                active = sum(d.stats.active_connections for d in dests if d.stats)
-                inactive = sum(d.stats.inactive_connections for d in dests if d.stats)
-                stats = Stats(**counters, active_connections=active, inactive_connections=inactive)
-                table[svc.key] = Service(
-                    svc.key, svc.scheduler, svc.flags, svc.timeout, svc.netmask, dests, stats
-                )
-            return Table(table)
+            try:
+                for raw in self._channel.dump(wire.CMD_GET_SERVICE, b""):
+                    body = raw[wire.HEADER_SIZE :]
+                    cached = previous.get(body)
+                    if cached is None:
+                        parsed = wire.parse_service(raw, 0, len(raw))
+                        if parsed is None:
+                            continue
+                        cached = _Cached(*parsed)
+                    dest_raw = self._dump_dests_raw(cached.settings)
+                    if cached.service is None or dest_raw != cached.dest_raw:
+                        cached = _Cached(cached.settings, cached.counters)
+                        cached.dest_raw = dest_raw
+                        cached.service = _with_dests(cached, _parse_dests(dest_raw))
+                    fresh[body] = cached
+                    table[cached.settings.key] = cached.service
+            except BaseException:
+                self._cache = {}
+                raise
+        self._cache = fresh
+        return Table(table)
 
-    def _dump_dests(self, svc: Service) -> tuple[Dest, ...]:
-        # One dump per service (the kernel wants the service in the request);
-        # parsed straight from the receive buffer, no copies.
+    def _dump_dests_raw(self, svc: Service) -> bytes:
+        """The reply datagrams of one service's destination dump, concatenated.
+
+        The kernel wants the service in the request, so this is one dump per
+        service. A fixed sequence number keeps equal replies byte-equal.
+        """
         ch = self._channel
-        seq = ch.next_seq()
         ch.send(
             wire.message(
                 ch.family_id,
                 wire.NLM_F_REQUEST | wire.NLM_F_DUMP,
-                seq,
+                DEST_DUMP_SEQ,
                 wire.CMD_GET_DEST,
                 wire.service_key_nest(svc.key),
             )
         )
-        dests: list[Dest] = []
-        parse = wire.parse_dest
+        chunks: list[bytes] = []
         while True:
             buf, size = ch.recv()
-            for mtype, _flags, mseq, start, end in wire.iter_messages(buf, size):
-                if mseq != seq:
-                    continue
-                if mtype == wire.NLMSG_DONE:
-                    return tuple(dests)
-                if mtype == wire.NLMSG_ERROR:
-                    code = wire.error_code(buf, start)
-                    if code:
-                        raise BackendError(code, f"reading destinations of {svc.key}")
-                    return tuple(dests)
-                dest = parse(buf, start, end)
-                if dest is not None:
-                    dests.append(dest)
+            mtype, _flags, seq, start, _end = next(wire.iter_messages(buf, size))
+            if seq != DEST_DUMP_SEQ:
+                continue  # a late reply to something else
+            if mtype == wire.NLMSG_DONE:
+                return b"".join(chunks)
+            if mtype == wire.NLMSG_ERROR:
+                code = wire.error_code(buf, start)
+                if code:
+                    raise BackendError(code, f"reading destinations of {svc.key}")
+                return b"".join(chunks)
+            if size > 20 and _TAIL.unpack_from(buf, size - 20) == (20, wire.NLMSG_DONE):
+                # the end marker rode along in the same datagram
+                chunks.append(bytes(buf[: size - 20]))
+                return b"".join(chunks)
+            chunks.append(bytes(buf[:size]))
 
     # Writing ----------------------------------------------------------------
 

@@ -20,6 +20,7 @@ BASE = """
 state_dir = "{state}"
 resync_interval = "{resync}"
 log_format = "json"
+event_loop = "asyncio"
 [api]
 enabled = false
 [[service]]
@@ -108,9 +109,8 @@ def test_daemon_programs_repairs_adopts_and_leaves_foreign_services(write_config
     ipvsadm("-A", "-u", "198.51.100.1:53", "-s", "rr")  # someone else's service
     first = DaemonProcess(config)
     try:
-        started = first.wait_for("daemon.started")
-        assert started["writes_at_start"] == 3
         first.wait_for("reconcile.foreign_service", service="udp:198.51.100.1:53")
+        assert first.wait_for("daemon.started")["writes_at_start"] == 3
         assert saved() == sorted([*WANTED, "-A -u 198.51.100.1:53 -s rr"])
 
         # Behind pulsed's back: a flush, then a deleted destination. The resync repairs both.

@@ -367,7 +367,7 @@ async def test_https_certificate_from_unknown_ca(server: Server, ca_file: str) -
 
 
 async def test_https_expired_certificate(server: Server, ca: trustme.CA, ca_file: str) -> None:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     expired = ca.issue_cert(
         "app.example",
         not_before=now - datetime.timedelta(days=30),

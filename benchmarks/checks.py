@@ -1,0 +1,387 @@
+"""Health-check throughput: N HTTP probes, a fresh connection each, through HealthMonitor.
+
+A small HTTP server runs in another process on loopback (``--serve``); this
+process runs only pulsed's HealthMonitor. Reported: sustained checks/s,
+this process's CPU as a share of one core (time.process_time), event-loop
+lag p50/p99 from a sampler task, probe latency, and failures by reason.
+
+    flock /tmp/pulsed-bench.lock .venv/bin/python benchmarks/checks.py --rate 2000
+    flock /tmp/pulsed-bench.lock .venv/bin/python benchmarks/checks.py --rate 5000 --uvloop
+
+``--impl aiohttp`` swaps in an aiohttp-client probe for comparison (the
+reason pulsed's http probe is written on asyncio's Protocol API).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import structlog
+
+from pulsed.checks.base import ProbeResult, Target, error_result, timeout_result
+from pulsed.checks.config import CheckConfig
+from pulsed.checks.monitor import HealthMonitor
+from pulsed.durations import Duration
+from pulsed.model import DestKey, ServiceKey
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+
+
+# --- the server (runs in its own process) ---------------------------------------
+
+
+class _Handler(asyncio.Protocol):
+    requests = 0  # answered so far; printed on SIGUSR1 (the neutral check counter)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\r\n\r\n" in self.buffer:
+            _Handler.requests += 1
+            self.transport.write(RESPONSE)  # type: ignore[attr-defined]
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+def serve(ports: list[int], use_uvloop: bool) -> None:
+    if use_uvloop:
+        import uvloop
+
+        uvloop.install()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for port in ports:
+            await loop.create_server(_Handler, "127.0.0.1", port, backlog=4096)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: print(_Handler.requests, flush=True))
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+# --- an aiohttp-client probe, for comparison only ------------------------------------
+
+
+class AiohttpProbe:
+    session = None
+
+    def __init__(self, target: Target) -> None:
+        self.url = f"http://{target.address}:{target.probe_port}{target.check.path}"
+        self.timeout = float(target.check.timeout)
+
+    async def probe(self) -> ProbeResult:
+        import aiohttp
+
+        if AiohttpProbe.session is None:
+            connector = aiohttp.TCPConnector(force_close=True, limit=0)
+            AiohttpProbe.session = aiohttp.ClientSession(connector=connector)
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with AiohttpProbe.session.get(self.url, allow_redirects=False) as resp:
+                    await resp.read()
+                    status = resp.status
+        except TimeoutError:
+            return timeout_result(self.timeout, time.perf_counter() - start)
+        except OSError as exc:
+            return error_result(exc, time.perf_counter() - start)
+        except Exception as exc:
+            return ProbeResult(False, f"error: {type(exc).__name__}", 0.0, "error")
+        ok = 200 <= status < 400
+        return ProbeResult(ok, f"status {status}", time.perf_counter() - start)
+
+
+# --- the load ---------------------------------------------------------------
+
+
+async def lag_sampler(samples: list[float], period: float = 0.01) -> None:
+    """How late a 10 ms sleep wakes up. perf_counter, not loop.time(): uvloop's
+    clock has millisecond steps. (uvloop's timers are also millisecond-grained,
+    so its samples include up to 1 ms of rounding.)"""
+    while True:
+        expected = time.perf_counter() + period
+        await asyncio.sleep(period)
+        samples.append(max(0.0, time.perf_counter() - expected))
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(args: argparse.Namespace) -> dict:
+    ports = free_ports(args.server_ports)
+    server_cmd = [sys.executable, __file__, "--serve", ",".join(map(str, ports))]
+    if args.uvloop or args.server_uvloop:
+        server_cmd.append("--uvloop")
+    server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        return await measure(args, ports)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+async def measure(args: argparse.Namespace, ports: list[int]) -> dict:
+    servers = int(args.rate * args.interval)
+    check = CheckConfig(
+        type="http",
+        interval=Duration(args.interval),
+        timeout=Duration(args.timeout),
+        rise=2,
+        fall=3,
+    )
+    service = ServiceKey.for_address("tcp", "192.0.2.1", 80)
+    targets = {}
+    for i in range(servers):
+        port = ports[i % len(ports)]
+        # Distinct keys; the same few listening sockets serve them all.
+        targets[(service, DestKey(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", port))] = Target(
+            "127.0.0.1", port, check
+        )
+    results: collections.Counter[str] = collections.Counter()
+    latencies: list[float] = []
+    counting = False
+
+    def on_result(key: object, result: ProbeResult) -> None:
+        if counting:
+            results[result.reason] += 1
+            latencies.append(result.latency)
+
+    factory = AiohttpProbe if args.impl == "aiohttp" else None
+    kwargs = {"probe_factory": factory} if factory else {}
+    monitor = HealthMonitor(lambda k, h: None, on_result=on_result, **kwargs)
+    monitor.update(targets)
+    lags: list[float] = []
+    sampler = asyncio.create_task(lag_sampler(lags))
+    await monitor.start()
+    await asyncio.sleep(args.warmup)  # first probes spread over one interval
+    lags.clear()
+    counting = True
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.sleep(args.duration)
+    cpu1, wall1 = time.process_time(), time.perf_counter()
+    counting = False
+    await monitor.stop()
+    sampler.cancel()
+    if AiohttpProbe.session is not None:
+        await AiohttpProbe.session.close()
+    wall = wall1 - wall0
+    total = sum(results.values())
+    return {
+        "impl": args.impl,
+        "loop": "uvloop" if args.uvloop else "asyncio",
+        "servers": servers,
+        "interval_s": args.interval,
+        "target_rate": args.rate,
+        "duration_s": round(wall, 2),
+        "checks_per_s": round(total / wall, 1),
+        "cpu_share_of_one_core": round((cpu1 - cpu0) / wall, 3),
+        "cpu_us_per_check": round((cpu1 - cpu0) / max(total, 1) * 1e6, 1),
+        "loop_lag_p50_ms": round(percentile(lags, 0.50) * 1000, 2),
+        "loop_lag_p99_ms": round(percentile(lags, 0.99) * 1000, 2),
+        "probe_latency_p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
+        "probe_latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "results": dict(results.most_common(5)),
+        "load_avg_1m": os.getloadavg()[0],
+    }
+
+
+# --- the same load through keepalived (run inside the IPVS VM) ------------------------
+
+
+def keepalived_conf(ports: list[int], servers: int, interval: float, timeout: float) -> str:
+    """keepalived checkers-only config: ``servers`` HTTP_GET real servers on loopback,
+    spread over virtual servers (a real server's ip:port is unique per service)."""
+    lines = ["global_defs {", "    router_id pulsed_bench", "}"]
+    per_vs = len(ports)
+    for vs in range((servers + per_vs - 1) // per_vs):
+        lines += [
+            f"virtual_server 10.77.{vs >> 8}.{vs & 255} 80 {{",
+            f"    delay_loop {interval:g}",
+            "    lb_algo rr",
+            "    lb_kind NAT",
+            "    protocol TCP",
+        ]
+        for port in ports[: min(per_vs, servers - vs * per_vs)]:
+            lines += [
+                f"    real_server 127.0.0.1 {port} {{",
+                "        weight 1",
+                "        HTTP_GET {",
+                "            url {",
+                "                path /",
+                "                status_code 200",
+                "            }",
+                f"            connect_timeout {timeout:g}",
+                "            retry 0",
+                "        }",
+                "    }",
+            ]
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def proc_cpu(pids: list[int]) -> float:
+    """utime + stime of processes, in seconds (/proc/PID/stat fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def server_count(server: subprocess.Popen) -> int:
+    assert server.stdout is not None
+    server.send_signal(signal.SIGUSR1)
+    return int(server.stdout.readline())
+
+
+async def compare_keepalived(args: argparse.Namespace) -> dict:
+    import tempfile
+
+    servers = int(args.rate * args.interval)
+    ports = free_ports(args.server_ports)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", ",".join(map(str, ports)), "--uvloop"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    report: dict = {"servers": servers, "interval_s": args.interval, "duration_s": args.duration}
+    try:
+        with tempfile.TemporaryDirectory(prefix="pck-keepalived-") as tmp:
+            conf = os.path.join(tmp, "keepalived.conf")
+            with open(conf, "w") as f:
+                f.write(keepalived_conf(ports, servers, args.interval, args.timeout))
+            pid_file, checker_pid_file = os.path.join(tmp, "k.pid"), os.path.join(tmp, "c.pid")
+            keepalived = subprocess.Popen(
+                [
+                    "keepalived",
+                    "-n",
+                    "-C",
+                    "-G",
+                    "-f",
+                    conf,
+                    "-p",
+                    pid_file,
+                    "-c",
+                    checker_pid_file,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                await asyncio.sleep(args.warmup + args.interval)
+                with open(checker_pid_file) as f:
+                    pids = [keepalived.pid, int(f.read())]
+                cpu0, n0, t0 = proc_cpu(pids), server_count(server), time.perf_counter()
+                await asyncio.sleep(args.duration)
+                cpu1, n1, t1 = proc_cpu(pids), server_count(server), time.perf_counter()
+            finally:
+                keepalived.terminate()
+                keepalived.wait()
+        report["keepalived"] = _phase(cpu1 - cpu0, n1 - n0, t1 - t0)
+
+        await asyncio.sleep(1)
+        check = CheckConfig(
+            type="http", interval=Duration(args.interval), timeout=Duration(args.timeout)
+        )
+        service = ServiceKey.for_address("tcp", "192.0.2.1", 80)
+        targets = {
+            (service, DestKey(f"10.0.{i >> 8}.{i & 255}", ports[i % len(ports)])): Target(
+                "127.0.0.1", ports[i % len(ports)], check
+            )
+            for i in range(servers)
+        }
+        monitor = HealthMonitor(lambda k, h: None)
+        monitor.update(targets)
+        await monitor.start()
+        try:
+            await asyncio.sleep(args.warmup + args.interval)
+            cpu0, n0, t0 = time.process_time(), server_count(server), time.perf_counter()
+            await asyncio.sleep(args.duration)
+            cpu1, n1, t1 = time.process_time(), server_count(server), time.perf_counter()
+        finally:
+            await monitor.stop()
+        report["pulsed"] = _phase(cpu1 - cpu0, n1 - n0, t1 - t0)
+        report["pulsed"]["loop"] = "uvloop" if args.uvloop else "asyncio"
+        report["cpu_per_check_ratio_pulsed_over_keepalived"] = round(
+            report["pulsed"]["cpu_us_per_check"] / report["keepalived"]["cpu_us_per_check"], 3
+        )
+    finally:
+        server.terminate()
+        server.wait()
+    return report
+
+
+def _phase(cpu: float, checks: int, wall: float) -> dict:
+    return {
+        "checks_per_s": round(checks / wall, 1),
+        "cpu_share_of_one_core": round(cpu / wall, 3),
+        "cpu_us_per_check": round(cpu / max(checks, 1) * 1e6, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=2000, help="checks per second wanted")
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--timeout", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--server-ports", type=int, default=8)
+    parser.add_argument("--uvloop", action="store_true", help="uvloop for pulsed and the server")
+    parser.add_argument("--server-uvloop", action="store_true", help="uvloop for the server only")
+    parser.add_argument("--impl", choices=["pulsed", "aiohttp"], default="pulsed")
+    parser.add_argument(
+        "--compare-keepalived",
+        action="store_true",
+        help="same load through keepalived's checkers, then pulsed (needs IPVS: run in the VM)",
+    )
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve([int(p) for p in args.serve.split(",")], args.uvloop)
+        return
+    # Per-server up/down lines would flood the terminal; the figures are the output.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.uvloop:
+        import uvloop
+
+        uvloop.install()
+    report = asyncio.run(compare_keepalived(args) if args.compare_keepalived else run(args))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Failover time: pulsed vs keepalived, two routers and an observer in namespaces (root).
+
+    flock /tmp/pulsed-bench.lock .venv/bin/python benchmarks/failover.py --runs 40
+
+For each implementation (same run, same lab, 100 ms adverts, priorities 200/100):
+  crash:    kill -9 the master; time until the backup's kernel has the VIP (netlink
+            RTM_NEWADDR seen by `ip monitor` in the backup's namespace) and until the observer
+            receives the backup's first gratuitous ARP (AF_PACKET capture on the bridge).
+  graceful: SIGTERM the master (it sends priority 0); time until the backup has the VIP.
+Times are wall-clock differences on one host. Prints a JSON summary and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from pulsed.ha.lab import VIP, Lab, Proc, netns_exec, sh  # noqa: E402
+
+
+class AddrMonitor:
+    """`ip monitor address` in a namespace; records when VIP additions arrive."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self.added: list[float] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._event = asyncio.Event()
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            "ip", "-n", self.ns, "monitor", "address", stdout=asyncio.subprocess.PIPE
+        )
+        self._task = asyncio.create_task(self._read())
+        await asyncio.sleep(0.1)  # let it subscribe before anything is measured
+
+    async def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        while line := await self.proc.stdout.readline():
+            text = line.decode()
+            if f"inet {VIP}/" in text and not text.startswith("Deleted"):
+                self.added.append(time.time())
+                self._event.set()
+
+    async def first_after(self, t0: float, timeout: float = 5.0) -> float:
+        async with asyncio.timeout(timeout):
+            while True:
+                hits = [t for t in self.added if t >= t0]
+                if hits:
+                    return hits[0]
+                self._event.clear()
+                await self._event.wait()
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._task:
+            self._task.cancel()
+
+
+def mac_of(lab: Lab, i: int) -> str:
+    out = sh("ip", "-n", lab.routers[i], "-j", "link", "show", lab.ifname(i)).stdout
+    return json.loads(out)[0]["address"]
+
+
+def clear_vips(lab: Lab) -> None:
+    for i, ns in enumerate(lab.routers):
+        sh("ip", "-n", ns, "addr", "del", f"{VIP}/24", "dev", lab.ifname(i), check=False)
+
+
+async def start_pair(lab: Lab, impl: str) -> list[Proc]:
+    clear_vips(lab)
+    if impl == "pulsed":
+        r1 = await lab.start_pulsed(0, priority=200, garp_count=5, garp_interval="10ms")
+        await r1.wait_event(lambda e: e.get("event") == "applied" and e["role"] == "master")
+        r2 = await lab.start_pulsed(1, priority=100, garp_count=5, garp_interval="10ms")
+        await r2.wait_event(lambda e: e.get("event") == "applied" and e["role"] == "backup")
+        procs = [r1, r2]
+    else:
+        k1 = await lab.start_keepalived(0, priority=200)
+        await lab.wait_for(lambda: VIP in lab.vips(0))
+        k2 = await lab.start_keepalived(1, priority=100)
+        await lab.wait_for(lambda: len(lab.keepalived_pids(1)) == 2)
+        procs = [k1, k2]
+    await asyncio.sleep(0.6)  # the backup has heard several adverts: steady state
+    assert lab.holders() == [0], f"{impl}: VIP holders {lab.holders()} before the failure"
+    return procs
+
+
+async def stop_all(lab: Lab, procs: list[Proc], impl: str) -> None:
+    for i, p in enumerate(procs):
+        if impl == "keepalived":
+            lab.crash_keepalived(i)
+        p.kill(signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await p.wait(5)
+    lab.procs.clear()
+    clear_vips(lab)
+
+
+async def one_run(lab: Lab, impl: str, graceful: bool, cap: Proc, mon: AddrMonitor) -> dict:
+    procs = await start_pair(lab, impl)
+    backup_mac = mac_of(lab, 1)
+    await asyncio.sleep(0.05 + (hash((impl, time.time())) % 100) / 1000)  # random phase
+    t0 = time.time()
+    if impl == "pulsed":
+        procs[0].kill(signal.SIGTERM if graceful else signal.SIGKILL)
+    elif graceful:
+        os.kill(lab.keepalived_pids(0)[1], signal.SIGTERM)  # the parent stops its children
+    else:
+        lab.crash_keepalived(0)
+    t_vip = await mon.first_after(t0)
+    result = {"vip": t_vip - t0}
+    if not graceful:
+        ev = await cap.wait_event(
+            lambda e: e.get("event") == "garp" and e["mac"] == backup_mac and e["t"] >= t0
+        )
+        result["garp"] = ev["t"] - t0
+    await stop_all(lab, procs, impl)
+    return result
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def summarise(runs: list[dict], key: str) -> dict:
+    v = [r[key] * 1000 for r in runs]
+    return {
+        "n": len(v),
+        "p50_ms": round(statistics.median(v), 1),
+        "p99_ms": round(pct(v, 99), 1),
+        "min_ms": round(min(v), 1),
+        "max_ms": round(max(v), 1),
+    }
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=40, help="crash runs per implementation")
+    ap.add_argument("--graceful-runs", type=int, default=10)
+    ap.add_argument("--impl", default="pulsed,keepalived")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("failover.py needs root (network namespaces)", file=sys.stderr)
+        return 2
+    lab = Lab().create()
+    results: dict[str, dict] = {}
+    try:
+        cap = await lab.capture()
+        mon = AddrMonitor(lab.routers[1])
+        await mon.start()
+        for impl in args.impl.split(","):
+            crash = [await one_run(lab, impl, False, cap, mon) for _ in range(args.runs)]
+            grace = [await one_run(lab, impl, True, cap, mon) for _ in range(args.graceful_runs)]
+            results[impl] = {
+                "crash_vip": summarise(crash, "vip"),
+                "crash_garp": summarise(crash, "garp"),
+                "graceful_vip": summarise(grace, "vip"),
+            }
+            print(impl, json.dumps(results[impl]), file=sys.stderr, flush=True)
+        await mon.stop()
+    finally:
+        await lab.close()
+    print(json.dumps(results, indent=2))
+    if "pulsed" in results and "keepalived" in results:
+        p, k = results["pulsed"], results["keepalived"]
+        print("\n| measurement | pulsed p50 | pulsed p99 | keepalived p50 | keepalived p99 |"
+              " ratio p50 | ratio p99 |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|")
+        for key, label in [
+            ("crash_vip", "kill -9 → backup has the VIP"),
+            ("crash_garp", "kill -9 → observer sees first GARP"),
+            ("graceful_vip", "SIGTERM → backup has the VIP"),
+        ]:
+            a, b = p[key], k[key]
+            print(
+                f"| {label} | {a['p50_ms']} ms | {a['p99_ms']} ms | {b['p50_ms']} ms | "
+                f"{b['p99_ms']} ms | {a['p50_ms'] / b['p50_ms']:.2f} | "
+                f"{a['p99_ms'] / b['p99_ms']:.2f} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

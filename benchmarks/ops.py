@@ -1,0 +1,225 @@
+"""Operations benchmarks: reload time, /metrics scrape time and size, resident memory.
+
+Each figure comes from the real daemon process (``pulsed run --backend memory``)
+and its real HTTP server; the benchmark plays systemd's notify socket so that
+"reload finished" is the daemon's own READY=1, not a guess.
+
+    flock /tmp/pulsed-bench.lock .venv/bin/python benchmarks/ops.py reload
+    flock /tmp/pulsed-bench.lock .venv/bin/python benchmarks/ops.py scrape
+
+reload: 10,000 services (one real server each, check "none"), one real
+server's weight changed in the file, SIGHUP -> READY=1; repeated.
+scrape: 1,000 services x 10 real servers = 10,000 real servers, tcp checks
+every 10 s against listening loopback ports (so every probe histogram is
+filled); after every server has been probed, /metrics is scraped repeatedly;
+then VmRSS of the daemon is read from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def header(state: Path, port: int) -> str:
+    return (
+        f'[daemon]\nstate_dir = "{state}"\nlog_level = "warning"\n\n'
+        f'[api]\nlisten = "127.0.0.1:{port}"\ntoken_file = "{state}/token"\n\n'
+    )
+
+
+def vip(i: int) -> tuple[str, int]:
+    a, b = divmod(i, 250)
+    return f"198.18.{a % 250}.{b + 1}", 1000 + a // 250
+
+
+def reload_config(state: Path, port: int, services: int, weight: int) -> str:
+    parts = [header(state, port)]
+    for i in range(services):
+        address, vport = vip(i)
+        c, d = divmod(i, 250)
+        w = weight if i == services // 2 else 1
+        parts.append(
+            f'[[service]]\nname = "s{i}"\nvip = "{address}"\nport = {vport}\n'
+            f'[service.check]\ntype = "none"\n'
+            f'[[service.real]]\naddress = "10.{c // 250}.{c % 250}.{d + 1}:80"\nweight = {w}\n'
+        )
+    return "\n".join(parts)
+
+
+def scrape_config(state: Path, port: int, services: int, ports: list[int]) -> str:
+    parts = [header(state, port)]
+    for i in range(services):
+        address, vport = vip(i)
+        parts.append(
+            f'[[service]]\nname = "s{i}"\nvip = "{address}"\nport = {vport}\n'
+            '[service.check]\ntype = "tcp"\ninterval = "10s"\ntimeout = "1s"\nrise = 1\n'
+        )
+        for p in ports:
+            parts.append(f'[[service.real]]\naddress = "127.0.0.1:{p}"\n')
+    return "\n".join(parts)
+
+
+class Daemon:
+    def __init__(self, workdir: Path, config: str) -> None:
+        self.config = workdir / "pulsed.toml"
+        self.config.write_text(config)
+        self.notify_path = workdir / "notify.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(self.notify_path))
+        self.notify.settimeout(120)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHDOG_")}
+        env["NOTIFY_SOCKET"] = str(self.notify_path)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pulsed.cli", "run", "-c", str(self.config), "--backend", "memory"],
+            env=env,
+            stderr=open(workdir / "pulsed.log", "wb"),  # noqa: SIM115
+        )
+        started = time.perf_counter()
+        self.wait("READY=1")
+        self.start_seconds = time.perf_counter() - started
+
+    def wait(self, word: str) -> str:
+        while True:
+            msg = self.notify.recv(4096).decode()
+            if word in msg:
+                return msg
+
+    def reload(self) -> float:
+        started = time.perf_counter()
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait("RELOADING=1")
+        msg = self.wait("READY=1")
+        elapsed = time.perf_counter() - started
+        if "failed" in msg:
+            raise SystemExit(f"reload failed: {msg}")
+        return elapsed
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise SystemExit("no VmRSS")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        self.notify.close()
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return resp.read()
+
+
+def bench_reload(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="pulsed-bench-") as tmp:
+        work = Path(tmp)
+        port = free_port()
+        daemon = Daemon(work, reload_config(work, port, args.services, 1))
+        try:
+            times = []
+            for round_ in range(args.rounds):
+                daemon.config.write_text(reload_config(work, port, args.services, 2 + round_))
+                times.append(daemon.reload())
+            status = get(f"http://127.0.0.1:{port}/status")
+            assert f'"generation": {args.rounds + 1}'.encode() in status, "reload did not apply"
+            print(f"reload of {args.services} services with one change (SIGHUP -> READY=1):")
+            print(f"  start (exec -> READY=1): {daemon.start_seconds * 1000:.0f} ms")
+            print(
+                f"  reload: median {statistics.median(times) * 1000:.0f} ms,"
+                f" min {min(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms"
+                f" over {len(times)} reloads"
+            )
+            print(f"  resident memory: {daemon.rss_mib():.1f} MiB")
+        finally:
+            daemon.stop()
+
+
+def bench_scrape(args: argparse.Namespace) -> None:
+    listeners = []
+    for _ in range(args.reals):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1024)
+        listeners.append(s)
+    ports = [s.getsockname()[1] for s in listeners]
+    with tempfile.TemporaryDirectory(prefix="pulsed-bench-") as tmp:
+        work = Path(tmp)
+        port = free_port()
+        daemon = Daemon(work, scrape_config(work, port, args.services, ports))
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            # Wait until every server has been probed once (first probes spread over 10 s).
+            deadline = time.monotonic() + 60
+            while True:
+                text = get(url).decode()
+                counts = [
+                    line for line in text.splitlines()
+                    if line.startswith("pulsed_real_probe_duration_seconds_count{")
+                ]
+                if len(counts) >= args.services * args.reals or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            times, size = [], 0
+            for _ in range(args.rounds):
+                started = time.perf_counter()
+                body = get(url)
+                times.append(time.perf_counter() - started)
+                size = len(body)
+            lines = body.count(b"\n")
+            reals = args.services * args.reals
+            print(f"/metrics at {reals} real servers ({args.services} x {args.reals}), tcp checks:")
+            print(f"  servers with probe histograms: {len(counts)}")
+            print(
+                f"  scrape: median {statistics.median(times) * 1000:.0f} ms,"
+                f" min {min(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms"
+                f" over {len(times)} scrapes"
+            )
+            print(f"  size: {size / 1e6:.1f} MB, {lines} lines")
+            started = time.perf_counter()
+            status = get(f"http://127.0.0.1:{port}/status")
+            print(
+                f"  /status: {(time.perf_counter() - started) * 1000:.0f} ms,"
+                f" {len(status) / 1e6:.1f} MB"
+            )
+            print(f"  resident memory: {daemon.rss_mib():.1f} MiB")
+        finally:
+            daemon.stop()
+            for s in listeners:
+                s.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(required=True)
+    r = sub.add_parser("reload")
+    r.add_argument("--services", type=int, default=10_000)
+    r.add_argument("--rounds", type=int, default=5)
+    r.set_defaults(func=bench_reload)
+    s = sub.add_parser("scrape")
+    s.add_argument("--services", type=int, default=1000)
+    s.add_argument("--reals", type=int, default=10)
+    s.add_argument("--rounds", type=int, default=10)
+    s.set_defaults(func=bench_scrape)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""``pulsed status | drain | disable | enable | weight | reload``: clients of the daemon's API.
+
+They find the API from the config file (``api.listen`` and ``api.token_file``)
+unless ``--url`` / ``--token-file`` are given, and print one clear line on
+failure: daemon not running, wrong token, unknown server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = "/etc/pulsed/pulsed.toml"
+DEFAULT_LISTEN = "127.0.0.1:9480"
+DEFAULT_TOKEN_FILE = "/etc/pulsed/api-token"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class ClientError(Exception):
+    """One line for the operator."""
+
+
+@dataclass
+class Client:
+    url: str
+    token_file: str
+    timeout: float = 5.0
+
+    def call(self, method: str, path: str, body: Any = None, auth: bool = False) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if auth:
+            request.add_header("Authorization", f"Bearer {self._token()}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise ClientError(f"{exc.code}: {_error_text(exc)}") from None
+        except urllib.error.URLError as exc:
+            reason = getattr(exc.reason, "strerror", None) or str(exc.reason)
+            raise ClientError(
+                f"cannot reach the daemon at {self.url} ({reason.lower()}): is pulsed running?"
+            ) from None
+        except (TimeoutError, OSError) as exc:
+            raise ClientError(f"no answer from the daemon at {self.url}: {exc}") from None
+        except ValueError:
+            raise ClientError(f"{self.url}{path} did not answer with JSON") from None
+
+    def _token(self) -> str:
+        try:
+            token = Path(self.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ClientError(
+                f"cannot read the API token {self.token_file}: {exc.strerror}"
+                " (use --token-file, or run as a user who can read it)"
+            ) from None
+        if not token:
+            raise ClientError(f"the API token file {self.token_file} is empty")
+        return token
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(exc.read() or b"{}")
+        return str(body.get("error") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+def client_from_args(args: argparse.Namespace) -> Client:
+    listen, token_file = DEFAULT_LISTEN, DEFAULT_TOKEN_FILE
+    try:
+        from pulsed.config import load_config
+
+        config = load_config(args.config)
+    except Exception:  # an unreadable config still leaves the defaults and the flags
+        config = None
+    if config is not None:
+        listen, token_file = config.api.listen, config.api.token_file
+    url = args.url or f"http://{_connectable(listen)}"
+    return Client(url.rstrip("/"), args.token_file or token_file)
+
+
+def _connectable(listen: str) -> str:
+    """A wildcard listen address is reached through loopback."""
+    for wildcard, loopback in (("0.0.0.0:", "127.0.0.1:"), ("[::]:", "[::1]:")):
+        if listen.startswith(wildcard):
+            return loopback + listen[len(wildcard) :]
+    return listen
+
+
+def add_admin_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add status, drain, disable, enable, weight and reload to the ``pulsed`` command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="to find the API")
+    common.add_argument("--url", help="the daemon's API, e.g. http://127.0.0.1:9480")
+    common.add_argument("--token-file", help="file holding the API bearer token")
+
+    status = subparsers.add_parser(
+        "status", parents=[common], help="show services, real servers, health and weights"
+    )
+    status.add_argument("--json", action="store_true", help="print the /status document")
+    status.set_defaults(func=cmd_status)
+
+    real_help = "SERVICE/REAL, e.g. web/10.0.0.2:80 or tcp:192.0.2.1:80/10.0.0.2:80"
+    for name, text in (
+        ("drain", "weight 0: no new connections, existing ones continue"),
+        ("disable", "remove the real server from the IPVS table"),
+        ("enable", "undo drain or disable"),
+    ):
+        p = subparsers.add_parser(name, parents=[common], help=text)
+        p.add_argument("real", help=real_help)
+        p.set_defaults(func=cmd_mode, action=name)
+
+    weight = subparsers.add_parser(
+        "weight", parents=[common], help="set a weight override, or clear it"
+    )
+    weight.add_argument("real", help=real_help)
+    weight.add_argument("weight", help="0..65535, or 'clear' to use the configured weight")
+    weight.set_defaults(func=cmd_weight)
+
+    reload = subparsers.add_parser(
+        "reload", parents=[common], help="re-read the config file (like SIGHUP)"
+    )
+    reload.set_defaults(func=cmd_reload)
+
+
+def _run(args: argparse.Namespace, action) -> int:
+    try:
+        return action(client_from_args(args))
+    except ClientError as exc:
+        print(f"pulsed: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _real_path(real: str) -> str:
+    return "/api/v1/reals/" + urllib.parse.quote(real, safe="/:")
+
+
+def cmd_mode(args: argparse.Namespace) -> int:
+    def action(client: Client) -> int:
+        result = client.call("POST", f"{_real_path(args.real)}/{args.action}", auth=True)
+        print(f"{result['key']}: {result['mode']}")
+        return EXIT_OK
+
+    return _run(args, action)
+
+
+def cmd_weight(args: argparse.Namespace) -> int:
+    if args.weight == "clear":
+        body = None
+    elif args.weight.isdigit() and int(args.weight) <= 65535:
+        body = {"weight": int(args.weight)}
+    else:
+        print(f"pulsed: weight {args.weight!r}: expected 0..65535 or 'clear'", file=sys.stderr)
+        return EXIT_USAGE
+
+    def action(client: Client) -> int:
+        path = f"{_real_path(args.real)}/weight"
+        if body is None:
+            result = client.call("DELETE", path, auth=True)
+        else:
+            result = client.call("PUT", path, body, auth=True)
+        shown = "configured" if result["weight_override"] is None else result["weight_override"]
+        print(f"{result['key']}: weight {shown}")
+        return EXIT_OK
+
+    return _run(args, action)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    def action(client: Client) -> int:
+        try:
+            result = client.call("POST", "/api/v1/reload", auth=True)
+        except ClientError as exc:
+            print(f"pulsed: reload refused, old config kept: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        what = "changed" if result.get("changed") else "unchanged"
+        print(f"reloaded: generation {result['generation']} ({what})")
+        return EXIT_OK
+
+    return _run(args, action)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    def action(client: Client) -> int:
+        doc = client.call("GET", "/status")
+        if args.json:
+            print(json.dumps(doc, indent=2))
+        else:
+            print(format_status(doc))
+        return EXIT_OK
+
+    return _run(args, action)
+
+
+def format_status(doc: dict[str, Any]) -> str:
+    """A table like ``ipvsadm -Ln``, plus health, admin state and reasons."""
+    ha = doc.get("ha")
+    role = f"{ha['role']} (priority {ha.get('priority', '?')})" if ha else "standalone (no VRRP)"
+    config = doc["config"]
+    lines = [
+        f"pulsed {doc['version']}  role: {role}  config generation {config['generation']}"
+        + ("" if config["last_reload_ok"] else f"  LAST RELOAD FAILED: {config['reason']}"),
+        f"kernel: {doc['reconcile']['reason']}",
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port      Forward Weight Effective ActiveConn InActConn"
+        "  Health   Admin    Reason",
+    ]
+    for svc in doc["services"]:
+        if svc["fwmark"] is not None:
+            head = f"FWM  {svc['fwmark']} {svc['scheduler']}"
+        else:
+            host = f"[{svc['vip']}]" if ":" in svc["vip"] else svc["vip"]
+            head = f"{svc['protocol'].upper():<4} {host}:{svc['port']} {svc['scheduler']}"
+        lines.append(f"{head}  ({svc['name']}: {svc['reason']})")
+        for r in svc["reals"]:
+            host = f"[{r['address']}]" if ":" in r["address"] else r["address"]
+            stats = r.get("stats") or {}
+            effective = "-" if r["effective_weight"] is None else r["effective_weight"]
+            lines.append(
+                f"  -> {host + ':' + str(r['port']):<22} {_forward(r['forwarding']):<7}"
+                f" {r['configured_weight']:>6} {effective!s:>9}"
+                f" {stats.get('active_connections', '-')!s:>10} "
+                f"{stats.get('inactive_connections', '-')!s:>9}"
+                f"  {r['health']:<8} {r['mode']:<8} {r['reason']}"
+            )
+    return "\n".join(lines)
+
+
+def _forward(method: str) -> str:
+    return {"nat": "Masq", "dr": "Route", "tunnel": "Tunnel"}.get(method, method)

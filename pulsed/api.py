@@ -1,0 +1,291 @@
+"""The HTTP side of the daemon: /status, /metrics, the status page, /healthz, admin calls.
+
+Read-only endpoints need no credentials (the listen address defaults to
+localhost). Admin calls need ``Authorization: Bearer <token>`` where the
+token is the content of ``api.token_file``, read on every admin call so a
+rotated token takes effect at once: no header gives 401, a wrong token 403.
+Every error is a JSON object ``{"error": "..."}`` with a one-line message.
+
+Real servers are named in paths as ``SERVICE/REAL``, where SERVICE is the
+service key (``tcp:192.0.2.1:80``, ``fwmark:7``) or its name from the config
+(``web``), and REAL is ``address:port`` (the port may be left out when it is
+the service's). The schema is docs/openapi.yaml.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from pulsed.addresses import split_host_port
+from pulsed.metrics import CONTENT_TYPE, ActivityRecorder, MetricsRenderer, attach_recorder
+from pulsed.model import DestKey
+from pulsed.overrides import MODES, RealKey, parse_service_key, real_key_text
+from pulsed.status_view import build_status
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY = 4096  # admin bodies are tiny JSON objects
+MAX_WEIGHT = 65535
+DAEMON = web.AppKey("daemon", Any)
+RENDERER = web.AppKey("renderer", MetricsRenderer)
+STATIC_DIR = Path(str(resources.files("pulsed") / "static"))
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None):
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """Every failure becomes a JSON error with a one-line message, never a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = {
+            404: f"no such endpoint: {request.method} {request.path}",
+            405: f"method {request.method} not allowed on {request.path}",
+        }.get(exc.status, exc.reason)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return error_response(exc.status, message, headers)
+    except Exception as exc:
+        log.exception("api.error", path=request.path, method=request.method)
+        return error_response(500, f"internal error: {type(exc).__name__}")
+
+
+# Read-only ---------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(build_status(request.app[DAEMON]))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[RENDERER].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+# Admin -------------------------------------------------------------------------
+
+
+def read_token(path: str) -> bytes | None:
+    try:
+        token = Path(path).read_bytes().strip()
+    except OSError:
+        return None
+    return token or None
+
+
+def authorize(request: web.Request) -> None:
+    """401 without a bearer token, 403 with a wrong one, 503 when none is configured."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(
+            401,
+            "admin calls need 'Authorization: Bearer <token>' (the token is in api.token_file)",
+            {"WWW-Authenticate": 'Bearer realm="pulsed"'},
+        )
+    daemon = request.app[DAEMON]
+    expected = read_token(daemon.config.api.token_file)
+    if expected is None:
+        raise ApiError(503, f"admin calls are off: cannot read {daemon.config.api.token_file}")
+    if not hmac.compare_digest(given.strip().encode(), expected):
+        raise ApiError(403, "wrong token")
+
+
+def resolve_real(daemon: Any, text: str) -> RealKey:
+    """``SERVICE/REAL`` -> the key of a configured real server (400 or 404 otherwise)."""
+    service_text, sep, real_text = text.rpartition("/")
+    if not sep or not service_text or not real_text:
+        raise ApiError(400, f"{text!r}: expected SERVICE/REAL, e.g. tcp:192.0.2.1:80/10.0.0.2:80")
+    config = daemon.config
+    svc = config.service_named(service_text)
+    if svc is None:
+        try:
+            key = parse_service_key(service_text)
+        except ValueError as exc:
+            if ":" in service_text:
+                raise ApiError(400, str(exc)) from None
+            raise ApiError(404, f"no service named {service_text!r}") from None
+        svc = next((s for s in config.service if s.key == key), None)
+        if svc is None:
+            raise ApiError(404, f"no service {key} in the running config")
+    try:
+        address, port = split_host_port(real_text, svc.port or None)
+    except ValueError as exc:
+        raise ApiError(400, f"{real_text!r}: {exc}") from None
+    key = (svc.key, DestKey(address, port))
+    if not daemon.known_real(key):
+        raise ApiError(404, f"no real server {real_text} in service {svc.name} ({svc.key})")
+    return key
+
+
+def real_state(daemon: Any, key: RealKey) -> dict[str, Any]:
+    override = daemon.overrides.get(key)
+    return {
+        "key": real_key_text(key),
+        "mode": override.mode,
+        "weight_override": override.weight,
+        "updated_at": override.updated_at or None,
+    }
+
+
+async def set_mode(request: web.Request) -> web.Response:
+    authorize(request)
+    mode = request.match_info["action"]
+    mode = "enabled" if mode == "enable" else mode
+    if mode not in MODES:
+        raise ApiError(404, f"unknown action {request.match_info['action']!r}")
+    daemon = request.app[DAEMON]
+    key = resolve_real(daemon, request.match_info["key"])
+    await _persist(lambda: daemon.set_mode(key, mode))
+    return web.json_response(real_state(daemon, key))
+
+
+async def put_weight(request: web.Request) -> web.Response:
+    authorize(request)
+    daemon = request.app[DAEMON]
+    key = resolve_real(daemon, request.match_info["key"])
+    weight = await _weight_from_body(request)
+    await _persist(lambda: daemon.set_weight(key, weight))
+    return web.json_response(real_state(daemon, key))
+
+
+async def delete_weight(request: web.Request) -> web.Response:
+    authorize(request)
+    daemon = request.app[DAEMON]
+    key = resolve_real(daemon, request.match_info["key"])
+    await _persist(lambda: daemon.set_weight(key, None))
+    return web.json_response(real_state(daemon, key))
+
+
+async def get_real(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    key = resolve_real(daemon, request.match_info["key"])
+    doc = build_status(daemon)
+    text = real_key_text(key)
+    for svc in doc["services"]:
+        for real in svc["reals"]:
+            if real["key"] == text:
+                return web.json_response(real)
+    raise ApiError(404, f"no real server {text}")
+
+
+async def reload(request: web.Request) -> web.Response:
+    authorize(request)
+    daemon = request.app[DAEMON]
+    ok = await daemon.reload()
+    r = daemon.reload_status
+    body = {"ok": ok, "generation": r.generation, "changed": r.last_changed if ok else False}
+    if not ok:
+        body["error"] = r.last_error
+    return web.json_response(body, status=200 if ok else 422)
+
+
+async def _weight_from_body(request: web.Request) -> int:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, f"body larger than {MAX_BODY} bytes")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, f"body larger than {MAX_BODY} bytes")
+    import json
+
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, 'body must be JSON like {"weight": 5}') from None
+    weight = body.get("weight") if isinstance(body, dict) else None
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        raise ApiError(400, 'body must be JSON like {"weight": 5} (an integer)')
+    if not 0 <= weight <= MAX_WEIGHT:
+        raise ApiError(400, f"weight {weight} out of range 0..{MAX_WEIGHT}")
+    return weight
+
+
+async def _persist(action) -> None:
+    try:
+        action()
+    except OSError as exc:
+        # The override is refused when it cannot be written: it would not survive a restart.
+        raise ApiError(500, f"cannot save the override: {exc.strerror or exc}") from None
+
+
+# Application -------------------------------------------------------------------
+
+
+def make_app(daemon: Any, renderer: MetricsRenderer | None = None) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    if renderer is None:
+        recorder = ActivityRecorder()
+        attach_recorder(daemon, recorder)
+        renderer = MetricsRenderer(daemon, recorder)
+    app[DAEMON] = daemon
+    app[RENDERER] = renderer
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    reals = "/api/v1/reals/{key:.+}"
+    app.router.add_post(reals + "/{action:drain|disable|enable}", set_mode)
+    app.router.add_put(reals + "/weight", put_weight)
+    app.router.add_delete(reals + "/weight", delete_weight)
+    # Not the action sub-resources: GET .../drain must be a 405, not a lookup of "x/drain".
+    actions = "".join(f"(?<!/{a})" for a in ("drain", "disable", "enable", "weight"))
+    app.router.add_get("/api/v1/reals/{key:.+" + actions + "}", get_real)
+    app.router.add_post("/api/v1/reload", reload)
+    return app
+
+
+class ApiServer:
+    """The running server; ``cleanup()`` stops it."""
+
+    def __init__(self, runner: web.AppRunner, url: str) -> None:
+        self.runner = runner
+        self.url = url
+
+    async def cleanup(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_api(daemon: Any) -> ApiServer:
+    """Serve the API on ``daemon.config.api.listen``; the daemon calls this at start."""
+    host, port = split_host_port(daemon.config.api.listen)
+    app = make_app(daemon)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    started = time.perf_counter()
+    await site.start()
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    log.info(
+        "api.listening", url=f"http://{shown}/", seconds=round(time.perf_counter() - started, 4)
+    )
+    return ApiServer(runner, f"http://{shown}")

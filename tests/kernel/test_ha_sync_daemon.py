@@ -1,0 +1,100 @@
+"""The kernel's IPVS sync daemon follows the VRRP role (IPVS VM: scripts/vm-run).
+
+A real VrrpNode on a veth pair, the real pulsed.ipvs.syncd over netlink; the role is moved by
+real adverts sent from the other end of the veth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pulsed.ha.config import SyncDaemon, VrrpConfig
+from pulsed.ha.node import VrrpNode
+from pulsed.ha.transport import VrrpSocket
+from pulsed.ha.vrrp import MCAST_V4, Advert, encode
+from pulsed.ipvs.syncd import sync_daemons
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/net/ip_vs").exists(), reason="needs a kernel with IPVS (run in the VM)"
+)
+
+VIP = "192.0.2.100"
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True)
+
+
+@pytest.fixture
+def veth():
+    sh("ip", "link", "add", "pha-k0", "type", "veth", "peer", "name", "pha-k1")
+    try:
+        sh("ip", "addr", "add", "10.77.0.1/24", "dev", "pha-k0")
+        sh("ip", "addr", "add", "10.77.0.2/24", "dev", "pha-k1")
+        sh("ip", "link", "set", "pha-k0", "up")
+        sh("ip", "link", "set", "pha-k1", "up")
+        yield
+    finally:
+        subprocess.run(["ip", "link", "del", "pha-k0"], check=False)
+
+
+async def wait_until(cond, timeout=20.0):
+    async with asyncio.timeout(timeout):
+        while not await cond():
+            await asyncio.sleep(0.05)
+
+
+async def daemons() -> dict[str, int]:
+    return {d["state"]: d["syncid"] for d in await sync_daemons()}
+
+
+async def test_sync_daemon_follows_role(veth):
+    cfg = VrrpConfig(
+        interface="pha-k0",
+        vrid=51,
+        priority=150,
+        advert_interval=0.1,
+        virtual_addresses=[f"{VIP}/24"],
+        sync_daemon=SyncDaemon(enabled=True, syncid=42),
+    )
+    roles: list[str] = []
+    node = VrrpNode(cfg, on_role_change=lambda old, new, why: roles.append(new))
+    await node.start()
+    try:
+        await wait_until(lambda: _true(node.status().state == "master"))
+        await wait_until(lambda: _eq(daemons(), {"master": 42}))
+        # A higher-priority router appears on the other end: we become backup.
+        peer = VrrpSocket(4, "pha-k1", _ifindex("pha-k1"), multicast=True)
+        src = ipaddress.IPv4Address("10.77.0.2")
+        adv = Advert(51, 200, 10, (ipaddress.IPv4Address(VIP),))
+        try:
+            peer.send(encode(adv, src, MCAST_V4), src, MCAST_V4)
+            await wait_until(lambda: _true(node.status().state == "backup"))
+            await wait_until(lambda: _eq(daemons(), {"backup": 42}))
+        finally:
+            peer.close()
+        # Silence: master again, the master daemon replaces the backup one.
+        await wait_until(lambda: _eq(daemons(), {"master": 42}))
+    finally:
+        await node.stop()
+    assert await daemons() == {}
+    assert roles[:3] == ["backup", "master", "backup"]
+
+
+def _ifindex(name: str) -> int:
+    import socket
+
+    return socket.if_nametoindex(name)
+
+
+async def _true(v: bool) -> bool:
+    return v
+
+
+async def _eq(coro, want) -> bool:
+    return await coro == want

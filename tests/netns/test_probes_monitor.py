@@ -1,0 +1,58 @@
+"""HealthMonitor against real servers on loopback: down when one dies, up when it returns."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pulsed.checks.base import Target
+from pulsed.checks.config import CheckConfig
+from pulsed.checks.monitor import HealthMonitor, RealKey
+from pulsed.checks.state import RealHealth
+from pulsed.durations import Duration
+from pulsed.model import DestKey, ServiceKey
+
+SVC = ServiceKey.for_address("tcp", "192.0.2.1", 80)
+
+
+async def http_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+async def test_monitor_follows_a_real_server_down_and_up() -> None:
+    server = await asyncio.start_server(http_ok, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    key: RealKey = (SVC, DestKey("127.0.0.1", port))
+    check = CheckConfig(type="http", interval=Duration(0.1), timeout=Duration(0.1), rise=2, fall=2)
+    changes: asyncio.Queue[RealHealth] = asyncio.Queue()
+    monitor = HealthMonitor(lambda k, h: changes.put_nowait(h))
+    monitor.update({key: Target("127.0.0.1", port, check)})
+    await monitor.start()
+    try:
+        async with asyncio.timeout(10):
+            went_up = await changes.get()
+            assert (went_up.up, went_up.reason) == (True, "status 200")
+
+            server.close()
+            await server.wait_closed()
+            went_down = await changes.get()
+            assert (went_down.up, went_down.reason) == (False, "connect refused")
+            assert went_down.consecutive_fail == 2
+
+            # A reload with the same check keeps the state (still down, same counts or more).
+            monitor.update({key: Target("127.0.0.1", port, check)})
+            assert monitor.health()[key].went_down_at == went_down.went_down_at
+
+            server = await asyncio.start_server(http_ok, "127.0.0.1", port)
+            back = await changes.get()
+            assert (back.up, back.reason) == (True, "status 200")
+            assert back.went_up_at > went_down.went_down_at
+    finally:
+        await monitor.stop()
+        server.close()

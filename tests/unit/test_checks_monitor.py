@@ -1,0 +1,240 @@
+"""HealthMonitor with scripted probes: change reporting, reloads, bounded concurrency.
+
+Real sockets are exercised in tests/netns/test_probes_monitor.py; here the
+probes are scripted so each test controls every result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pulsed.checks.base import ProbeResult, Target
+from pulsed.checks.config import CheckConfig
+from pulsed.checks.monitor import HealthMonitor, RealKey
+from pulsed.checks.state import RealHealth
+from pulsed.durations import Duration
+from pulsed.model import DestKey, ServiceKey
+
+SVC = ServiceKey.for_address("tcp", "192.0.2.1", 80)
+FAST = CheckConfig(interval=Duration(0.01), timeout=Duration(0.01), rise=2, fall=2)
+
+
+def key(n: int) -> RealKey:
+    return (SVC, DestKey(f"10.0.0.{n}", 80))
+
+
+def target(n: int, check: CheckConfig = FAST) -> Target:
+    return Target(f"10.0.0.{n}", 80, check)
+
+
+class Script:
+    """Scripted probe results per address; records every probe call."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, deque[ProbeResult]] = defaultdict(deque)
+        self.default = ProbeResult(True, "status 200", 0.001)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.gate: asyncio.Event | None = None
+        self.running = 0
+        self.max_running = 0
+        self.started = asyncio.Condition()
+
+    async def wait_running(self, n: int) -> None:
+        async with asyncio.timeout(5), self.started:
+            await self.started.wait_for(lambda: self.running >= n)
+
+    def factory(self, target: Target) -> Script.Probe:
+        return Script.Probe(self, target.address)
+
+    class Probe:
+        def __init__(self, script: Script, address: str) -> None:
+            self.script, self.address = script, address
+
+        async def probe(self) -> ProbeResult:
+            s = self.script
+            s.calls[self.address] += 1
+            s.running += 1
+            s.max_running = max(s.max_running, s.running)
+            async with s.started:
+                s.started.notify_all()
+            try:
+                if s.gate is not None:
+                    await s.gate.wait()
+                queue = s.results[self.address]
+                result = queue.popleft() if queue else s.default
+                if result.reason == "crash":
+                    raise RuntimeError("bug in a probe")
+                return result
+            finally:
+                s.running -= 1
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.changes: list[tuple[RealKey, RealHealth]] = []
+        self.results: list[tuple[RealKey, ProbeResult]] = []
+        self.changed = asyncio.Condition()
+
+    def on_change(self, k: RealKey, health: RealHealth) -> None:
+        self.changes.append((k, health))
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def wait_for(self, predicate, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            async with self.changed:
+                await self.changed.wait_for(predicate)
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[tuple[HealthMonitor, Script, Recorder]]:
+    script, rec = Script(), Recorder()
+    monitor = HealthMonitor(
+        rec.on_change,
+        on_result=lambda k, r: rec.results.append((k, r)),
+        probe_factory=script.factory,
+    )
+    await monitor.start()
+    try:
+        yield monitor, script, rec
+    finally:
+        await monitor.stop()
+
+
+FAIL = ProbeResult(False, "connect refused", 0.001, "refused")
+
+
+async def test_new_server_starts_down_and_comes_up_after_rise(setup) -> None:
+    monitor, _, rec = setup
+    monitor.update({key(1): target(1)})
+    assert monitor.health()[key(1)].up is False
+    assert monitor.health()[key(1)].reason == "not checked yet"
+    await rec.wait_for(lambda: rec.changes)
+    k, health = rec.changes[0]
+    assert k == key(1) and health.up and health.consecutive_ok == 2
+    assert health.went_up_at is not None and health.reason == "status 200"
+
+
+async def test_change_fires_on_transitions_only(setup) -> None:
+    monitor, script, rec = setup
+    script.results["10.0.0.1"].extend([FAIL, FAIL, FAIL, FAIL])  # then passes forever
+    monitor.update({key(1): target(1, CheckConfig(**{**_fields(FAST), "initial_state": "up"}))})
+    await rec.wait_for(lambda: len(rec.changes) >= 2)
+    assert [h.up for _, h in rec.changes[:2]] == [False, True]
+    assert rec.changes[0][1].reason == "connect refused"
+    assert len(rec.results) >= 6  # every result observed, only 2 changes
+
+
+async def test_dynamic_weight_change_fires(setup) -> None:
+    monitor, script, rec = setup
+    script.results["10.0.0.1"].extend(
+        [ProbeResult(True, "s", 0, "ok", pct) for pct in (50, 50, 50, 80)]
+    )
+    script.default = ProbeResult(True, "s", 0, "ok", 80)
+    monitor.update({key(1): target(1)})
+    await rec.wait_for(lambda: len(rec.changes) >= 2)
+    assert [(h.up, h.weight_pct) for _, h in rec.changes[:2]] == [(True, 50), (True, 80)]
+
+
+async def test_reload_keeps_unchanged_restarts_changed_and_stops_removed(setup) -> None:
+    monitor, script, rec = setup
+    monitor.update({key(1): target(1), key(2): target(2), key(3): target(3)})
+    await rec.wait_for(lambda: len(rec.changes) >= 3)
+    changed_check = CheckConfig(**{**_fields(FAST), "rise": 3})
+    script.gate = asyncio.Event()  # hold probes so health is observed before any result
+    monitor.update({key(1): target(1), key(2): target(2, changed_check), key(4): target(4)})
+    health = monitor.health()
+    assert health[key(1)].up  # unchanged check: state kept
+    assert not health[key(2)].up and health[key(2)].reason == "not checked yet"
+    assert key(3) not in health
+    assert not health[key(4)].up
+    calls_3 = script.calls["10.0.0.3"]
+    script.gate.set()
+    script.gate = None
+    await rec.wait_for(lambda: {k for k, h in rec.changes[3:] if h.up} >= {key(2), key(4)})
+    assert script.calls["10.0.0.3"] == calls_3  # removed server is no longer probed
+
+
+async def test_assume_up_for_servers_already_in_the_kernel(setup) -> None:
+    monitor, _, _ = setup
+    monitor.update({key(1): target(1), key(2): target(2)}, assume_up={key(1)})
+    health = monitor.health()
+    assert health[key(1)].up and health[key(1)].went_up_at is None
+    assert not health[key(2)].up
+
+
+async def test_none_check_is_up_and_never_probed(setup) -> None:
+    monitor, script, _ = setup
+    monitor.update({key(1): target(1, CheckConfig(type="none"))})
+    assert monitor.health()[key(1)].up
+    assert monitor.health()[key(1)].reason == "no check"
+    assert script.calls["10.0.0.1"] == 0
+
+
+async def test_a_crashing_probe_is_a_failure_not_a_dead_monitor(setup) -> None:
+    monitor, script, rec = setup
+    script.results["10.0.0.1"].extend([ProbeResult(False, "crash", 0)])
+    monitor.update({key(1): target(1)})
+    await rec.wait_for(lambda: rec.changes)
+    first = rec.results[0][1]
+    assert (first.ok, first.reason, first.category) == (False, "error: RuntimeError", "error")
+
+
+async def test_callback_errors_do_not_stop_monitoring() -> None:
+    script = Script()
+    seen: list[RealHealth] = []
+    done = asyncio.Event()
+
+    def bad_on_result(k: RealKey, r: ProbeResult) -> None:
+        raise ValueError("metrics bug")
+
+    def on_change(k: RealKey, h: RealHealth) -> None:
+        seen.append(h)
+        done.set()
+
+    monitor = HealthMonitor(on_change, on_result=bad_on_result, probe_factory=script.factory)
+    monitor.update({key(1): target(1)})
+    await monitor.start()
+    try:
+        await asyncio.wait_for(done.wait(), 5)
+    finally:
+        await monitor.stop()
+    assert seen[0].up
+
+
+async def test_probes_in_flight_are_bounded() -> None:
+    script, rec = Script(), Recorder()
+    script.gate = asyncio.Event()
+    monitor = HealthMonitor(rec.on_change, max_in_flight=3, probe_factory=script.factory)
+    slow = CheckConfig(interval=Duration(0.01), timeout=Duration(0.01), rise=1, jitter=Duration(0))
+    monitor.update({key(n): target(n, slow) for n in range(1, 11)})
+    await monitor.start()
+    try:
+        await script.wait_running(3)
+        script.gate.set()
+        await rec.wait_for(lambda: len({k for k, _ in rec.changes}) == 10)
+    finally:
+        await monitor.stop()
+    assert script.max_running == 3
+
+
+async def test_stop_cancels_probes_in_flight() -> None:
+    script, rec = Script(), Recorder()
+    script.gate = asyncio.Event()  # never set: probes hang
+    monitor = HealthMonitor(rec.on_change, probe_factory=script.factory)
+    monitor.update({key(1): target(1, CheckConfig(jitter=Duration(0)))})
+    await monitor.start()
+    await script.wait_running(1)
+    await monitor.stop()
+    assert script.running == 0 and monitor.in_flight == 0
+
+
+def _fields(check: CheckConfig) -> dict:
+    return {f: getattr(check, f) for f in check.__struct_fields__}

@@ -1,0 +1,177 @@
+"""/metrics rendering over a daemon snapshot built from the real config, overrides and tables."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pulsed.checks.base import ProbeResult
+from pulsed.config import parse_config
+from pulsed.desired import wanted_table
+from pulsed.metrics import ActivityRecorder, Histogram, MetricsRenderer, attach_recorder, escape
+from tests.unit.pop_snapshot import config_text, snapshot
+
+
+def samples(text: str) -> dict:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def render(daemon, recorder=None) -> str:
+    recorder = recorder or ActivityRecorder()
+    return MetricsRenderer(daemon, recorder).render().decode()
+
+
+def labels(service: str, server: str, **extra: str) -> tuple:
+    return tuple(sorted({"service": service, "server": server, **extra}.items()))
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_accepts_the_output(tmp_path):
+    daemon = snapshot(tmp_path, services=3, reals=3)
+    recorder = ActivityRecorder()
+    attach_recorder(daemon, recorder)
+    for key in daemon.monitor.health():
+        recorder.on_probe(key, ProbeResult(True, "ok", 0.004, "ok"))
+    daemon.vrrp = SimpleNamespace(
+        status=lambda: {
+            "interface": "eth0",
+            "vrid": 51,
+            "role": "master",
+            "priority": 100,
+            "adverts_sent": 5,
+            "adverts_received": 2,
+            "drops": {"auth": 1, "ttl": 2},
+        }
+    )
+    text = render(daemon, recorder)
+    out = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True)
+    assert out.returncode == 0 and out.stdout + out.stderr == b"", out.stdout + out.stderr
+    got = samples(text)
+
+    def vrrp(**extra: str) -> tuple:
+        return tuple(sorted({"interface": "eth0", "vrid": "51", **extra}.items()))
+
+    assert got[("pulsed_vrrp_state", vrrp(state="master"))] == 1
+    assert got[("pulsed_vrrp_state", vrrp(state="backup"))] == 0
+    assert got[("pulsed_vrrp_packets_dropped_total", vrrp(reason="ttl"))] == 2
+    assert got[("pulsed_vrrp_adverts_sent_total", vrrp())] == 5
+
+
+def test_per_server_health_weights_and_kernel_counters(tmp_path):
+    daemon = snapshot(tmp_path, services=1, reals=2)
+    got = samples(render(daemon))
+    first, second = labels("svc0", "10.0.0.1:80"), labels("svc0", "10.0.0.2:80")
+    assert got[("pulsed_real_up", first)] == 1 and got[("pulsed_real_up", second)] == 0
+    assert got[("pulsed_real_configured_weight", first)] == 1
+    assert (
+        got[("pulsed_ipvs_real_bytes_total", labels("svc0", "10.0.0.1:80", direction="out"))] == 500
+    )
+    assert got[("pulsed_ipvs_service_connections_total", (("service", "svc0"),))] == 10
+    assert got[("pulsed_service_real_servers_up", (("service", "svc0"),))] == 1
+
+
+def test_overrides_show_as_configured_weight_and_mode(tmp_path):
+    daemon = snapshot(tmp_path, services=1, reals=2)
+    key = next(iter(daemon.monitor.health()))
+    daemon.overrides.set_weight(key, 7)
+    daemon.overrides.set_mode(key, "drain")
+    daemon.wanted = wanted_table(daemon.config, daemon.monitor.health(), daemon.overrides.all())
+    got = samples(render(daemon))
+    server = str(key[1])
+    assert got[("pulsed_real_configured_weight", labels("svc0", server))] == 7
+    assert got[("pulsed_real_effective_weight", labels("svc0", server))] == 0
+    assert got[("pulsed_real_admin_override", labels("svc0", server, mode="drain"))] == 1
+
+
+def test_removed_server_loses_every_series(tmp_path):
+    daemon = snapshot(tmp_path, services=1, reals=3)
+    recorder = ActivityRecorder()
+    attach_recorder(daemon, recorder)
+    for key in daemon.monitor.health():
+        recorder.on_probe(key, ProbeResult(False, "timeout", 1.0, "timeout"))
+    renderer = MetricsRenderer(daemon, recorder)
+    assert 'server="10.0.0.3:80"' in renderer.render().decode()
+    # Reload to a config without the third server, as the daemon does: new config, new health.
+    daemon.config = parse_config(config_text(1, 2, tmp_path))
+    gone = [k for k in daemon.monitor._health if str(k[1]) == "10.0.0.3:80"]
+    for key in gone:
+        del daemon.monitor._health[key]
+    daemon.wanted = wanted_table(daemon.config, daemon.monitor.health())
+    text = renderer.render().decode()
+    assert 'server="10.0.0.3:80"' not in text
+    assert 'server="10.0.0.2:80"' in text
+    assert all(str(k[1]) != "10.0.0.3:80" for k in recorder.reals)
+
+
+def test_probe_histogram_and_results(tmp_path):
+    daemon = snapshot(tmp_path, services=1, reals=1)
+    recorder = ActivityRecorder()
+    attach_recorder(daemon, recorder)
+    key = next(iter(daemon.monitor.health()))
+    for latency, category in ((0.0005, "ok"), (0.02, "ok"), (3.0, "timeout")):
+        recorder.on_probe(key, ProbeResult(category == "ok", category, latency, category))
+    got = samples(render(daemon, recorder))
+    server = labels("svc0", "10.0.0.1:80")
+    bucket = "pulsed_real_probe_duration_seconds_bucket"
+    assert got[(bucket, tuple(sorted((*server, ("le", "0.001")))))] == 1
+    assert got[(bucket, tuple(sorted((*server, ("le", "0.025")))))] == 2
+    assert got[(bucket, tuple(sorted((*server, ("le", "+Inf")))))] == 3
+    assert got[("pulsed_real_probe_duration_seconds_count", server)] == 3
+    assert (
+        got[("pulsed_real_probe_results_total", labels("svc0", "10.0.0.1:80", result="timeout"))]
+        == 1
+    )
+
+
+def test_transitions_count_flips_only(tmp_path):
+    recorder = ActivityRecorder()
+    key = ("svc", "dest")
+    up = SimpleNamespace(up=True, last_ok=True)
+    down = SimpleNamespace(up=False, last_ok=False)
+    recorder.seed({key: down})
+    recorder.on_health(key, up)
+    recorder.on_health(key, up)  # a weight report, not a flip
+    recorder.on_health(key, down)
+    assert recorder.reals[key].transitions == 2
+
+
+def test_reconcile_passes_feed_the_duration_histogram(tmp_path):
+    daemon = snapshot(tmp_path)
+    recorder = ActivityRecorder()
+    attach_recorder(daemon, recorder)
+    for observer in daemon.pass_observers:
+        observer(SimpleNamespace(ops=[], errors={}), 0.003)
+    got = samples(render(daemon, recorder))
+    assert got[("pulsed_reconcile_duration_seconds_count", ())] == 1
+    assert got[("pulsed_reconcile_duration_seconds_bucket", (("le", "0.005"),))] == 1
+    assert got[("pulsed_reconcile_operations_total", (("op", "add-dest"),))] == 0
+
+
+def test_label_values_are_escaped(tmp_path):
+    assert escape('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    text = config_text(1, 1, tmp_path).replace('name = "svc0"', 'name = "we%b \\"x\\""')
+    daemon = snapshot(tmp_path, 1, 1)
+    daemon.config = parse_config(text)
+    daemon.wanted = wanted_table(daemon.config, daemon.monitor.health())
+    recorder = ActivityRecorder()
+    attach_recorder(daemon, recorder)
+    recorder.on_probe(next(iter(daemon.monitor.health())), ProbeResult(True, "ok", 0.001))
+    got = samples(render(daemon, recorder))
+    assert got[("pulsed_real_up", labels('we%b "x"', "10.0.0.1:80"))] == 1
+    assert got[("pulsed_real_probe_duration_seconds_count", labels('we%b "x"', "10.0.0.1:80"))] == 1
+
+
+def test_histogram_buckets_are_cumulative():
+    h = Histogram((0.1, 1.0))
+    for v in (0.05, 0.1, 0.5, 2.0):
+        h.observe(v)
+    assert h.cumulative() == [2, 3, 4]
+    assert h.sum == pytest.approx(2.65)

@@ -1,0 +1,68 @@
+"""The /status document built from a daemon snapshot."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from pulsed.desired import wanted_table
+from pulsed.status_view import build_status
+from tests.unit.pop_snapshot import set_health, snapshot
+
+
+def test_every_entity_has_times_and_reason(tmp_path):
+    doc = build_status(snapshot(tmp_path, services=2, reals=2))
+    entities = [doc["config"], doc["reconcile"]]
+    for svc in doc["services"]:
+        entities.append(svc)
+        entities.extend(svc["reals"])
+    for entity in entities:
+        assert {"last_check", "last_transition", "reason"} <= entity.keys()
+        assert entity["reason"]
+
+
+def test_reals_show_health_reason_and_weights(tmp_path):
+    daemon = snapshot(tmp_path, services=1, reals=2)
+    first, second = build_status(daemon)["services"][0]["reals"]
+    assert (first["health"], first["reason"], first["effective_weight"]) == ("up", "ok", 1)
+    assert (second["health"], second["reason"]) == ("down", "connect refused")
+    assert first["stats"]["bytes_out"] == 500
+    assert first["key"] == "tcp:192.0.2.1:8000/10.0.0.1:80"
+
+
+def test_admin_modes_show_in_reason(tmp_path):
+    daemon = snapshot(tmp_path, services=1, reals=2)
+    key = next(iter(daemon.monitor.health()))
+    daemon.overrides.set_mode(key, "disable")
+    daemon.wanted = wanted_table(daemon.config, daemon.monitor.health(), daemon.overrides.all())
+    real = build_status(daemon)["services"][0]["reals"][0]
+    assert real["mode"] == "disable" and real["effective_weight"] is None
+    assert real["reason"].startswith("disabled by admin; health: ok")
+
+
+def test_service_state_follows_health(tmp_path):
+    daemon = snapshot(tmp_path, services=1, reals=2)
+    keys = list(daemon.monitor.health())
+    set_health(daemon, keys[1], True, "ok")
+    assert build_status(daemon)["services"][0]["state"] == "ok"
+    for key in keys:
+        set_health(daemon, key, False, "timeout after 1.0s")
+    svc = build_status(daemon)["services"][0]
+    assert svc["state"] == "down" and svc["reason"].startswith("0 of 2 real servers up")
+
+
+def test_orphan_overrides_are_listed(tmp_path):
+    daemon = snapshot(tmp_path, services=2, reals=1)
+    key = list(daemon.monitor.health())[-1]
+    daemon.overrides.set_mode(key, "drain")
+    daemon.config = type(daemon.config)(
+        daemon=daemon.config.daemon, api=daemon.config.api, service=daemon.config.service[:1]
+    )
+    doc = build_status(daemon)
+    assert [o["mode"] for o in doc["orphan_overrides"]] == ["drain"]
+
+
+def test_ha_view_from_a_node(tmp_path):
+    daemon = snapshot(tmp_path)
+    daemon.vrrp = SimpleNamespace(status=lambda: {"role": "MASTER", "priority": 150, "since": 5.0})
+    ha = build_status(daemon)["ha"]
+    assert ha["role"] == "master" and ha["priority"] == 150 and ha["last_transition"] == 5.0
