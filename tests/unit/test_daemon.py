@@ -1,0 +1,113 @@
+"""The daemon's reload and admin paths, with the kernel-faithful fake table."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from pulsed.config import load_config
+from pulsed.daemon import Daemon
+from pulsed.ipvs.memory import MemoryBackend
+from pulsed.model import DestKey, OpKind, ServiceKey
+
+CONFIG = """
+[daemon]
+state_dir = "{state}"
+[api]
+enabled = false
+[[service]]
+name = "web"
+vip = "192.0.2.100"
+port = 80
+[service.check]
+type = "none"
+[[service.real]]
+address = "10.0.0.2:80"
+weight = {weight}
+[[service.real]]
+address = "10.0.0.3:80"
+"""
+SVC = ServiceKey.for_address("tcp", "192.0.2.100", 80)
+A, B = DestKey("10.0.0.2", 80), DestKey("10.0.0.3", 80)
+
+
+class Running:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.backend = MemoryBackend()
+        self.daemon = Daemon(path, self.backend, load_config(path))
+        self.passes: asyncio.Queue = asyncio.Queue()
+        self.daemon.pass_observers.append(lambda result, _elapsed: self.passes.put_nowait(result))
+
+    async def next_pass_with_ops(self):
+        while True:
+            result = await asyncio.wait_for(self.passes.get(), 30)
+            if result.ops:
+                return result
+
+    def weights(self) -> dict[DestKey, int]:
+        return {d.key: d.weight for d in self.backend.table().get(SVC).dests}
+
+
+@pytest.fixture
+async def running(tmp_path):
+    path = tmp_path / "pulsed.toml"
+    path.write_text(CONFIG.format(state=tmp_path / "state", weight=100))
+    r = Running(path)
+    task = asyncio.create_task(r.daemon.run())
+    await r.next_pass_with_ops()
+    yield r
+    r.daemon.request_stop()
+    await asyncio.wait_for(task, 30)
+
+
+async def test_start_programs_the_table(running):
+    assert running.weights() == {A: 100, B: 1}
+
+
+async def test_unchanged_reload_writes_nothing(running):
+    writes = running.backend.writes
+    health = dict(running.daemon.monitor.health())
+    assert await running.daemon.reload()
+    assert running.daemon.reload_status.last_changed is False
+    await running.daemon.reconciler.reconcile_once()
+    assert running.backend.writes == writes
+    assert dict(running.daemon.monitor.health()) == health
+
+
+async def test_changed_reload_applies_only_the_difference_and_keeps_health(running, tmp_path):
+    before = running.daemon.monitor.health()[(SVC, B)]
+    running.path.write_text(CONFIG.format(state=tmp_path / "state", weight=5))
+    assert await running.daemon.reload()
+    result = await running.next_pass_with_ops()
+    assert [(op.kind, op.dest.key) for op in result.ops] == [(OpKind.SET_DEST, A)]
+    assert running.weights() == {A: 5, B: 1}
+    assert running.daemon.monitor.health()[(SVC, B)] is before
+    assert running.daemon.reload_status.generation == 2
+
+
+async def test_broken_reload_keeps_the_old_config(running):
+    config = running.daemon.config
+    running.path.write_text("[[service]]\nname = 'web'\nvip = 'not-an-ip'\nport = 80\n")
+    assert not await running.daemon.reload()
+    assert running.daemon.config is config
+    status = running.daemon.reload_status
+    assert (status.last_ok, status.generation) == (False, 1)
+    assert 'service[0].vip = "not-an-ip": not an IPv4 or IPv6 address' in status.last_error
+    assert running.weights() == {A: 100, B: 1}
+
+
+async def test_admin_drain_disable_and_weight(running):
+    running.daemon.set_mode((SVC, A), "drain")
+    await running.next_pass_with_ops()
+    assert running.weights() == {A: 0, B: 1}
+    running.daemon.set_mode((SVC, B), "disable")
+    await running.next_pass_with_ops()
+    assert running.weights() == {A: 0}
+    running.daemon.set_mode((SVC, A), "enabled")
+    running.daemon.set_mode((SVC, B), "enabled")
+    running.daemon.set_weight((SVC, B), 9)
+    await running.next_pass_with_ops()
+    assert running.weights() == {A: 100, B: 9}
