@@ -105,7 +105,7 @@ async def stop_all(lab: Lab, procs: list[Proc], impl: str) -> None:
         p.kill(signal.SIGKILL)
         with contextlib.suppress(Exception):
             await p.wait(5)
-    lab.procs.clear()
+        lab.procs.remove(p)
     clear_vips(lab)
 
 

@@ -18,6 +18,7 @@ then VmRSS of the daemon is read from /proc.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -86,7 +87,16 @@ class Daemon:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHDOG_")}
         env["NOTIFY_SOCKET"] = str(self.notify_path)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pulsed.cli", "run", "-c", str(self.config), "--backend", "memory"],
+            [
+                sys.executable,
+                "-m",
+                "pulsed.cli",
+                "run",
+                "-c",
+                str(self.config),
+                "--backend",
+                "memory",
+            ],
             env=env,
             stderr=open(workdir / "pulsed.log", "wb"),  # noqa: SIM115
         )
@@ -120,6 +130,8 @@ class Daemon:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=30)
         self.notify.close()
+        log = self.config.parent / "pulsed.log"
+        Path("/tmp/pulsed-bench-ops.log").write_bytes(log.read_bytes())
 
 
 def get(url: str) -> bytes:
@@ -165,17 +177,28 @@ def bench_scrape(args: argparse.Namespace) -> None:
         daemon = Daemon(work, scrape_config(work, port, args.services, ports))
         try:
             url = f"http://127.0.0.1:{port}/metrics"
+            rss_ready = daemon.rss_mib()
             # Wait until every server has been probed once (first probes spread over 10 s).
             deadline = time.monotonic() + 60
             while True:
                 text = get(url).decode()
                 counts = [
-                    line for line in text.splitlines()
+                    line
+                    for line in text.splitlines()
                     if line.startswith("pulsed_real_probe_duration_seconds_count{")
                 ]
-                if len(counts) >= args.services * args.reals or time.monotonic() > deadline:
+                down = text.count(
+                    "} 0\n",
+                    text.find("pulsed_real_up{"),
+                    text.find("# HELP pulsed_real_configured_weight"),
+                )
+                if (
+                    len(counts) >= args.services * args.reals and down == 0
+                ) or time.monotonic() > deadline:
                     break
                 time.sleep(1)
+            # Steady state: every server up, the last reconcile pass of the start-up done.
+            time.sleep(3)
             times, size = [], 0
             for _ in range(args.rounds):
                 started = time.perf_counter()
@@ -185,7 +208,7 @@ def bench_scrape(args: argparse.Namespace) -> None:
             lines = body.count(b"\n")
             reals = args.services * args.reals
             print(f"/metrics at {reals} real servers ({args.services} x {args.reals}), tcp checks:")
-            print(f"  servers with probe histograms: {len(counts)}")
+            print(f"  servers with probe histograms: {len(counts)}, down: {down}")
             print(
                 f"  scrape: median {statistics.median(times) * 1000:.0f} ms,"
                 f" min {min(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms"
@@ -198,7 +221,15 @@ def bench_scrape(args: argparse.Namespace) -> None:
                 f"  /status: {(time.perf_counter() - started) * 1000:.0f} ms,"
                 f" {len(status) / 1e6:.1f} MB"
             )
-            print(f"  resident memory: {daemon.rss_mib():.1f} MiB")
+            rec = json.loads(status)["reconcile"]
+            print(
+                f"  meanwhile on the same event loop: {rec['passes']} reconcile passes,"
+                f" the last took {rec['last_duration'] * 1000:.0f} ms"
+            )
+            print(
+                f"  resident memory: {rss_ready:.1f} MiB at READY (before any probe or scrape),"
+                f" {daemon.rss_mib():.1f} MiB after the scrapes"
+            )
         finally:
             daemon.stop()
             for s in listeners:

@@ -22,8 +22,12 @@ MAX_HEAD = 16384
 
 async def _serve(name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     body = f"{name}\n".encode()
+    # CancelledError: the server is stopping; end quietly (Python 3.11 would print it).
     with contextlib.suppress(
-        ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError
+        ConnectionError,
+        asyncio.IncompleteReadError,
+        asyncio.LimitOverrunError,
+        asyncio.CancelledError,
     ):
         while True:
             head = await reader.readuntil(b"\r\n\r\n")

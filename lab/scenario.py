@@ -20,13 +20,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.loadgen import LoadGen, LoadThread, Outcome, Summary, summarize
 from lab.netns import LabError, ns_argv, run
-from lab.topology import CLIENT, SERVERS, VIP, Topology, teardown
+from lab.topology import CLIENT, ROUTERS, SERVERS, VIP, Topology, teardown
 from lab.watch import AddressWatcher, TableWatcher, has_address
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,10 +43,12 @@ class Reporter:
         self.stream = stream or sys.stdout
         self.live = live  # a terminal: progress lines overwrite each other
         self._pending = False
+        self.lock = threading.RLock()  # the load tickers print from their own threads
 
     def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+        with self.lock:
+            self.stream.write(text)
+            self.stream.flush()
 
     def _end_progress(self) -> None:
         if self._pending:
@@ -81,6 +84,34 @@ class QuietReporter(Reporter):
         self.lines.append(text)
 
 
+class Ticker:
+    """Prints, every ``tick`` seconds, what a running load saw since the previous tick."""
+
+    def __init__(self, thread: LoadThread, say: Reporter, show, tick: float = 1.0) -> None:
+        self.load, self.say, self.show, self.tick = thread, say, show, tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ticker", daemon=True)
+
+    def start(self) -> Ticker:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while True:
+            stopped = self._stop.wait(self.tick)
+            now = time.monotonic()
+            if not stopped or now - last > 0.3:
+                self.say.progress(self.show(summarize(list(self.load.outcomes), last, now)))
+            last = now
+            if stopped:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 @dataclass
 class StepResult:
     name: str
@@ -99,7 +130,7 @@ class Lab:
         self,
         mode: str = "nat",
         reporter: Reporter | None = None,
-        rate: float = 200.0,
+        rate: float = 100.0,
         concurrency: int = 8,
         pulsed: str | None = None,
     ) -> None:
@@ -115,6 +146,7 @@ class Lab:
         self.weights = self._config_weights(self.source_config.read_text())
         self.procs: dict[str, subprocess.Popen] = {}
         self.loads: list[LoadThread] = []
+        self._tickers: dict[LoadThread, Ticker] = {}
         self.watchers: list = []
         self.table: TableWatcher | None = None
         # pulsed builds without VRRP or the admin API (as during development) still run
@@ -181,9 +213,9 @@ class Lab:
             f" (a copy of {self.source_config.relative_to(REPO)})"
         )
         self.table.wait_for(
-            lambda w: all(w.get(a, 0) > 0 for a in self.servers.values()),
-            timeout=60,
-            what="pulsed to program both real servers",
+            lambda w: all(w.get(a) == self.weights[a] for a in self.servers.values()),
+            timeout=90,
+            what="pulsed to program both real servers at full weight",
         )
         if self.vrrp:
             self.wait_vip("plab-router", timeout=30)
@@ -193,6 +225,9 @@ class Lab:
         )
 
     def close(self) -> None:
+        for ticker in self._tickers.values():
+            ticker.stop()
+        self._tickers.clear()
         for load in self.loads:
             with contextlib.suppress(Exception):
                 load.stop()
@@ -299,6 +334,7 @@ class Lab:
         keepalive: bool = False,
         concurrency: int | None = None,
         flat_out: bool = False,
+        quiet: bool = False,
     ) -> LoadThread:
         """Start the client's load generator: the lab's rate unless told otherwise."""
         gen = LoadGen(
@@ -310,24 +346,25 @@ class Lab:
         )
         thread = LoadThread(gen, CLIENT).start()
         self.loads.append(thread)
+        if not quiet:
+            self._tickers[thread] = Ticker(thread, self.say, self.spread_text).start()
         return thread
 
     def stop_load(self, thread: LoadThread) -> list[Outcome]:
+        ticker = self._tickers.pop(thread, None)
+        if ticker is not None:
+            ticker.stop()
         outcomes = thread.stop()
         with contextlib.suppress(ValueError):
             self.loads.remove(thread)
         return outcomes
 
-    def watch(self, thread: LoadThread, seconds: float, label: str = "", tick: float = 1.0):
-        """Let the load run for ``seconds``, printing what each tick saw."""
+    def hold(self, seconds: float) -> None:
+        """Let time pass (the load runs on), failing early if a router's pulsed died."""
         end = time.monotonic() + seconds
-        last = time.monotonic()
-        while (now := time.monotonic()) < end:
-            time.sleep(min(tick, end - now))
-            self.check_alive("plab-router", *self.procs.keys() & {"plab-router2"})
-            now = time.monotonic()
-            self.say.progress(f"{label}{self.spread_text(summarize(thread.outcomes, last, now))}")
-            last = now
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(0.2, left))
+            self.check_alive(*self.procs.keys() & set(ROUTERS))
 
     def spread_text(self, s: Summary) -> str:
         parts = [f"{s.total:5d} req"]
@@ -361,7 +398,7 @@ class Lab:
         )
         thread = self.load()
         t0 = time.monotonic()
-        self.watch(thread, seconds)
+        self.hold(seconds)
         s = summarize(self.stop_load(thread), since=t0)
         say.result(f"{self.spread_text(s)} at {s.rate:.0f} req/s")
         return StepResult(
@@ -375,7 +412,7 @@ class Lab:
         self.say.heading(f"Throughput: {concurrency} clients flat out for {seconds:.0f}s")
         thread = self.load(concurrency=concurrency, flat_out=True)
         t0 = time.monotonic()
-        self.watch(thread, seconds)
+        self.hold(seconds)
         s = summarize(self.stop_load(thread), since=t0)
         self.say.result(
             f"{s.rate:.0f} req/s (new connection each), p50 {s.latency_p50 * 1000:.1f} ms,"
@@ -390,7 +427,7 @@ class Lab:
         address = self.servers[victim]
         say.heading(f"Step 2/5  Failure: kill {victim}'s HTTP server under load")
         thread = self.load()
-        self.watch(thread, 1.0)
+        self.hold(1.0)
         killed_at = time.monotonic()
         self.stop_process(victim, signal.SIGKILL)
         say.info(f"killed {victim} (kill -9); waiting for pulsed to take it out of the pool")
@@ -399,7 +436,7 @@ class Lab:
         )
         detection = detected_at - killed_at
         say.info(f"detected after {detection * 1000:.0f} ms: {self._weights_text()}")
-        self.watch(thread, after)
+        self.hold(after)
         outcomes = self.stop_load(thread)
         before = summarize(outcomes, killed_at, detected_at)
         after_s = summarize(outcomes, since=detected_at)
@@ -429,33 +466,39 @@ class Lab:
         thread = self.load()
         started_at = time.monotonic()
         self.start_server(next(ns for ns, n in NAMES.items() if n == victim))
-        say.info(f"{victim} is serving again; pulsed must see it pass its checks, then ramp it up")
+        serving_at = time.monotonic()
+        say.info(
+            f"{victim} serves again ({(serving_at - started_at) * 1000:.0f} ms to start);"
+            " pulsed must see it pass its checks, then ramp it up"
+        )
         up_at = self.table.wait_for(
             lambda w: w.get(address, 0) > 0, timeout=30, what=f"{victim} back in the pool"
         )
         say.info(
-            f"back in the pool after {(up_at - started_at) * 1000:.0f} ms: {self._weights_text()}"
+            f"back in the pool {(up_at - serving_at) * 1000:.0f} ms after it could serve:"
+            f" {self._weights_text()}"
         )
-        last_seen = None
         full_at = None
+        ramp: list[int] = []
+        shown = 0
         deadline = time.monotonic() + 30
         while full_at is None:
             changes = self.table.changes_since(up_at)
-            for at, weights in changes:
+            for at, weights in changes[shown:]:
                 w = weights.get(address, 0)
-                if w != last_seen:
-                    say.info(f"  +{(at - up_at) * 1000:5.0f} ms  {victim} weight {w}")
-                    last_seen = w
+                say.info(f"  +{(at - up_at) * 1000:5.0f} ms  {victim} weight {w}")
+                ramp.append(w)
                 if w >= full:
                     full_at = at
                     break
+            shown = len(changes)
             if full_at is None:
                 if time.monotonic() > deadline:
                     raise LabError(f"{victim} never reached its full weight {full}")
                 time.sleep(0.1)
         say.info(f"full weight after {(full_at - up_at) * 1000:.0f} ms of slow start")
         t_full = time.monotonic()
-        self.watch(thread, after)
+        self.hold(after)
         outcomes = self.stop_load(thread)
         during = summarize(outcomes, started_at)
         balanced = summarize(outcomes, since=t_full)
@@ -466,8 +509,9 @@ class Lab:
             "recovery",
             during,
             {
-                "back_in_pool_ms": (up_at - started_at) * 1000,
+                "back_in_pool_ms": (up_at - serving_at) * 1000,
                 "slow_start_ms": (full_at - up_at) * 1000,
+                "ramp": ramp,
                 "share_after": {n: balanced.share(n) for n in self.servers},
                 "expected_share": self.expected_shares(),
             },
@@ -491,14 +535,14 @@ class Lab:
             return StepResult("drain", Summary(), {"skipped": True})
         thread = self.load()
         t0 = time.monotonic()
-        self.watch(thread, 1.0)
+        self.hold(1.0)
         say.info(f"$ pulsed drain web/{address}")
         self.admin("drain", f"web/{address}")
         drained_at = self.table.wait_for(
             lambda w: w.get(address, -1) == 0, timeout=15, what=f"{victim} drained to weight 0"
         )
         say.info(f"drained: {self._weights_text()}")
-        self.watch(thread, seconds)
+        self.hold(seconds)
         enable_at = time.monotonic()
         try:
             for line in self.admin("status").rstrip().splitlines():
@@ -510,7 +554,7 @@ class Lab:
         self.table.wait_for(
             lambda w: w.get(address, 0) > 0, timeout=15, what=f"{victim} enabled again"
         )
-        self.watch(thread, 1.0)
+        self.hold(1.0)
         outcomes = self.stop_load(thread)
         s = summarize(outcomes, since=t0)
         while_drained = summarize(outcomes, drained_at, enable_at)
@@ -533,7 +577,7 @@ class Lab:
             raise LabError(f"cannot find {address}'s weight in {self.config}")
         thread = self.load()
         t0 = time.monotonic()
-        self.watch(thread, 1.0)
+        self.hold(1.0)
         self.config.write_text(
             text.replace(pattern, f'address = "{address}"\nweight = {new_weight}')
         )
@@ -548,7 +592,7 @@ class Lab:
         )
         self.weights[address] = new_weight
         say.info(f"reloaded in {(applied_at - hup_at) * 1000:.0f} ms: {self._weights_text()}")
-        self.watch(thread, seconds)
+        self.hold(seconds)
         outcomes = self.stop_load(thread)
         s = summarize(outcomes, since=t0)
         after = summarize(outcomes, since=applied_at)
@@ -585,7 +629,7 @@ class Lab:
         self.start_pulsed("plab-router2", backup_config)
         say.info(f"pulsed on plab-router2 with priority 100 ({backup_config})")
         backup_table.wait_for(
-            lambda w: all(w.get(a, 0) > 0 for a in self.servers.values()),
+            lambda w: all(w.get(a) == self.weights[a] for a in self.servers.values()),
             timeout=60,
             what="the backup router to program both real servers",
         )
@@ -597,9 +641,9 @@ class Lab:
         )
         vip_watch = AddressWatcher("plab-router2", VIP)
         self.watchers.append(vip_watch)
-        held = self.load(keepalive=True, rate=20)
+        held = self.load(keepalive=True, rate=20, quiet=True)
         thread = self.load()
-        self.watch(thread, 2.0)
+        self.hold(2.0)
         killed_at = time.monotonic()
         self.stop_process("plab-router", signal.SIGKILL)
         self.topo.router_links_down("plab-router")
@@ -607,16 +651,18 @@ class Lab:
         vip_at = vip_watch.wait_present(timeout=30, after=killed_at)
         away = vip_at - killed_at
         say.info(f"plab-router2 holds the VIP after {away * 1000:.0f} ms")
-        self.watch(thread, after, tick=1.0)
+        self.hold(after)
         outcomes = self.stop_load(thread)
         held_outcomes = self.stop_load(held)
         s = summarize(outcomes, since=killed_at - 2.0)
         gap = _largest_gap(outcomes, killed_at - 2.0)
+        after_vip = summarize(outcomes, since=vip_at)
         held_s = summarize(held_outcomes)
         survived = held_s.failed == 0 and held.gen.connects == 1
         say.result(
             f"VIP away {away * 1000:.0f} ms; longest wait between answers {gap * 1000:.0f} ms;"
-            f" {s.failed} of {s.total} requests failed; the long-lived connection"
+            f" {s.failed} of {s.total} requests failed {dict(s.errors) or ''};"
+            " the long-lived connection"
             f" {'survived' if survived else 'broke'}"
             f" ({held_s.ok} answers, {held.gen.connects} connection(s))"
         )
@@ -627,6 +673,8 @@ class Lab:
                 "vip_away_ms": away * 1000,
                 "largest_gap_ms": gap * 1000,
                 "failed": s.failed,
+                "failed_after_vip_moved": after_vip.failed,
+                "answered_after_vip_moved": after_vip.ok,
                 "held_connection_survived": survived,
                 "held_connection_failures": held_s.failed,
                 "held_connection_connects": held.gen.connects,

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 from aiohttp import web
 
@@ -79,11 +80,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(build_status(request.app[DAEMON]))
+    # msgspec encodes the 10,000-server document several times faster than json.dumps.
+    body = msgspec.json.encode(build_status(request.app[DAEMON]))
+    return web.Response(body=body, content_type="application/json")
 
 
 async def metrics(request: web.Request) -> web.Response:
+    started = time.perf_counter()
     body = request.app[RENDERER].render()
+    log.debug("metrics.rendered", seconds=round(time.perf_counter() - started, 4), size=len(body))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -45,13 +45,13 @@ def stats_view(stats: Stats | None) -> dict[str, int] | None:
 def real_view(
     svc: Any,
     real: Any,
+    key: RealKey,
     health: Any,
     override: Override,
     effective: int | None,
     kernel: Any,
 ) -> dict[str, Any]:
-    dest = DestKey(*svc.real_endpoint(real))
-    key = (svc.key, dest)
+    dest = key[1]
     if health is None:
         state, reason = "unknown", "not monitored yet"
     elif not health.up and not health.checked:
@@ -89,6 +89,8 @@ def real_view(
 
 def service_view(
     svc: Any,
+    svc_key: ServiceKey,
+    indexed: list[tuple[Any, DestKey]],
     health: Mapping[RealKey, Any],
     overrides: Mapping[RealKey, Override],
     pool: Any,
@@ -98,13 +100,13 @@ def service_view(
     weights = pool.weights if pool is not None else {}
     kernel_dests = kernel.dest_map() if kernel is not None else {}
     reals = []
-    for real in svc.real:
-        dest = DestKey(*svc.real_endpoint(real))
-        key = (svc.key, dest)
+    for real, dest in indexed:
+        key = (svc_key, dest)
         reals.append(
             real_view(
                 svc,
                 real,
+                key,
                 health.get(key),
                 overrides.get(key, _NO_OVERRIDE),
                 weights.get(dest),
@@ -125,7 +127,7 @@ def service_view(
     checks = [r["last_check"] for r in reals if r["last_check"] is not None]
     changes = [r["last_transition"] for r in reals if r["last_transition"] is not None]
     return {
-        "key": str(svc.key),
+        "key": str(svc_key),
         "name": svc.name,
         "protocol": svc.protocol if svc.fwmark is None else "fwmark",
         "vip": svc.vip,
@@ -203,13 +205,14 @@ def build_status(daemon: Any, now: float | None = None) -> dict[str, Any]:
     actual = d.reconciler.last_actual
     rs = d.reconciler.status
     failing = {k: v for k, v in rs.failing_services.items()}
+    index = indexed_reals(d.config)
     services = [
         service_view(
-            svc, health, overrides, pools.get(svc.key), actual.get(svc.key), failing.get(svc.key)
+            svc, key, reals, health, overrides, pools.get(key), actual.get(key), failing.get(key)
         )
-        for svc in d.config.service
+        for svc, key, reals in index
     ]
-    configured = {(s.key, DestKey(*s.real_endpoint(r))) for s in d.config.service for r in s.real}
+    configured = {(key, dest) for _, key, reals in index for _, dest in reals}
     stale = [
         {"key": real_key_text(k), "mode": o.mode, "weight_override": o.weight}
         for k, o in sorted(overrides.items())

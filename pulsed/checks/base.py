@@ -46,7 +46,12 @@ class ProbeResult:
 
 
 class Probe(Protocol):
-    """A prepared probe of one target; ``probe`` runs it once, never raises."""
+    """A prepared probe of one target; ``probe`` runs it once, never raises.
+
+    A probe may also offer ``start(done) -> handle with cancel()``, which
+    runs it on event-loop callbacks and calls ``done(result)`` once (see
+    pulsed.checks.sockio); the monitor then uses that and creates no task.
+    """
 
     async def probe(self) -> ProbeResult: ...
 

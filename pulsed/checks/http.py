@@ -1,12 +1,13 @@
 """http and https: one request on a fresh connection, judged on status and body.
 
-Written on asyncio's Protocol API rather than aiohttp's client: a probe needs
-one request per fresh connection with a hard byte cap, and aiohttp's client
-costs several times more CPU per request (session, connector, response
-objects), which matters at thousands of checks a second (see
-docs/benchmarks.md, section checks). The parser here only reads the status
-line, headers and framing of an HTTP/1.1 response; everything it does not
-understand is a failed probe with a clear reason, never an exception.
+Not aiohttp's client: a probe needs one request per fresh connection with a
+hard byte cap, and aiohttp's client costs about twice the CPU per check of
+asyncio's Protocol API, itself about twice that of raw event-loop callbacks
+(docs/benchmarks.md, section checks), which matters at thousands of checks a
+second. Plain HTTP therefore runs on pulsed.checks.sockio; HTTPS on asyncio's
+SSL transport. The parser here only reads the status line, headers and
+framing of an HTTP/1.x response; anything it does not understand is a failed
+probe with a clear reason, never an exception.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import functools
 import re
 import ssl
 import time
+from collections.abc import Callable
 
 from pulsed.checks.base import (
     ProbeResult,
@@ -25,6 +27,8 @@ from pulsed.checks.base import (
     timeout_result,
 )
 from pulsed.checks.config import parse_status_spec
+from pulsed.checks.sockio import Done, Exchange, run_exchange
+from pulsed.model import family_of
 
 _NO_BODY_STATUS = (204, 304)
 
@@ -60,27 +64,46 @@ class _Response:
         self.error = ""  # protocol problem, as reason text
 
 
-class _ResponseReader(asyncio.Protocol):
-    """Sends the request, collects at most ``max_bytes`` of the response."""
+class ResponseParser:
+    """Collects at most ``max_bytes`` of one HTTP/1.x response and knows when it is
+    complete: after the headers when the body is not needed, else at the end of
+    the body by its framing (Content-Length, chunked, or the connection closing)."""
 
-    def __init__(self, request: bytes, need_body: bool, head_only: bool, max_bytes: int) -> None:
-        self.request = request
+    __slots__ = (
+        "body_start",
+        "buffer",
+        "chunked",
+        "content_length",
+        "finished",
+        "head_only",
+        "judge",
+        "max_bytes",
+        "need_body",
+        "response",
+    )
+
+    def __init__(
+        self,
+        need_body: bool,
+        head_only: bool,
+        max_bytes: int,
+        judge: Callable[[_Response, float], ProbeResult],
+    ) -> None:
         self.need_body = need_body
         self.head_only = head_only  # HEAD request: never a body
         self.max_bytes = max_bytes
+        self.judge = judge
         self.buffer = bytearray()
         self.response = _Response()
         self.body_start = -1
         self.content_length: int | None = None
         self.chunked = False
-        self.done: asyncio.Future[_Response] = asyncio.get_running_loop().create_future()
+        self.finished = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        if self.done.done():
-            return
+    def feed(self, data: bytes) -> bool:
+        """Take more bytes; True once the response is complete (or hopeless)."""
+        if self.finished:
+            return True
         self.buffer += data
         if len(self.buffer) > self.max_bytes:
             del self.buffer[self.max_bytes :]  # bytes past the cap are never looked at
@@ -89,26 +112,23 @@ class _ResponseReader(asyncio.Protocol):
             if end < 0:
                 if len(self.buffer) >= self.max_bytes:
                     self._finish(f"response headers larger than {self.max_bytes} bytes")
-                return
+                return self.finished
             self.body_start = end + 4
             if not self._parse_head(bytes(self.buffer[:end])):
-                return
+                return True
             if not self.need_body:
                 self._finish()
-                return
+                return True
         self._check_body()
+        return self.finished
 
-    def eof_received(self) -> bool:
+    def eof(self) -> None:
         self._check_body(eof=True)
-        return False
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.done.done():
-            return
-        if exc is not None:
-            self.done.set_exception(exc)
-        else:
-            self._check_body(eof=True)
+    def result(self, latency: float) -> ProbeResult:
+        if not self.finished:
+            self.eof()
+        return self.judge(self.response, latency)
 
     def _parse_head(self, head: bytes) -> bool:
         lines = head.split(b"\r\n")
@@ -133,7 +153,7 @@ class _ResponseReader(asyncio.Protocol):
         return True
 
     def _check_body(self, eof: bool = False) -> None:
-        if self.done.done():
+        if self.finished:
             return
         if self.body_start < 0:
             self._finish(
@@ -160,8 +180,39 @@ class _ResponseReader(asyncio.Protocol):
 
     def _finish(self, error: str = "") -> None:
         self.response.error = error
-        if not self.done.done():
-            self.done.set_result(self.response)
+        self.finished = True
+
+
+class _TlsReader(asyncio.Protocol):
+    """Feeds a ResponseParser from asyncio's SSL transport (https only)."""
+
+    def __init__(self, request: bytes, parser: ResponseParser) -> None:
+        self.request = request
+        self.parser = parser
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.parser.feed(data) and not self.done.done():
+            self.done.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._end(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc)
+
+    def _end(self, exc: Exception | None) -> None:
+        if self.done.done():
+            return
+        if exc is not None and not self.parser.finished:
+            self.done.set_exception(exc)
+        else:
+            self.parser.eof()
+            self.done.set_result(None)
 
 
 def dechunk(data: bytes) -> tuple[bytes, bool]:
@@ -186,8 +237,8 @@ def dechunk(data: bytes) -> tuple[bytes, bool]:
         pos = start + size + 2
 
 
-class HttpProbe:
-    """One HTTP(S) request per probe on a fresh connection."""
+class _HttpProbeBase:
+    """One HTTP(S) request per probe on a fresh connection: request, parser, verdict."""
 
     def __init__(self, target: Target) -> None:
         check = target.check
@@ -199,6 +250,7 @@ class HttpProbe:
         self.body_regex = re.compile(check.body_regex.encode()) if check.body_regex else None
         self.weight_header = check.weight_header.lower().encode() if check.weight_header else None
         self.head_only = check.method.upper() == "HEAD"
+        self.family = family_of(target.address)
         self.ssl: ssl.SSLContext | None = None
         self.server_hostname: str | None = None
         default_port = 80
@@ -219,32 +271,10 @@ class HttpProbe:
         lines.append("Connection: close")
         self.request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    async def probe(self) -> ProbeResult:
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        reader = _ResponseReader(
-            self.request, self.body_regex is not None, self.head_only, self.max_bytes
+    def _parser(self) -> ResponseParser:
+        return ResponseParser(
+            self.body_regex is not None, self.head_only, self.max_bytes, self.judge
         )
-        transport: asyncio.BaseTransport | None = None
-        try:
-            async with asyncio.timeout(self.timeout):
-                transport, _ = await loop.create_connection(
-                    lambda: reader,
-                    self.address,
-                    self.port,
-                    ssl=self.ssl,
-                    server_hostname=self.server_hostname,
-                )
-                response = await reader.done
-        except TimeoutError:
-            return timeout_result(self.timeout, time.perf_counter() - start)
-        except (OSError, ssl.SSLError) as exc:
-            return error_result(exc, time.perf_counter() - start)
-        finally:
-            if transport is not None:
-                set_reset_on_close(transport.get_extra_info("socket"))
-                transport.abort()
-        return self.judge(response, time.perf_counter() - start)
 
     def judge(self, resp: _Response, latency: float) -> ProbeResult:
         if resp.error:
@@ -261,6 +291,48 @@ class HttpProbe:
             if weight_pct is None:
                 reason += f" (ignored bad weight {raw[:20].decode('latin-1')!r})"
         return ProbeResult(True, reason, latency, "ok", weight_pct)
+
+
+class HttpProbe(_HttpProbeBase):
+    """Plain HTTP, run on event-loop callbacks (see pulsed.checks.sockio)."""
+
+    def start(self, done: Done) -> Exchange:
+        exchange = Exchange(
+            asyncio.get_running_loop(), self.timeout, self.request, self._parser(), done
+        )
+        return exchange.start(self.family, self.address, self.port)
+
+    async def probe(self) -> ProbeResult:
+        return await run_exchange(self.start)
+
+
+class HttpsProbe(_HttpProbeBase):
+    """HTTPS, on asyncio's SSL transport."""
+
+    async def probe(self) -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        reader = _TlsReader(self.request, self._parser())
+        transport: asyncio.BaseTransport | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                transport, _ = await loop.create_connection(
+                    lambda: reader,
+                    self.address,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.server_hostname,
+                )
+                await reader.done
+        except TimeoutError:
+            return timeout_result(self.timeout, time.perf_counter() - start)
+        except (OSError, ssl.SSLError) as exc:
+            return error_result(exc, time.perf_counter() - start)
+        finally:
+            if transport is not None:
+                set_reset_on_close(transport.get_extra_info("socket"))
+                transport.abort()
+        return reader.parser.result(time.perf_counter() - start)
 
 
 def parse_weight_pct(raw: bytes | str) -> int | None:

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -30,6 +31,12 @@ from pulsed.model import DestKey, ServiceKey
 log = structlog.get_logger(__name__)
 
 RealKey = tuple[ServiceKey, DestKey]
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
 OnChange = Callable[[RealKey, RealHealth], None]
 OnResult = Callable[[RealKey, ProbeResult], None]
 
@@ -43,6 +50,7 @@ class _Entry:
     deadline: float = 0.0
     timer: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = None
+    exchange: Cancellable | None = None
     waiting: bool = False
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -166,7 +174,27 @@ class HealthMonitor:
     def _launch(self, entry: _Entry) -> None:
         assert self._loop is not None
         self._in_flight += 1
-        entry.task = self._loop.create_task(self._run(entry))
+        start = getattr(entry.probe, "start", None)
+        if start is None:
+            entry.task = self._loop.create_task(self._run(entry))
+            return
+        # Callback-driven probe (pulsed.checks.sockio): no task at all.
+        try:
+            entry.exchange = start(lambda result: self._exchange_done(entry, result))
+        except Exception as exc:
+            log.exception("probe.crashed", **entry.labels)
+            crash = ProbeResult(False, f"error: {type(exc).__name__}", 0.0, "error")
+            entry.exchange = _Crashed()
+            self._loop.call_soon(self._exchange_done, entry, crash)
+
+    def _exchange_done(self, entry: _Entry, result: ProbeResult) -> None:
+        if entry.exchange is None:
+            return  # cancelled
+        entry.exchange = None
+        self._in_flight -= 1
+        self._record(entry, result)
+        self._release_slot()
+        self._schedule_next(entry)
 
     async def _run(self, entry: _Entry) -> None:
         try:
@@ -222,4 +250,15 @@ class HealthMonitor:
             entry.timer = None
         if entry.task is not None:
             entry.task.cancel()
+        if entry.exchange is not None:
+            entry.exchange.cancel()
+            entry.exchange = None
+            self._in_flight -= 1
         entry.waiting = False
+
+
+class _Crashed:
+    """Stands in for an exchange whose start() raised; its failure is queued."""
+
+    def cancel(self) -> None:
+        pass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pulsed.checks.base import Probe, Target
 from pulsed.checks.exec import ExecProbe
-from pulsed.checks.http import HttpProbe
+from pulsed.checks.http import HttpProbe, HttpsProbe
 from pulsed.checks.none import NoneProbe
 from pulsed.checks.tcp import TcpProbe
 
-_PROBES = {"http": HttpProbe, "https": HttpProbe, "tcp": TcpProbe, "exec": ExecProbe}
+_PROBES = {"http": HttpProbe, "https": HttpsProbe, "tcp": TcpProbe, "exec": ExecProbe}
 
 
 def make_probe(target: Target) -> Probe:

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 
-from pulsed.checks.base import (
-    ProbeResult,
-    Target,
-    error_result,
-    set_reset_on_close,
-    timeout_result,
-)
+from pulsed.checks.base import ProbeResult, Target
+from pulsed.checks.sockio import Done, Exchange, run_exchange
 from pulsed.model import family_of
 
 
@@ -23,19 +16,9 @@ class TcpProbe:
         self.family = family_of(target.address)
         self.timeout = float(target.check.timeout)
 
+    def start(self, done: Done) -> Exchange:
+        exchange = Exchange(asyncio.get_running_loop(), self.timeout, None, None, done)
+        return exchange.start(self.family, self.address, self.port)
+
     async def probe(self) -> ProbeResult:
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        sock = socket.socket(self.family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            async with asyncio.timeout(self.timeout):
-                await loop.sock_connect(sock, (self.address, self.port))
-        except TimeoutError:
-            return timeout_result(self.timeout, time.perf_counter() - start)
-        except OSError as exc:
-            return error_result(exc, time.perf_counter() - start)
-        finally:
-            set_reset_on_close(sock)
-            sock.close()
-        return ProbeResult(True, "connected", time.perf_counter() - start)
+        return await run_exchange(self.start)

@@ -284,9 +284,14 @@ vrrp_instance VI_{i + 1} {{
         return out
 
     def crash_keepalived(self, i: int) -> None:
-        for pid in self.keepalived_pids(i):
+        pids = self.keepalived_pids(i)
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # keepalived refuses to start while its old pid files name a live (or unreaped) pid.
+        for suffix in (".vrrp.pid", ".pid"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.dir, f"k{i + 1}{suffix}"))
 
     def forge(
         self, ns: str, ifname: str, payload: bytes, src: str, dst: str, ttl: int = 255

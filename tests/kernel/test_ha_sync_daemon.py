@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pulsed.ha.config import SyncDaemon, VrrpConfig
 from pulsed.ha.node import VrrpNode
-from pulsed.ha.transport import VrrpSocket
 from pulsed.ha.vrrp import MCAST_V4, Advert, encode
 from pulsed.ipvs.syncd import sync_daemons
 
@@ -30,17 +30,35 @@ def sh(*args: str) -> None:
     subprocess.run(args, check=True)
 
 
+PEER_NS = "pha-kpeer"
+
+
 @pytest.fixture
 def veth():
-    sh("ip", "link", "add", "pha-k0", "type", "veth", "peer", "name", "pha-k1")
+    # The peer end lives in its own namespace: a packet from a local address would be dropped.
+    sh("ip", "netns", "add", PEER_NS)
     try:
+        sh(
+            "ip",
+            "link",
+            "add",
+            "pha-k0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "pha-k1",
+            "netns",
+            PEER_NS,
+        )
         sh("ip", "addr", "add", "10.77.0.1/24", "dev", "pha-k0")
-        sh("ip", "addr", "add", "10.77.0.2/24", "dev", "pha-k1")
+        sh("ip", "-n", PEER_NS, "addr", "add", "10.77.0.2/24", "dev", "pha-k1")
         sh("ip", "link", "set", "pha-k0", "up")
-        sh("ip", "link", "set", "pha-k1", "up")
+        sh("ip", "-n", PEER_NS, "link", "set", "pha-k1", "up")
         yield
     finally:
         subprocess.run(["ip", "link", "del", "pha-k0"], check=False)
+        subprocess.run(["ip", "netns", "del", PEER_NS], check=False)
 
 
 async def wait_until(cond, timeout=20.0):
@@ -69,27 +87,19 @@ async def test_sync_daemon_follows_role(veth):
         await wait_until(lambda: _true(node.status().state == "master"))
         await wait_until(lambda: _eq(daemons(), {"master": 42}))
         # A higher-priority router appears on the other end: we become backup.
-        peer = VrrpSocket(4, "pha-k1", _ifindex("pha-k1"), multicast=True)
         src = ipaddress.IPv4Address("10.77.0.2")
         adv = Advert(51, 200, 10, (ipaddress.IPv4Address(VIP),))
-        try:
-            peer.send(encode(adv, src, MCAST_V4), src, MCAST_V4)
-            await wait_until(lambda: _true(node.status().state == "backup"))
-            await wait_until(lambda: _eq(daemons(), {"backup": 42}))
-        finally:
-            peer.close()
+        payload = encode(adv, src, MCAST_V4).hex()
+        sh("ip", "netns", "exec", PEER_NS, sys.executable, "-m", "pulsed.ha.lab", "send",
+           "pha-k1", str(src), str(MCAST_V4), "255", payload)  # fmt: skip
+        await wait_until(lambda: _true(node.status().state == "backup"))
+        await wait_until(lambda: _eq(daemons(), {"backup": 42}))
         # Silence: master again, the master daemon replaces the backup one.
         await wait_until(lambda: _eq(daemons(), {"master": 42}))
     finally:
         await node.stop()
     assert await daemons() == {}
     assert roles[:3] == ["backup", "master", "backup"]
-
-
-def _ifindex(name: str) -> int:
-    import socket
-
-    return socket.if_nametoindex(name)
 
 
 async def _true(v: bool) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from pulsed.checks.base import Target
 from pulsed.checks.config import CheckConfig
@@ -53,6 +54,61 @@ async def test_monitor_follows_a_real_server_down_and_up() -> None:
             back = await changes.get()
             assert (back.up, back.reason) == (True, "status 200")
             assert back.went_up_at > went_down.went_down_at
+    finally:
+        await monitor.stop()
+        server.close()
+
+
+async def test_stop_closes_probe_connections_in_flight() -> None:
+    accepted = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # returns when the probe's side closes
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    key: RealKey = (SVC, DestKey("127.0.0.1", port))
+    check = CheckConfig(
+        type="http", interval=Duration(30), timeout=Duration(30), jitter=Duration(0)
+    )
+    monitor = HealthMonitor(lambda k, h: None)
+    monitor.update({key: Target("127.0.0.1", port, check)})
+    await monitor.start()
+    try:
+        async with asyncio.timeout(10):
+            await accepted.wait()
+            assert monitor.in_flight == 1
+            await monitor.stop()
+            assert monitor.in_flight == 0
+            await closed.wait()
+    finally:
+        await monitor.stop()
+        server.close()
+
+
+async def test_changed_check_replaces_the_probe_in_flight() -> None:
+    server = await asyncio.start_server(http_ok, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    key: RealKey = (SVC, DestKey("127.0.0.1", port))
+    changes: asyncio.Queue[RealHealth] = asyncio.Queue()
+    monitor = HealthMonitor(lambda k, h: changes.put_nowait(h))
+    tcp = CheckConfig(type="tcp", interval=Duration(0.05), timeout=Duration(0.05), rise=1)
+    monitor.update({key: Target("127.0.0.1", port, tcp)})
+    await monitor.start()
+    try:
+        async with asyncio.timeout(10):
+            assert (await changes.get()).reason == "connected"
+            http = CheckConfig(type="http", interval=Duration(0.05), timeout=Duration(0.05), rise=1)
+            monitor.update({key: Target("127.0.0.1", port, http)})
+            assert not monitor.health()[key].up  # a changed check starts afresh
+            again = await changes.get()
+            assert (again.up, again.reason) == (True, "status 200")
+            assert monitor.in_flight <= 1
     finally:
         await monitor.stop()
         server.close()

@@ -1,0 +1,55 @@
+"""End to end, the lab in direct-routing mode: balancing and failure detection.
+
+The real servers carry the VIP on lo with arp_ignore=1 / arp_announce=2 and
+answer the client directly; the router only rewrites MAC addresses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from lab.scenario import Lab, QuietReporter
+from lab.topology import VIP
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(
+        not os.path.exists("/proc/net/ip_vs"),
+        reason="needs a kernel with IPVS (/proc/net/ip_vs absent): run inside scripts/vm-run",
+    ),
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to build network namespaces"),
+]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with Lab("dr", reporter=QuietReporter()) as lab:
+        yield lab
+
+
+def test_real_servers_follow_the_dr_recipe(lab: Lab) -> None:
+    from lab.netns import run
+
+    for ns in ("plab-rs1", "plab-rs2"):
+        assert f" {VIP}/32" in run(["ip", "-o", "addr", "show", "dev", "lo"], ns=ns).stdout
+        assert run(["sysctl", "-n", "net.ipv4.conf.all.arp_ignore"], ns=ns).stdout.strip() == "1"
+        assert run(["sysctl", "-n", "net.ipv4.conf.all.arp_announce"], ns=ns).stdout.strip() == "2"
+
+
+def test_dr_spread_follows_the_weights(lab: Lab) -> None:
+    r = lab.balancing(seconds=4)
+    assert r.summary.failed == 0, r.summary.errors
+    for server, want in {"rs1": 0.75, "rs2": 0.25}.items():
+        assert abs(r.figures["share"][server] - want) <= 0.05, r.figures
+
+
+def test_dr_no_request_fails_after_detection(lab: Lab) -> None:
+    r = lab.failure(victim="rs1", after=2)
+    assert r.figures["failed_after_detection"] == 0, r.summary.errors
+    assert r.figures["to_victim_after_detection"] == 0
