@@ -75,7 +75,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._wakeup: asyncio.TimerHandle | None = None
-        self.result_observers: list[Callable[[RealKey, object], None]] = []
+        # Observers of every probe result and every health change (metrics).
+        self.probe_observers: list[Callable[[RealKey, object], None]] = []
+        self.health_observers: list[Callable[[RealKey, object], None]] = []
         self.monitor = self._make_monitor()
         self.reconciler = Reconciler(
             backend,
@@ -97,10 +99,12 @@ class Daemon:
         return HealthMonitor(on_change=self._on_health_change, on_result=self._on_probe_result)
 
     def _on_health_change(self, key: RealKey, health: object) -> None:
+        for observer in self.health_observers:
+            observer(key, health)
         self.reconciler.mark_dirty()
 
     def _on_probe_result(self, key: RealKey, result: object) -> None:
-        for observer in self.result_observers:
+        for observer in self.probe_observers:
             observer(key, result)
 
     def _on_pass(self, result: PassResult, elapsed: float) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
@@ -125,35 +125,11 @@ class ActivityRecorder:
 
 
 def attach_recorder(daemon: Any, recorder: ActivityRecorder) -> None:
-    """Subscribe the recorder to the daemon's probe, health and reconcile events.
-
-    Uses the daemon's ``probe_observers``/``health_observers`` lists when it
-    has them; otherwise chains onto the HealthMonitor's callbacks.
-    """
+    """Subscribe the recorder to the daemon's probe, health and reconcile events."""
     daemon.pass_observers.append(recorder.on_pass)
-    monitor = daemon.monitor
-    probe_observers = getattr(daemon, "probe_observers", None)
-    if probe_observers is not None:
-        probe_observers.append(recorder.on_probe)
-    else:
-        monitor._on_result = _chain(getattr(monitor, "_on_result", None), recorder.on_probe)
-    health_observers = getattr(daemon, "health_observers", None)
-    if health_observers is not None:
-        health_observers.append(recorder.on_health)
-    else:
-        monitor._on_change = _chain(getattr(monitor, "_on_change", None), recorder.on_health)
-    recorder.seed(monitor.health())
-
-
-def _chain(first: Callable | None, second: Callable) -> Callable:
-    if first is None:
-        return second
-
-    def both(key: Any, value: Any) -> None:
-        first(key, value)
-        second(key, value)
-
-    return both
+    daemon.probe_observers.append(recorder.on_probe)
+    daemon.health_observers.append(recorder.on_health)
+    recorder.seed(daemon.monitor.health())
 
 
 def escape(value: str) -> str:

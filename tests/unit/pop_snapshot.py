@@ -39,8 +39,6 @@ def config_text(services: int, reals: int, state_dir: Path) -> str:
 class FakeMonitor:
     def __init__(self, health: dict) -> None:
         self._health = health
-        self._on_result = None
-        self._on_change = None
 
     def health(self):
         return dict(self._health)
@@ -82,6 +80,8 @@ def snapshot(tmp_path: Path, services: int = 2, reals: int = 2, *, stats: bool =
         vrrp=None,
         started_at=now,
         pass_observers=[],
+        probe_observers=[],
+        health_observers=[],
     )
 
 
