@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from functools import lru_cache
+
+from pulsed.model import normalize_address
 
 
+@lru_cache(maxsize=1 << 17)
 def split_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
     """``10.0.0.2:80``, ``[2001:db8::2]:80``, or a bare address with ``default_port``.
 
@@ -26,7 +29,7 @@ def split_host_port(text: str, default_port: int | None = None) -> tuple[str, in
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     try:
-        address = str(ip_address(host))
+        address = normalize_address(host)
     except ValueError:
         raise ValueError(f"{host!r} is not an IPv4 or IPv6 address") from None
     if port_text is None:

@@ -21,7 +21,7 @@ import structlog
 
 from pulsed.checks.base import Target
 from pulsed.config import Config, ConfigError, load_config
-from pulsed.desired import Wanted, wanted_table
+from pulsed.desired import Wanted, WantedMemo, wanted_table
 from pulsed.ipvs.base import Backend
 from pulsed.model import DestKey, OpKind, ServiceKey, Table
 from pulsed.overrides import Mode, OverrideStore, RealKey
@@ -70,6 +70,7 @@ class Daemon:
         self._owned_path = Path(config.daemon.state_dir) / "owned-services.json"
         self._owned: set[ServiceKey] = self._load_owned() | {s.key for s in config.service}
         self.wanted: Wanted = Wanted(Table())
+        self._wanted_memo = WantedMemo()
         self.started_at = time.time()
         self._notify = notify or (lambda _msg: None)
         self._stop = asyncio.Event()
@@ -124,6 +125,7 @@ class Daemon:
             overrides=self.overrides.all(),
             actual=actual,
             now=time.monotonic(),
+            memo=self._wanted_memo,
         )
         self._wake_at(self.wanted.next_change_at)
         return self.wanted.table

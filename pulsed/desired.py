@@ -55,6 +55,29 @@ def pool_policy(svc: ServiceConfig) -> PoolPolicy:
     )
 
 
+@dataclass
+class _Memo:
+    config: ServiceConfig
+    dest_keys: tuple[DestKey, ...]
+    inputs: tuple
+    service: Service
+    plan: PoolPlan
+
+
+class WantedMemo:
+    """Each service's last outcome, so unchanged pools are not recomputed.
+
+    A probe result or an admin call changes one pool; with 10,000 services,
+    recomputing them all would stall the event loop for a fifth of a second.
+    The memo changes nothing in the result: a pool is reused only when its
+    config and every input to plan_pool are the same as last time, and it
+    has no slow start or drain deadline pending.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[ServiceKey, _Memo] = {}
+
+
 def wanted_table(
     config: Config,
     health: Mapping[RealKey, RealHealth] | None = None,
@@ -62,6 +85,7 @@ def wanted_table(
     actual: Table | None = None,
     now: float = 0.0,
     assume_healthy: bool = False,
+    memo: WantedMemo | None = None,
 ) -> Wanted:
     """Compute the table pulsed wants.
 
@@ -73,19 +97,44 @@ def wanted_table(
     health = health or {}
     overrides = overrides or {}
     actual = actual or Table()
+    memo = memo or WantedMemo()
+    previous, memo.entries = memo.entries, {}
     services: list[Service] = []
     pools: dict[ServiceKey, PoolPlan] = {}
     deadlines: list[float] = []
     for svc in config.service:
-        settings = service_settings(svc)
-        views = _views(svc, health, overrides, actual.get(settings.key), assume_healthy)
-        policy = pool_policy(svc)
-        plan = plan_pool(policy, views, now)
-        pools[settings.key] = plan
-        if plan.next_change_at is not None:
-            deadlines.append(plan.next_change_at)
-        services.append(_service(svc, settings, plan, policy))
+        key = svc.key
+        entry = previous.get(key)
+        if entry is not None and (entry.config is svc or entry.config == svc):
+            dest_keys = entry.dest_keys
+        else:
+            entry = None
+            dest_keys = tuple(DestKey(*svc.real_endpoint(r)) for r in svc.real)
+        have = actual.get(key)
+        inputs = (
+            tuple(health.get((key, k)) for k in dest_keys),
+            tuple(overrides.get((key, k)) for k in dest_keys),
+            _connections(have) if svc.on_failure == "remove" else None,
+            assume_healthy,
+        )
+        if entry is None or entry.inputs != inputs or entry.plan.next_change_at is not None:
+            settings = service_settings(svc)
+            policy = pool_policy(svc)
+            views = _views(svc, health, overrides, have, assume_healthy)
+            plan = plan_pool(policy, views, now)
+            entry = _Memo(svc, dest_keys, inputs, _service(svc, settings, plan, policy), plan)
+        memo.entries[key] = entry
+        pools[key] = entry.plan
+        if entry.plan.next_change_at is not None:
+            deadlines.append(entry.plan.next_change_at)
+        services.append(entry.service)
     return Wanted(Table.of(services), pools, min(deadlines) if deadlines else None)
+
+
+def _connections(have: Service | None) -> tuple[tuple[DestKey, int], ...]:
+    if have is None:
+        return ()
+    return tuple((d.key, d.stats.active_connections if d.stats else 0) for d in have.dests)
 
 
 def _views(

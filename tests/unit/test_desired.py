@@ -99,3 +99,28 @@ def test_failed_server_drains_while_connections_remain_then_goes():
     idle = replace(svc, dests=tuple(replace(d, stats=Stats()) for d in svc.dests))
     gone = wanted_table(CONFIG, health=health, actual=Table.of([idle]), now=110.0)
     assert B not in dests(gone)
+
+
+def test_memo_gives_the_same_table_as_a_fresh_computation():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pulsed.desired import WantedMemo
+
+    states = st.sampled_from([UP, DOWN, RealHealth(up=True, weight_pct=50), None])
+    modes = st.sampled_from([None, Override(mode="drain"), Override(weight=3)])
+    steps = st.lists(st.tuples(states, states, modes, st.sampled_from([0.0, 120.0, 500.0])))
+
+    @settings(max_examples=100, deadline=None)
+    @given(steps)
+    def check(sequence):
+        memo = WantedMemo()
+        for health_a, health_b, override, now in sequence:
+            health = {k: h for k, h in (((SVC, A), health_a), ((SVC, B), health_b)) if h}
+            overrides = {(SVC, A): override} if override else {}
+            fresh = wanted_table(CONFIG, health=health, overrides=overrides, now=now)
+            cached = wanted_table(CONFIG, health=health, overrides=overrides, now=now, memo=memo)
+            assert cached.table == fresh.table
+            assert cached.pools == fresh.pools
+
+    check()
