@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from pulsed import __version__
-from pulsed.config import Config, ConfigError, load_config
+from pulsed.config import Config, ConfigError, ParseCache, load_config
 
 DEFAULT_CONFIG = "/etc/pulsed/pulsed.toml"
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_PENDING = 0, 1, 2, 3
@@ -62,9 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_or_report(path: str) -> Config | None:
+def _load_or_report(path: str, cache: ParseCache | None = None) -> Config | None:
     try:
-        return load_config(path)
+        return load_config(path, cache)
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
@@ -140,7 +140,8 @@ async def _plan(config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load_or_report(args.config)
+    args.parse_cache = ParseCache()  # lets the first reload skip unchanged services
+    config = _load_or_report(args.config, args.parse_cache)
     if config is None:
         return EXIT_INVALID
     from pulsed.logs import configure_logging
@@ -189,7 +190,13 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         pass
     else:
         notify = Notifier.from_environment()
-    daemon = Daemon(args.config, backend, config, notify=notify.send if notify else None)
+    daemon = Daemon(
+        args.config,
+        backend,
+        config,
+        notify=notify.send if notify else None,
+        parse_cache=args.parse_cache,
+    )
     if notify is not None:
         notify.attach(daemon)
     await daemon.run()

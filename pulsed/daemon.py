@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from pulsed.checks.base import Target
-from pulsed.config import Config, ConfigError, load_config
+from pulsed.config import Config, ConfigError, ParseCache, load_config
 from pulsed.desired import Wanted, WantedMemo, wanted_table
 from pulsed.ipvs.base import Backend
 from pulsed.model import DestKey, OpKind, ServiceKey, Table
@@ -60,6 +60,7 @@ class Daemon:
         config: Config,
         *,
         notify: Callable[[str], None] | None = None,
+        parse_cache: ParseCache | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self.backend = backend
@@ -75,6 +76,7 @@ class Daemon:
         self._notify = notify or (lambda _msg: None)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._parse_cache = parse_cache or ParseCache()
         self._wakeup: asyncio.TimerHandle | None = None
         # Observers of every probe result and every health change (metrics).
         self.probe_observers: list[Callable[[RealKey, object], None]] = []
@@ -224,7 +226,7 @@ class Daemon:
             status = self.reload_status
             status.last_time = time.time()
             try:
-                new = await asyncio.to_thread(load_config, self.config_path)
+                new = await asyncio.to_thread(load_config, self.config_path, self._parse_cache)
             except ConfigError as exc:
                 status.last_ok = False
                 status.last_error = f"{len(exc.issues)} problem(s): {exc.issues[0]}"

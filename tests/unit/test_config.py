@@ -75,7 +75,8 @@ def test_example_config_is_valid():
     ],
 )
 def test_real_server_errors_name_path_and_value(snippet, expected):
-    text = f'[[service]]\nname="a"\nvip="192.0.2.1"\nport=80\n[[service.real]]\naddress="10.0.0.1"\n{snippet}\n'
+    head = '[[service]]\nname="a"\nvip="192.0.2.1"\nport=80\n'
+    text = f'{head}[[service.real]]\naddress="10.0.0.1"\n{snippet}\n'
     assert problems(text) == [expected]
 
 
@@ -191,3 +192,19 @@ def test_missing_file_is_one_clear_line(tmp_path):
         result.stderr.splitlines()[0]
         == f"{tmp_path / 'nope.toml'}: cannot read: No such file or directory"
     )
+
+
+def test_reload_cache_reuses_unchanged_services_and_still_checks_across_them():
+    from pulsed.config import ParseCache
+
+    cache = ParseCache()
+    first = parse_config(GOOD, "test.toml", cache)
+    changed = GOOD.replace("weight = 100", "weight = 5")
+    second = parse_config(changed, "test.toml", cache)
+    assert second.service[1] is first.service[1]  # unchanged: reused as is
+    assert second.service[0] is not first.service[0]
+    assert second.service[0].real[0].weight == 5
+    duplicate = changed + '\n[[service]]\nname = "web"\nvip = "192.0.2.9"\nport = 1\n'
+    with pytest.raises(ConfigError, match="duplicate service name"):
+        parse_config(duplicate, "test.toml", cache)
+    assert parse_config(changed, "test.toml", cache).service[1] is first.service[1]
