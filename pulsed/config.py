@@ -193,7 +193,9 @@ class ParseCache:
     """
 
     def __init__(self) -> None:
-        self.services: dict[Any, tuple[dict, ServiceConfig]] = {}
+        # name -> (the raw table as canonical JSON bytes, the validated service);
+        # bytes take a tenth of the memory of the parsed table.
+        self.services: dict[Any, tuple[bytes, ServiceConfig]] = {}
 
 
 def load_config(path: str | Path, cache: ParseCache | None = None) -> Config:
@@ -234,10 +236,10 @@ def _dec_hook(tp: type, obj: Any) -> Any:
 
 
 class _Validator:
-    def __init__(self, filename: str, known: dict[Any, tuple[dict, ServiceConfig]]) -> None:
+    def __init__(self, filename: str, known: dict[Any, tuple[bytes, ServiceConfig]]) -> None:
         self.filename = filename
         self.known = known
-        self.validated: dict[Any, tuple[dict, ServiceConfig]] = {}
+        self.validated: dict[Any, tuple[bytes, ServiceConfig]] = {}
         self.issues: list[ConfigIssue] = []
 
     def fail(self, path: str, value: Any, message: str) -> None:
@@ -353,13 +355,14 @@ class _Validator:
             return None
         name = raw.get("name")
         known = self.known.get(name) if isinstance(name, str) else None
-        if known is not None and known[0] == raw:
+        fingerprint = _fingerprint(raw)
+        if known is not None and known[0] == fingerprint:
             self.validated[name] = known
             return known[1]
         before = len(self.issues)
         svc = self.build_service(raw, path)
         if svc is not None and len(self.issues) == before:
-            self.validated[svc.name] = (raw, svc)
+            self.validated[svc.name] = (fingerprint, svc)
         return svc
 
     def build_service(self, raw: dict, path: str) -> ServiceConfig | None:
@@ -524,6 +527,11 @@ class _Validator:
             split_host_port(listen)
         except ValueError as exc:
             self.fail("api.listen", listen, str(exc))
+
+
+def _fingerprint(raw: dict) -> bytes:
+    """Canonical bytes of a raw TOML table: equal bytes, equal table."""
+    return msgspec.json.encode(raw, order="deterministic")
 
 
 def _literal_choices(tp: type, parts: list[str | int]) -> tuple[Any, ...]:
