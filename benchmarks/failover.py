@@ -8,6 +8,13 @@ For each implementation (same run, same lab, 100 ms adverts, priorities 200/100)
             receives the backup's first gratuitous ARP (AF_PACKET capture on the bridge).
   graceful: SIGTERM the master (it sends priority 0); time until the backup has the VIP.
 Times are wall-clock differences on one host. Prints a JSON summary and a Markdown table.
+
+    flock /tmp/pulsed-bench.lock .venv/bin/python benchmarks/failover.py load --duration 20
+
+Heartbeat under load: one pulsed router (100 ms adverts) whose main event loop also runs
+2,000 TCP probes/s against a loopback server (plus optional CPU per probe and periodic
+blocking stalls); the observer timestamps every advert on the wire. Reports the longest and
+p99 gap between adverts with the heartbeat on the main loop and on its own thread.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -24,7 +32,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pulsed.ha.lab import VIP, Lab, Proc, netns_exec, sh  # noqa: E402
+from pulsed.ha.lab import VIP, Lab, Proc, netns_exec, sh
 
 
 class AddrMonitor:
@@ -33,6 +41,7 @@ class AddrMonitor:
     def __init__(self, ns: str) -> None:
         self.ns = ns
         self.added: list[float] = []
+        self.deleted: list[float] = []
         self.proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._event = asyncio.Event()
@@ -48,14 +57,14 @@ class AddrMonitor:
         assert self.proc and self.proc.stdout
         while line := await self.proc.stdout.readline():
             text = line.decode()
-            if f"inet {VIP}/" in text and not text.startswith("Deleted"):
-                self.added.append(time.time())
+            if f"inet {VIP}/" in text:
+                (self.deleted if text.startswith("Deleted") else self.added).append(time.time())
                 self._event.set()
 
-    async def first_after(self, t0: float, timeout: float = 5.0) -> float:
+    async def first_after(self, t0: float, timeout: float = 5.0, deleted: bool = False) -> float:
         async with asyncio.timeout(timeout):
             while True:
-                hits = [t for t in self.added if t >= t0]
+                hits = [t for t in (self.deleted if deleted else self.added) if t >= t0]
                 if hits:
                     return hits[0]
                 self._event.clear()
@@ -131,6 +140,24 @@ async def one_run(lab: Lab, impl: str, graceful: bool, cap: Proc, mon: AddrMonit
     return result
 
 
+async def heal_run(lab: Lab, impl: str, mon: AddrMonitor) -> dict:
+    """Partition the master away until the backup holds the VIP too, then heal: time until
+    the VIP is gone from the backup (one master again)."""
+    procs = await start_pair(lab, impl)
+    lab.partition(0, cut=True)
+    try:
+        await mon.first_after(time.time() - 1.0)
+        await lab.wait_for(lambda: sorted(lab.holders()) == [0, 1])
+        await asyncio.sleep(0.05 + (hash((impl, time.time())) % 100) / 1000)
+        t0 = time.time()
+    finally:
+        lab.partition(0, cut=False)
+    t_del = await mon.first_after(t0, deleted=True)
+    await lab.wait_for(lambda: lab.holders() == [0])
+    await stop_all(lab, procs, impl)
+    return {"heal": t_del - t0}
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     k = min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))
@@ -148,10 +175,138 @@ def summarise(runs: list[dict], key: str) -> dict:
     }
 
 
+def _burn(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def load_node(conf: str, rate: int, cpu_ms: float, stall_ms: float, duration: float) -> None:
+    """Inside the router namespace: a VrrpNode plus a probe-like load on the same main loop."""
+    from pulsed.ha.__main__ import load_vrrp_config
+    from pulsed.ha.node import VrrpNode
+
+    node = VrrpNode(load_vrrp_config(conf))
+    await node.start()
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read(100)
+        w.write(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    done = errors = 0
+
+    async def probe() -> None:
+        nonlocal done, errors
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET / HTTP/1.0\r\n\r\n")
+            await r.read(200)
+            w.close()
+            done += 1
+        except OSError:
+            errors += 1
+        _burn(cpu_ms / 1000)
+
+    print(json.dumps({"event": "ready"}), flush=True)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tick = 0.01
+    tasks: set[asyncio.Task[None]] = set()
+    next_stall = start + 1.0
+    while loop.time() - start < duration:
+        for _ in range(max(1, round(rate * tick))):
+            t = asyncio.create_task(probe())
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+        if stall_ms and loop.time() >= next_stall:
+            _burn(stall_ms / 1000)  # a blocking stretch on the main loop (big reload, GC...)
+            next_stall += 1.0
+        await asyncio.sleep(tick)
+    elapsed = loop.time() - start
+    await asyncio.gather(*tasks, return_exceptions=True)
+    server.close()
+    await node.stop()
+    print(json.dumps({"event": "done", "probes_per_s": round(done / elapsed), "errors": errors}))
+
+
+async def load_bench(args: argparse.Namespace) -> int:
+    lab = Lab(routers=1).create()
+    out: list[dict] = []
+    try:
+        cap = await lab.capture()
+        for dedicated in (False, True):
+            for cpu_ms, stall_ms in ((0.0, 0.0), (args.cpu_ms, 0.0), (0.0, args.stall_ms)):
+                conf = lab.pulsed_config(0, priority=200, dedicated_thread=dedicated)
+                proc = await asyncio.create_subprocess_exec(
+                    *netns_exec(lab.routers[0], sys.executable, __file__, "_loadnode", conf,
+                                str(args.rate), str(cpu_ms), str(stall_ms), str(args.duration)),
+                    stdout=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                p = Proc("load", lab.routers[0], proc)
+                p.start_reader()
+                lab.procs.append(p)
+                await p.wait_event(lambda e: e.get("event") == "ready")
+                mark = len(cap.events)
+                done = await p.wait_event(lambda e: e.get("event") == "done", args.duration + 30)
+                await p.wait(10)
+                lab.procs.remove(p)
+                ts = [
+                    e["t"]
+                    for e in cap.events[mark:]
+                    if e.get("event") == "advert" and e["src"] == lab.addr(0) and e["prio"]
+                ]
+                gaps = [(b - a) * 1000 for a, b in itertools.pairwise(ts)]
+                row = {
+                    "heartbeat": "own thread" if dedicated else "main loop",
+                    "cpu_ms_per_probe": cpu_ms,
+                    "stall_ms_per_s": stall_ms,
+                    "probes_per_s": done["probes_per_s"],
+                    "adverts": len(ts),
+                    "gap_p50_ms": round(statistics.median(gaps), 1),
+                    "gap_p99_ms": round(pct(gaps, 99), 1),
+                    "gap_max_ms": round(max(gaps), 1),
+                }
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                out.append(row)
+    finally:
+        await lab.close()
+    print("| heartbeat | load on the main loop | probes/s done | adverts | gap p50 | gap p99 |"
+          " gap max |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for r in out:
+        load = f"{args.rate}/s TCP probes"
+        if r["cpu_ms_per_probe"]:
+            load += f" + {r['cpu_ms_per_probe']} ms CPU each"
+        if r["stall_ms_per_s"]:
+            load += f" + a {r['stall_ms_per_s']:g} ms blocking stall each second"
+        print(f"| {r['heartbeat']} | {load} | {r['probes_per_s']} | {r['adverts']} | "
+              f"{r['gap_p50_ms']} ms | {r['gap_p99_ms']} ms | {r['gap_max_ms']} ms |")  # fmt: skip
+    return 0
+
+
 async def main() -> int:
+    if len(sys.argv) == 7 and sys.argv[1] == "_loadnode":
+        conf, rate, cpu, stall, duration = sys.argv[2:]
+        await load_node(conf, int(rate), float(cpu), float(stall), float(duration))
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "load":
+        ap = argparse.ArgumentParser(prog="failover.py load")
+        ap.add_argument("--rate", type=int, default=2000, help="probes per second")
+        ap.add_argument("--cpu-ms", type=float, default=0.3, help="extra CPU per probe")
+        ap.add_argument("--stall-ms", type=float, default=250, help="blocking stall per second")
+        ap.add_argument("--duration", type=float, default=20)
+        if os.geteuid() != 0:
+            print("failover.py needs root (network namespaces)", file=sys.stderr)
+            return 2
+        return await load_bench(ap.parse_args(sys.argv[2:]))
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=40, help="crash runs per implementation")
     ap.add_argument("--graceful-runs", type=int, default=10)
+    ap.add_argument("--heal-runs", type=int, default=10)
     ap.add_argument("--impl", default="pulsed,keepalived")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -166,10 +321,12 @@ async def main() -> int:
         for impl in args.impl.split(","):
             crash = [await one_run(lab, impl, False, cap, mon) for _ in range(args.runs)]
             grace = [await one_run(lab, impl, True, cap, mon) for _ in range(args.graceful_runs)]
+            heal = [await heal_run(lab, impl, mon) for _ in range(args.heal_runs)]
             results[impl] = {
                 "crash_vip": summarise(crash, "vip"),
                 "crash_garp": summarise(crash, "garp"),
                 "graceful_vip": summarise(grace, "vip"),
+                "heal_release": summarise(heal, "heal"),
             }
             print(impl, json.dumps(results[impl]), file=sys.stderr, flush=True)
         await mon.stop()
@@ -185,6 +342,7 @@ async def main() -> int:
             ("crash_vip", "kill -9 → backup has the VIP"),
             ("crash_garp", "kill -9 → observer sees first GARP"),
             ("graceful_vip", "SIGTERM → backup has the VIP"),
+            ("heal_release", "partition healed → VIP gone from the lower router"),
         ]:
             a, b = p[key], k[key]
             print(

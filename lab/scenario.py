@@ -212,10 +212,12 @@ class Lab:
             f"pulsed: ip netns exec plab-router {self._short(self.pulsed)} run -c {self.config}"
             f" (a copy of {self.source_config.relative_to(REPO)})"
         )
-        self.table.wait_for(
+        self.wait_table(
+            self.table,
             lambda w: all(w.get(a) == self.weights[a] for a in self.servers.values()),
             timeout=90,
             what="pulsed to program both real servers at full weight",
+            router="plab-router",
         )
         if self.vrrp:
             self.wait_vip("plab-router", timeout=30)
@@ -318,6 +320,22 @@ class Lab:
                 return "; last log line: " + lines[-1][-300:]
         return ""
 
+    def wait_table(self, table: TableWatcher, predicate, timeout: float, what: str, router: str):
+        """TableWatcher.wait_for, failing at once (with its log) if the router's pulsed exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive(router)
+            try:
+                return table.wait_for(
+                    predicate, min(1.0, max(deadline - time.monotonic(), 0)), what
+                )
+            except LabError:
+                if time.monotonic() >= deadline:
+                    raise LabError(
+                        f"timed out after {timeout:.0f}s waiting for {what}"
+                        f" (IPVS table: {table.current or 'no service'})"
+                    ) from None
+
     def wait_vip(self, router: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not has_address(router, VIP):
@@ -415,10 +433,22 @@ class Lab:
         self.hold(seconds)
         s = summarize(self.stop_load(thread), since=t0)
         self.say.result(
-            f"{s.rate:.0f} req/s (new connection each), p50 {s.latency_p50 * 1000:.1f} ms,"
-            f" p99 {s.latency_p99 * 1000:.1f} ms, failed {s.failed}"
+            f"lab/loadgen.py: {s.rate:.0f} req/s (new connection each), p50"
+            f" {s.latency_p50 * 1000:.1f} ms, p99 {s.latency_p99 * 1000:.1f} ms, failed {s.failed}"
         )
-        return StepResult("throughput", s, {"rate": s.rate})
+        figures: dict = {"rate": s.rate}
+        if shutil.which("wrk"):
+            for label, extra in (("wrk_close", ["-H", "Connection: close"]), ("wrk_keepalive", [])):
+                argv = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds:.0f}s", *extra]
+                proc = run([*argv, f"http://{VIP}/"], ns=CLIENT, check=False)
+                m = re.search(r"Requests/sec:\s+([\d.]+)", proc.stdout)
+                errors = re.search(r"Socket errors: (.*)|Non-2xx.*", proc.stdout)
+                figures[label] = float(m.group(1)) if m else None
+                self.say.result(
+                    f"$ {' '.join(argv)} http://{VIP}/ -> "
+                    f"{figures[label] or '?'} req/s{'; ' + errors.group(0) if errors else ''}"
+                )
+        return StepResult("throughput", s, figures)
 
     # Step 2 -----------------------------------------------------------------
 
@@ -537,7 +567,9 @@ class Lab:
         t0 = time.monotonic()
         self.hold(1.0)
         say.info(f"$ pulsed drain web/{address}")
+        called = time.monotonic()
         self.admin("drain", f"web/{address}")
+        say.info(f"(the command returned after {time.monotonic() - called:.1f}s)")
         drained_at = self.table.wait_for(
             lambda w: w.get(address, -1) == 0, timeout=15, what=f"{victim} drained to weight 0"
         )
@@ -628,10 +660,12 @@ class Lab:
         self.watchers.append(backup_table)
         self.start_pulsed("plab-router2", backup_config)
         say.info(f"pulsed on plab-router2 with priority 100 ({backup_config})")
-        backup_table.wait_for(
+        self.wait_table(
+            backup_table,
             lambda w: all(w.get(a) == self.weights[a] for a in self.servers.values()),
-            timeout=60,
+            timeout=90,
             what="the backup router to program both real servers",
+            router="plab-router2",
         )
         if has_address("plab-router2", VIP):
             raise LabError("plab-router2 took the VIP while the master was alive")
@@ -657,6 +691,8 @@ class Lab:
         s = summarize(outcomes, since=killed_at - 2.0)
         gap = _largest_gap(outcomes, killed_at - 2.0)
         after_vip = summarize(outcomes, since=vip_at)
+        settled = summarize(outcomes, since=outcomes[-1].start - 1.0) if outcomes else Summary()
+        failed_at = [round((o.start - killed_at) * 1000) for o in outcomes if not o.ok]
         held_s = summarize(held_outcomes)
         survived = held_s.failed == 0 and held.gen.connects == 1
         say.result(
@@ -675,6 +711,8 @@ class Lab:
                 "failed": s.failed,
                 "failed_after_vip_moved": after_vip.failed,
                 "answered_after_vip_moved": after_vip.ok,
+                "failed_in_last_second": settled.failed,
+                "failures_started_at_ms": failed_at[-20:],
                 "held_connection_survived": survived,
                 "held_connection_failures": held_s.failed,
                 "held_connection_connects": held.gen.connects,

@@ -82,6 +82,9 @@ class Topology:
             inside[ns] += [f"addr add {address} dev {inner}", f"link set {inner} up"]
 
         attach(CLIENT, ETH_IF, "plab-cl", "plab-brf", f"{CLIENT_ADDRESS}/24")
+        # One client makes every connection of the lab: give it every port, so client
+        # ports come round again as late as possible.
+        sysctls[CLIENT] = ["net.ipv4.ip_local_port_range=1024 65535"]
         for i, router in enumerate(ROUTERS, start=1):
             attach(router, FRONT_IF, f"plab-r{i}f", "plab-brf", f"{ROUTER_FRONT[router]}/24")
             sysctls[router] = self._ipvs_sysctls()
@@ -115,7 +118,14 @@ class Topology:
         # connection entry must not pin new requests to a server that left the pool.
         if not os.path.exists("/proc/sys/net/ipv4/vs"):
             return []
-        return ["net.ipv4.vs.expire_nodest_conn=1", "net.ipv4.vs.expire_quiescent_template=1"]
+        # conn_reuse_mode bit 2: with DR the router sees only the client's half of a
+        # connection, so a finished one lingers in FIN_WAIT; a new connection reusing its
+        # client port must be scheduled afresh, not sent to the old server.
+        return [
+            "net.ipv4.vs.expire_nodest_conn=1",
+            "net.ipv4.vs.expire_quiescent_template=1",
+            "net.ipv4.vs.conn_reuse_mode=3",
+        ]
 
     def static_vips(self, router: str) -> None:
         """Put the VIP (and the NAT gateway) on a router by hand, when no VRRP holds them."""

@@ -131,13 +131,19 @@ def _http_problems(check: CheckConfig, bad) -> None:
         bad("method", check.method, "is not a valid HTTP method")
     if not check.path.startswith("/") or _has_space_or_newline(check.path):
         bad("path", check.path, "must start with '/' and contain no spaces or line breaks")
-    if check.host is not None and (not check.host or _has_space_or_newline(check.host)):
-        bad("host", check.host, "must be a host name without spaces or line breaks")
+    elif not check.path.isascii():
+        bad("path", check.path, "must be ASCII (percent-encode other characters)")
+    if check.host is not None and (
+        not check.host or _has_space_or_newline(check.host) or not check.host.isascii()
+    ):
+        bad("host", check.host, "must be an ASCII host name without spaces or line breaks")
     for name, value in check.headers.items():
         if not _TOKEN.match(name):
             bad(f"headers.{name}", value, "is not a valid header name")
         elif "\r" in value or "\n" in value:
             bad(f"headers.{name}", value, "must not contain line breaks")
+        elif not _is_latin1(value):
+            bad(f"headers.{name}", value, "must be Latin-1 text")
     try:
         parse_status_spec(check.expect_status)
     except ValueError as exc:
@@ -164,3 +170,11 @@ def _tls_problems(check: CheckConfig, bad) -> None:
 
 def _has_space_or_newline(text: str) -> bool:
     return any(c in text for c in " \t\r\n")
+
+
+def _is_latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -110,12 +110,24 @@ class HealthMonitor:
             else:
                 up = check.initial_state == "up" or key in assume_up
                 health = initial_health(up, wall)
-            entry = _Entry(key, target, self._make_probe(target), health)
-            entry.labels = {"service": str(key[0]), "server": str(key[1])}
+            labels = {"service": str(key[0]), "server": str(key[1])}
+            entry = _Entry(key, target, self._build_probe(target, labels), health)
+            entry.labels = labels
             self._entries[key] = entry
             self._health[key] = health
             if self._loop is not None:
                 self._schedule_first(entry)
+
+    def _build_probe(self, target: Target, labels: dict[str, str]) -> Probe:
+        """The probe for a target; one that cannot be built (an unreadable
+        certificate, say) fails every check with the reason, rather than
+        breaking the update for every other server."""
+        try:
+            return self._make_probe(target)
+        except Exception as exc:
+            reason = f"bad check setup: {_short(exc)}"
+            log.error("probe.setup_failed", reason=reason, **labels)
+            return _FailingProbe(reason)
 
     def health(self) -> Mapping[RealKey, RealHealth]:
         """A snapshot of every monitored server's health."""
@@ -262,3 +274,16 @@ class _Crashed:
 
     def cancel(self) -> None:
         pass
+
+
+class _FailingProbe:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def probe(self) -> ProbeResult:
+        return ProbeResult(False, self.reason, 0.0, "error")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]

@@ -194,3 +194,25 @@ def _still_draining(view: RealView, drain_timeout: float, now: float) -> bool:
     if went_down is None or not view.active_connections:
         return False
     return now < went_down + drain_timeout
+
+
+def plan_changes(old: PoolPlan | None, new: PoolPlan) -> list[tuple[str, str, dict[str, object]]]:
+    """What is worth logging between two plans of one pool: (level, event, fields).
+
+    Failing open is logged as a warning every time the set of kept servers
+    changes: it means checks say the pool is (nearly) empty, which is more
+    often the router's fault than the servers'.
+    """
+    events: list[tuple[str, str, dict[str, object]]] = []
+    was_open = old is not None and old.failed_open
+    if new.failed_open and (not was_open or old is None or old.kept != new.kept):
+        kept = [str(k) for k in new.kept]
+        events.append(("warning", "pool.failed_open", {"kept": kept}))
+    elif was_open and not new.failed_open:
+        events.append(("info", "pool.fail_open_ended", {}))
+    had_sorry = old is not None and old.sorry_in_use
+    if new.sorry_in_use and not had_sorry:
+        events.append(("warning", "pool.sorry_server_on", {}))
+    elif had_sorry and not new.sorry_in_use:
+        events.append(("info", "pool.sorry_server_off", {}))
+    return events

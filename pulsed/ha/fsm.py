@@ -252,4 +252,7 @@ def _master_rx(p: Params, s: State, ev: Received, now: float) -> tuple[State, tu
             p, s, now, f"higher-priority master {ev.src} ({adv.priority})", adv.max_adver_int / 100
         )
         return replace(new, master=ev.src, master_priority=adv.priority), acts
-    return s, ()
+    # Another master with a lower priority (a healed partition): RFC 5798 says discard, but
+    # answering at once (as keepalived does) makes it step down now rather than within an
+    # interval. Its adverts stop as soon as it has, so this cannot turn into a storm.
+    return replace(s, adver_at=now + p.adver_int), (SendAdvert(s.priority),)

@@ -81,7 +81,7 @@ class Proc:
     async def wait_event(
         self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0, start: int = 0
     ) -> dict[str, Any]:
-        """The first event from index ``start`` matching ``pred``; TimeoutError after ``timeout``."""
+        """The first event from index ``start`` matching ``pred``, within ``timeout``."""
 
         def found() -> dict[str, Any] | None:
             return next((e for e in self.events[start:] if pred(e)), None)
@@ -230,8 +230,18 @@ class Lab:
         return p
 
     def keepalived_config(
-        self, i: int, priority: int, preempt: bool = True, interval: float = 0.1
+        self,
+        i: int,
+        priority: int,
+        preempt: bool = True,
+        interval: float = 0.1,
+        vip: str = f"{VIP}/24",
+        unicast_peers: tuple[str, ...] = (),
     ) -> str:
+        unicast = ""
+        if unicast_peers:
+            peers = "\n    ".join(unicast_peers)
+            unicast = f"unicast_src_ip {self.addr(i)}\n  unicast_peer {{\n    {peers}\n  }}"
         conf = f"""global_defs {{
   router_id {self.tag}r{i + 1}
   script_user root
@@ -247,8 +257,9 @@ vrrp_instance VI_{i + 1} {{
   advert_int {interval}
   version 3
   {"" if preempt else "nopreempt"}
+  {unicast}
   virtual_ipaddress {{
-    {VIP}/24
+    {vip}
   }}
 }}
 """
@@ -257,8 +268,15 @@ vrrp_instance VI_{i + 1} {{
             f.write(conf)
         return path
 
-    async def start_keepalived(self, i: int, priority: int, preempt: bool = True) -> Proc:
-        conf = self.keepalived_config(i, priority, preempt)
+    async def start_keepalived(
+        self,
+        i: int,
+        priority: int,
+        preempt: bool = True,
+        vip: str = f"{VIP}/24",
+        unicast_peers: tuple[str, ...] = (),
+    ) -> Proc:
+        conf = self.keepalived_config(i, priority, preempt, vip=vip, unicast_peers=unicast_peers)
         pid = os.path.join(self.dir, f"k{i + 1}")
         self._pidfiles.append(pid)
         log = open(os.path.join(self.dir, f"k{i + 1}.log"), "ab")  # noqa: SIM115
@@ -278,9 +296,9 @@ vrrp_instance VI_{i + 1} {{
         """[VRRP child, parent]: kill -9 both (child first) to crash a keepalived router."""
         out = []
         for suffix in (".vrrp.pid", ".pid"):
-            with contextlib.suppress(OSError, ValueError):
-                with open(os.path.join(self.dir, f"k{i + 1}{suffix}")) as f:
-                    out.append(int(f.read().strip()))
+            path = os.path.join(self.dir, f"k{i + 1}{suffix}")
+            with contextlib.suppress(OSError, ValueError), open(path) as f:
+                out.append(int(f.read().strip()))
         return out
 
     def crash_keepalived(self, i: int) -> None:
@@ -336,9 +354,8 @@ vrrp_instance VI_{i + 1} {{
     def close_sync(self) -> None:
         for pid in self._pidfiles:
             for suffix in (".pid", ".vrrp.pid"):
-                with contextlib.suppress(OSError, ValueError):
-                    with open(pid + suffix) as f:
-                        os.kill(int(f.read().strip()), signal.SIGKILL)
+                with contextlib.suppress(OSError, ValueError), open(pid + suffix) as f:
+                    os.kill(int(f.read().strip()), signal.SIGKILL)
         for ns in [*self.routers, self.obs]:
             sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -362,6 +379,11 @@ def _capture(ifname: str) -> None:
                 ip = str(ipaddress.IPv4Address(spa))
                 src = frame[6:12].hex(":")
                 print(json.dumps({"event": "garp", "ip": ip, "mac": src, "t": now}), flush=True)
+        elif etype == 0x0800 and len(frame) >= 42 and frame[23] == 112:
+            ihl = (frame[14] & 0xF) * 4
+            src = str(ipaddress.IPv4Address(frame[26:30]))
+            prio = frame[14 + ihl + 2]
+            print(json.dumps({"event": "advert", "src": src, "prio": prio, "t": now}), flush=True)
         elif etype == 0x86DD and len(frame) >= 78 and frame[20] == 58 and frame[54] == 136:
             ip = str(ipaddress.IPv6Address(frame[62:78]))
             print(json.dumps({"event": "na", "ip": ip, "t": now}), flush=True)

@@ -79,6 +79,9 @@ class VrrpStatus:
         return dict(self.__dict__)
 
 
+_LIVE = (fsm.Role.MASTER, fsm.Role.BACKUP)
+
+
 class ConfigError(ValueError):
     pass
 
@@ -151,6 +154,7 @@ class _Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._garp_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._mismatch_logged: int | None = None
 
     # ---- lifecycle
     async def start(self) -> None:
@@ -176,6 +180,7 @@ class _Engine:
             multicast=not self.peers,
         )
         self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self.announcer.prepare(self.vips)  # open the ARP/ICMPv6 sockets before they are needed
         self._tasks.append(asyncio.create_task(self._role_worker(), name="vrrp-role"))
         self._evaluate_tracking(initial=True)
         self.dispatch(fsm.Startup())
@@ -322,6 +327,15 @@ class _Engine:
             self.counters.prio0_received += 1
         if verdict.max_adver_int != self.cfg.advert_centiseconds():
             self.counters.interval_mismatch += 1
+            if verdict.max_adver_int != self._mismatch_logged:
+                # RFC 5798 asks to log it; a backup follows the master's interval anyway.
+                log.warning(
+                    "vrrp.interval_mismatch",
+                    src=str(src),
+                    theirs_ms=verdict.max_adver_int * 10,
+                    ours_ms=self.cfg.advert_centiseconds() * 10,
+                )
+                self._mismatch_logged = verdict.max_adver_int
         self.dispatch(fsm.Received(src, verdict))
 
     # ---- tracking
@@ -403,6 +417,8 @@ class _Engine:
         if role is fsm.Role.MASTER:
             await self.vip_mgr.add_all()
             self.vips_held = True
+            if self.cfg.garp_count:  # the first burst at once, the rest spaced in a task
+                self.announcer.announce(self.vips)
             self._garp_task = asyncio.create_task(self._announce(), name="vrrp-garp")
             await self._sync("master")
             return
@@ -416,9 +432,8 @@ class _Engine:
 
     async def _announce(self) -> None:
         cfg = self.cfg
-        for i in range(cfg.garp_count):
-            if i:
-                await asyncio.sleep(cfg.garp_interval)
+        for _ in range(cfg.garp_count - 1):
+            await asyncio.sleep(cfg.garp_interval)
             self.announcer.announce(self.vips)
         while cfg.garp_refresh:
             await asyncio.sleep(cfg.garp_refresh)
@@ -453,7 +468,7 @@ class _Engine:
             state=s.role.value,
             priority=self.cfg.priority,
             effective_priority=s.priority,
-            master=str(s.master) if s.master is not None and s.role is not fsm.Role.FAULT else None,
+            master=str(s.master) if s.master is not None and s.role in _LIVE else None,
             advert_interval=self.params.adver_int,
             master_advert_interval=s.master_adver_int
             if s.role is fsm.Role.BACKUP

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import ipaddress
@@ -66,6 +67,7 @@ class Announcer:
     def __init__(self) -> None:
         self._arp: dict[str, socket.socket] = {}
         self._icmp6: dict[str, socket.socket] = {}
+        self._macs: dict[str, bytes] = {}
 
     def _arp_sock(self, ifname: str) -> socket.socket:
         s = self._arp.get(ifname)
@@ -89,12 +91,21 @@ class Announcer:
             self._icmp6[ifname] = s
         return s
 
+    def prepare(self, vips: list[tuple[IPIface, str]]) -> None:
+        for iface, ifname in vips:
+            with contextlib.suppress(OSError):
+                self._macs[ifname] = hw_address(ifname)
+                if iface.version == 4:
+                    self._arp_sock(ifname)
+                else:
+                    self._icmp6_sock(ifname)
+
     def announce(self, vips: list[tuple[IPIface, str]]) -> int:
         """One announcement per VIP; returns how many were sent (errors are logged)."""
         sent = 0
         for iface, ifname in vips:
             try:
-                mac = hw_address(ifname)
+                mac = self._macs.get(ifname) or hw_address(ifname)
                 if iface.version == 4:
                     self._arp_sock(ifname).send(garp_frame(mac, iface.ip))
                 else:

@@ -257,9 +257,9 @@ def dest_nest(dest: Dest) -> bytes:
         20, DEST_ATTR_ADDR, pack_address(dest.address),
         6, DEST_ATTR_PORT, _BE16.pack(dest.port),
         8, DEST_ATTR_FWD_METHOD, FORWARDING_CODE[dest.forwarding],
-        8, DEST_ATTR_WEIGHT, dest.weight,
-        8, DEST_ATTR_U_THRESH, dest.upper_threshold,
-        8, DEST_ATTR_L_THRESH, dest.lower_threshold,
+        8, DEST_ATTR_WEIGHT, dest.weight & 0xFFFFFFFF,  # the kernel refuses < 0: ERANGE
+        8, DEST_ATTR_U_THRESH, dest.upper_threshold & 0xFFFFFFFF,
+        8, DEST_ATTR_L_THRESH, dest.lower_threshold & 0xFFFFFFFF,
         6, DEST_ATTR_ADDR_FAMILY, family,
     )  # fmt: skip
     return _NLA.pack(4 + len(body), CMD_ATTR_DEST | NLA_F_NESTED) + body

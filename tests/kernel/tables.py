@@ -8,7 +8,6 @@ from pulsed.model import (
     SVC_F_ONEPACKET,
     SVC_F_SCHED1,
     SVC_F_SCHED2,
-    SVC_F_SCHED3,
     Dest,
     Forwarding,
     Service,
@@ -77,13 +76,13 @@ EVERY_FIELD: list[tuple[Service, list[str]]] = [
         Service(
             ServiceKey.for_fwmark(8, AF_INET6),
             "mh",
-            flags=SVC_F_SCHED1 | SVC_F_SCHED3,
+            flags=SVC_F_SCHED1 | SVC_F_SCHED2,
             timeout=1,
             netmask=128,
             dests=(Dest("2001:db8::7", 0, 1, DR),),
         ),
         [
-            "-A -f 8 -6 -s mh -p 1 -M 128 -b mh-fallback,flag-3",
+            "-A -f 8 -6 -s mh -p 1 -b mh-fallback,mh-port",
             "-a -f 8 -6 -r [2001:db8::7]:0 -g -w 1",
         ],
     ),
@@ -101,7 +100,10 @@ EVERY_FIELD: list[tuple[Service, list[str]]] = [
     ),
     (
         Service(
-            tcp("2001:db8::10", 8443), "sed", dests=(Dest("2001:db8::11", 443, 9, NAT, 50, 40),)
+            tcp("2001:db8::10", 8443),
+            "sed",
+            netmask=128,
+            dests=(Dest("2001:db8::11", 443, 9, NAT, 50, 40),),
         ),
         [
             "-A -t [2001:db8::10]:8443 -s sed",

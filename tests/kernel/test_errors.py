@@ -25,8 +25,10 @@ SEQUENCE: list[tuple[Op, int]] = [
     (op(OpKind.ADD_SERVICE, WEB), errno.EEXIST),
     (op(OpKind.SET_SERVICE, GONE), errno.ESRCH),
     (op(OpKind.DEL_SERVICE, GONE), errno.ESRCH),
-    (op(OpKind.ADD_SERVICE, Service(GONE.key, "no-such-scheduler")), errno.ENOENT),
-    (op(OpKind.SET_SERVICE, Service(WEB.key, "no-such-scheduler")), errno.ENOENT),
+    (op(OpKind.ADD_SERVICE, Service(GONE.key, "nosuch")), errno.ENOENT),
+    (op(OpKind.SET_SERVICE, Service(WEB.key, "nosuch")), errno.ENOENT),
+    # IP_VS_SCHEDNAME_MAXLEN is 16 with the NUL: a longer name fails validation.
+    (op(OpKind.ADD_SERVICE, Service(GONE.key, "a-scheduler-name-too-long")), errno.EINVAL),
     (op(OpKind.ADD_DEST, WEB, RS1), 0),
     (op(OpKind.ADD_DEST, WEB, RS1), errno.EEXIST),
     (op(OpKind.ADD_DEST, GONE, RS1), errno.ESRCH),

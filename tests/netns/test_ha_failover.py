@@ -146,3 +146,45 @@ async def test_gratuitous_arp_seen_by_observer(lab):
     await cap.wait_event(lambda e: len(vip_garps()) >= 3)
     link = json.loads(sh("ip", "-n", lab.routers[0], "-j", "link", "show", lab.ifname(0)).stdout)
     assert {g["mac"] for g in vip_garps()} == {link[0]["address"]}
+
+
+async def test_periodic_garp_refresh(lab):
+    cap = await lab.capture()
+    r1 = await lab.start_pulsed(0, priority=200, garp_count=1, garp_refresh="1s")
+    await r1.wait_event(applied("master"))
+    first = await cap.wait_event(lambda e: e.get("event") == "garp" and e["ip"] == VIP)
+    again = await cap.wait_event(
+        lambda e: e.get("event") == "garp" and e["ip"] == VIP and e["t"] > first["t"]
+    )
+    assert again["mac"] == first["mac"]
+
+
+async def test_unicast_pair_with_hmac_auth(lab, tmp_path):
+    key = tmp_path / "vrrp.key"
+    key.write_text("pha-shared-secret-0123456789\n")
+    common = {"auth": {"key_file": str(key)}}
+    r1 = await lab.start_pulsed(0, priority=200, unicast_peers=[lab.addr(1)], **common)
+    r2 = await lab.start_pulsed(1, priority=100, unicast_peers=[lab.addr(0)], **common)
+    await r1.wait_event(applied("master"))
+    await r2.wait_event(applied("backup"))
+    await lab.wait_for(lambda: r2.status()["adverts_received"] >= 10)
+    assert {k: v for k, v in r2.status()["drops"].items() if v} == {}
+    assert lab.holders() == [0]
+    r1.kill(signal.SIGTERM)
+    await r2.wait_event(became("master", "master sent priority 0"))
+    await lab.wait_for(lambda: lab.holders() == [1])
+
+
+async def test_backup_learns_master_interval(lab):
+    r1 = await lab.start_pulsed(0, priority=200, advert_interval="100ms")
+    await r1.wait_event(applied("master"))
+    r2 = await lab.start_pulsed(1, priority=100, advert_interval="1s")
+    await r2.wait_event(applied("backup"))
+    await lab.wait_for(lambda: r2.status()["adverts_received"] >= 5)
+    st = r2.status()
+    assert st["master_advert_interval"] == 0.1 and st["advert_interval"] == 1.0
+    assert st["interval_mismatches"] >= 5
+    assert {k: v for k, v in st["drops"].items() if v} == {}
+    # Learned interval: the backup notices the crash after 3 x 100 ms + skew, not 3 x 1 s.
+    r1.kill(signal.SIGKILL)
+    await r2.wait_event(became("master", "master_down"))

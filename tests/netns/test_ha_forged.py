@@ -99,8 +99,13 @@ async def test_forged_unicast_and_auth_packets_never_change_state(lab, tmp_path)
     cases = [
         ("peer", pkt(stranger, V4(me)), stranger),
         ("auth", pkt(peer, V4(me)), peer),  # no trailer
-        ("auth", Authenticator(b"wrong-key-wrong-key", 30).sign(V4(peer), pkt(peer, V4(me)),
-                                                                 time.time()), peer),
+        (
+            "auth",
+            Authenticator(b"wrong-key-wrong-key", 30).sign(
+                V4(peer), pkt(peer, V4(me)), time.time()
+            ),
+            peer,
+        ),
     ]
     for reason, payload, src in cases:
         await send_and_count(lab, r1, reason, payload, src, dst=me)

@@ -89,3 +89,23 @@ async def test_pulsed_preempts_lower_priority_keepalived(lab):
     await lab.wait_for(lambda: lab.holders() == [0])
     # keepalived heard our higher priority and released the VIP.
     assert r1.status()["master"] == lab.addr(0)
+
+
+async def test_unicast_interop_both_ways(lab):
+    await lab.start_keepalived(1, priority=200, unicast_peers=(lab.addr(0),))
+    await lab.wait_for(lambda: VIP in lab.vips(1))
+    r1 = await lab.start_pulsed(0, priority=100, unicast_peers=[lab.addr(1)])
+    await r1.wait_event(applied("backup"))
+    await lab.wait_for(lambda: r1.status()["adverts_received"] >= 10)
+    assert no_drops(r1.status()) == {}
+    assert lab.holders() == [1]
+    # keepalived stops (priority 0 over unicast): pulsed takes over, keepalived then hears
+    # pulsed's unicast adverts when it comes back with a lower priority and stays backup.
+    for pid in lab.keepalived_pids(1)[1:]:
+        os.kill(pid, signal.SIGTERM)
+    await r1.wait_event(became("master", "master sent priority 0"))
+    await lab.start_keepalived(1, priority=50, unicast_peers=(lab.addr(0),))
+    await lab.wait_for(lambda: len(lab.keepalived_pids(1)) == 2)
+    sent = r1.status()["adverts_sent"]
+    await lab.wait_for(lambda: r1.status()["adverts_sent"] >= sent + 20)
+    assert lab.holders() == [0]

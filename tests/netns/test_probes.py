@@ -469,3 +469,57 @@ def _alive(pid: int) -> bool:
 async def test_none_is_always_up() -> None:
     result = await run_probe(1, type="none")
     assert (result.ok, result.reason) == (True, "no check")
+
+
+async def test_https_with_a_ca_file_that_is_not_a_certificate(tmp_path: os.PathLike) -> None:
+    from pulsed.checks.monitor import HealthMonitor
+
+    bad_ca = os.path.join(tmp_path, "ca.pem")
+    with open(bad_ca, "w") as f:
+        f.write("not a certificate\n")
+    results: list[ProbeResult] = []
+    got = asyncio.Event()
+
+    def on_result(k: object, r: ProbeResult) -> None:
+        results.append(r)
+        got.set()
+
+    monitor = HealthMonitor(lambda k, h: None, on_result=on_result)
+    cfg = check(type="https", ca_file=bad_ca, jitter="0s")
+    monitor.update({("svc", "real"): Target("127.0.0.1", free_port(), cfg)})  # type: ignore[dict-item]
+    await monitor.start()
+    try:
+        await asyncio.wait_for(got.wait(), 5)
+    finally:
+        await monitor.stop()
+    assert results[0].reason.startswith("bad check setup: ")
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+async def test_http_over_ipv6() -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "::1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        result = await run_probe(port, address="::1", type="http")
+        assert (result.ok, result.reason) == (True, "status 200")
+        assert f"Host: [::1]:{port}\r\n".encode() in seen[0]
+        assert (await run_probe(port, address="::1", type="tcp")).ok
+    finally:
+        server.close()

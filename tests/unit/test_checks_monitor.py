@@ -238,3 +238,30 @@ async def test_stop_cancels_probes_in_flight() -> None:
 
 def _fields(check: CheckConfig) -> dict:
     return {f: getattr(check, f) for f in check.__struct_fields__}
+
+
+async def test_a_probe_that_cannot_be_built_fails_with_its_reason() -> None:
+    rec = Recorder()
+    results: list[ProbeResult] = []
+    got = asyncio.Event()
+
+    def factory(target: Target) -> Script.Probe:
+        if target.address == "10.0.0.2":
+            raise OSError("[X509] no certificate or crl found")
+        return Script().factory(target)
+
+    def on_result(k: RealKey, r: ProbeResult) -> None:
+        if k == key(2):
+            results.append(r)
+            got.set()
+
+    monitor = HealthMonitor(rec.on_change, on_result=on_result, probe_factory=factory)
+    monitor.update({key(1): target(1), key(2): target(2)})  # one bad target breaks nothing
+    await monitor.start()
+    try:
+        await asyncio.wait_for(got.wait(), 5)
+        await rec.wait_for(lambda: any(k == key(1) for k, _ in rec.changes))
+    finally:
+        await monitor.stop()
+    assert results[0].reason == "bad check setup: [X509] no certificate or crl found"
+    assert not monitor.health()[key(2)].up

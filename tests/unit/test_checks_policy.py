@@ -7,10 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pulsed.checks.policy import (
+    PoolPlan,
     PoolPolicy,
     RealView,
     min_healthy_problem,
     next_change_at,
+    plan_changes,
     plan_pool,
     required_healthy,
 )
@@ -228,3 +230,19 @@ def test_next_change_at_is_the_earliest_pending_change() -> None:
     policy = PoolPolicy(on_failure="remove", drain_timeout=30, slow_start=1000)
     reals = {A: view(up(went_up_at=0), weight=10), B: view(down(0), conns=2)}
     assert next_change_at(policy, reals, now=1) == pytest.approx(30)
+
+
+def test_plan_changes_log_failing_open_and_the_sorry_server() -> None:
+    normal = PoolPlan(weights={A: 10})
+    open_c = PoolPlan(weights={C: 10}, failed_open=True, kept=(C,))
+    open_cd = PoolPlan(weights={C: 10, D: 10}, failed_open=True, kept=(C, D))
+    sorry = PoolPlan(weights={SORRY: 1}, sorry_in_use=True)
+    assert plan_changes(None, normal) == []
+    assert plan_changes(normal, open_c) == [
+        ("warning", "pool.failed_open", {"kept": ["10.0.0.3:80"]})
+    ]
+    assert plan_changes(open_c, open_c) == []
+    assert plan_changes(open_c, open_cd)[0][1] == "pool.failed_open"
+    assert plan_changes(open_cd, normal) == [("info", "pool.fail_open_ended", {})]
+    assert plan_changes(normal, sorry) == [("warning", "pool.sorry_server_on", {})]
+    assert plan_changes(sorry, normal) == [("info", "pool.sorry_server_off", {})]

@@ -172,10 +172,10 @@ def test_master_equal_priority_tie_break_on_address():
     assert hi.role is Role.BACKUP
 
 
-def test_master_ignores_lower_and_answers_priority_zero():
+def test_master_answers_lower_master_and_priority_zero_at_once():
     s = step(P, State(priority=255), Startup(), 0.0)[0]
     s2, acts = step(P, s, Received(PEER_LO, adv(100)), 0.5)
-    assert s2 == s and acts == ()
+    assert s2.role is Role.MASTER and acts == (SendAdvert(255),) and s2.adver_at == 1.5
     s3, acts = step(P, s, Received(PEER_LO, adv(0)), 0.5)
     assert acts == (SendAdvert(255),) and s3.adver_at == 1.5
 

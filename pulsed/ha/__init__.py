@@ -1,0 +1,18 @@
+"""High availability: a VRRPv3 router (RFC 5798), wire-compatible with keepalived.
+
+Pure cores: ``vrrp`` (packet codec), ``receive`` (validation, drop reasons), ``auth``
+(optional HMAC-SHA256, pulsed-to-pulsed only), ``fsm`` (state machine). I/O edges:
+``transport`` (raw protocol-112 sockets), ``vip`` (addresses via pyroute2, gratuitous ARP /
+unsolicited NA), ``node`` (VrrpNode, what the daemon embeds). ``config`` holds the [vrrp]
+table; ``python -m pulsed.ha CONFIG`` runs the node alone; ``lab`` is the namespace lab used
+by the tests and benchmarks/failover.py.
+
+The daemon embeds it as::
+
+    node = VrrpNode(cfg.vrrp, healthy_fraction=store.healthy_fraction,
+                    on_role_change=lambda old, new, reason: ...)
+    await node.start()
+    ...
+    node.status()          # VrrpStatus: state, priorities, master, counters, drops by reason
+    await node.stop(graceful=True)   # priority 0: the peer takes over after skew time
+"""
