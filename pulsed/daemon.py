@@ -91,6 +91,7 @@ class Daemon:
             on_pass=self._on_pass,
         )
         self.vrrp = None  # set when [vrrp] is configured (see _start_vrrp)
+        self._vrrp_restart: asyncio.Future | None = None
         self.api = None
         self.pass_observers: list[Callable[[PassResult, float], None]] = []
 
@@ -179,11 +180,31 @@ class Daemon:
             from pulsed.api import start_api
 
             self.api = await start_api(self)
-        if self.config.vrrp is not None:
-            from pulsed.ha.node import VrrpNode
+        await self._start_vrrp()
 
-            self.vrrp = VrrpNode(self.config.vrrp, healthy_fraction=self.healthy_fraction)
-            await self.vrrp.start()
+    async def _start_vrrp(self) -> None:
+        if self.config.vrrp is None:
+            return
+        from pulsed.ha.node import VrrpNode
+
+        self.vrrp = VrrpNode(
+            self.config.vrrp,
+            healthy_fraction=self.healthy_fraction,
+            on_role_change=self._on_role_change,
+        )
+        await self.vrrp.start()
+
+    def _on_role_change(self, old: str, new: str, reason: str) -> None:
+        self._notify("STATUS=" + self.status_line())
+
+    async def _restart_vrrp(self) -> None:
+        # The VRRP instance is rebuilt from the new [vrrp] table. Stopping
+        # sends priority 0, so a peer takes the VIPs at once; this router
+        # then comes back as backup and preempts again if it should.
+        if self.vrrp is not None:
+            await self.vrrp.stop(graceful=True)
+            self.vrrp = None
+        await self._start_vrrp()
 
     def request_stop(self) -> None:
         log.info("daemon.stopping")
@@ -252,8 +273,9 @@ class Daemon:
         self.monitor.update(health_targets(new))
         self.reconciler.resync_interval = new.daemon.resync_interval
         self.reconciler.retry_interval = new.daemon.retry_interval
-        if self.vrrp is not None and new.vrrp != old.vrrp and hasattr(self.vrrp, "reconfigure"):
-            self.vrrp.reconfigure(new.vrrp)
+        if new.vrrp != old.vrrp:
+            log.warning("reload.vrrp_restarted", configured=new.vrrp is not None)
+            self._vrrp_restart = asyncio.ensure_future(self._restart_vrrp())
         self.reconciler.mark_dirty()
 
     # Admin ------------------------------------------------------------------
@@ -290,7 +312,11 @@ class Daemon:
     def status_line(self) -> str:
         reals = sum(len(s.real) for s in self.config.service)
         generation = self.reload_status.generation
-        return f"{len(self.config.service)} services, {reals} real servers, generation {generation}"
+        line = f"{len(self.config.service)} services, {reals} real servers, generation {generation}"
+        status = self.vrrp.status() if self.vrrp is not None else None
+        if status is not None:
+            line += f", VRRP {status.state}"
+        return line
 
     def _load_owned(self) -> set[ServiceKey]:
         from pulsed.overrides import parse_service_key
