@@ -6,6 +6,12 @@ For each implementation (same run, same lab, 100 ms adverts, priorities 200/100)
   crash:    kill -9 the master; time until the backup's kernel has the VIP (netlink
             RTM_NEWADDR seen by `ip monitor` in the backup's namespace) and until the observer
             receives the backup's first gratuitous ARP (AF_PACKET capture on the bridge).
+            These depend on where in its 100 ms cycle the master dies; the phase-free figure
+            is from the master's last advert on the wire to the VIP: the master-down
+            interval (3 x 100 ms + skew 60.9 ms at priority 100) plus the implementation's
+            own reaction time.
+  heal:     partition the master away (bridge port disabled) until both hold the VIP, heal;
+            time until the VIP is gone from the lower-priority router.
   graceful: SIGTERM the master (it sends priority 0); time until the backup has the VIP.
 Times are wall-clock differences on one host. Prints a JSON summary and a Markdown table.
 
@@ -131,6 +137,15 @@ async def one_run(lab: Lab, impl: str, graceful: bool, cap: Proc, mon: AddrMonit
         lab.crash_keepalived(0)
     t_vip = await mon.first_after(t0)
     result = {"vip": t_vip - t0}
+    if not graceful:
+        # Phase-free: from the dead master's last advert on the wire (the backup's down timer
+        # starts there) to the VIP: master-down interval + the implementation's own latency.
+        last = [
+            e["t"]
+            for e in cap.events
+            if e.get("event") == "advert" and e["src"] == lab.addr(0) and e["t"] < t0
+        ]
+        result["silence"] = t_vip - last[-1]
     if not graceful:
         ev = await cap.wait_event(
             lambda e: e.get("event") == "garp" and e["mac"] == backup_mac and e["t"] >= t0
@@ -325,6 +340,7 @@ async def main() -> int:
             results[impl] = {
                 "crash_vip": summarise(crash, "vip"),
                 "crash_garp": summarise(crash, "garp"),
+                "silence_vip": summarise(crash, "silence"),
                 "graceful_vip": summarise(grace, "vip"),
                 "heal_release": summarise(heal, "heal"),
             }
@@ -341,6 +357,7 @@ async def main() -> int:
         for key, label in [
             ("crash_vip", "kill -9 → backup has the VIP"),
             ("crash_garp", "kill -9 → observer sees first GARP"),
+            ("silence_vip", "dead master's last advert → backup has the VIP (MDI 360.9 ms)"),
             ("graceful_vip", "SIGTERM → backup has the VIP"),
             ("heal_release", "partition healed → VIP gone from the lower router"),
         ]:

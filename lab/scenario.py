@@ -117,7 +117,6 @@ class StepResult:
     name: str
     summary: Summary
     figures: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"step": self.name, "load": self.summary.as_dict(), **self.figures}
@@ -678,10 +677,15 @@ class Lab:
         held = self.load(keepalive=True, rate=20, quiet=True)
         thread = self.load()
         self.hold(2.0)
+        # A crash, as when the machine loses power: the master vanishes from the network
+        # (links down) and its pulsed dies (kill -9). kill -9 alone would leave the VIP
+        # on the dead router's interface, still answering.
+        # Timed from when the links are down: starting a process costs a good part of a
+        # second under the VM's emulation, and the cut happens at the end of it.
+        self.topo.router_links_down("plab-router")
         killed_at = time.monotonic()
         self.stop_process("plab-router", signal.SIGKILL)
-        self.topo.router_links_down("plab-router")
-        say.info("killed the master's pulsed (kill -9) and pulled its cables (links down)")
+        say.info("pulled the master's cables (links down) and killed its pulsed (kill -9)")
         vip_at = vip_watch.wait_present(timeout=30, after=killed_at)
         away = vip_at - killed_at
         say.info(f"plab-router2 holds the VIP after {away * 1000:.0f} ms")

@@ -136,8 +136,7 @@ class Topology:
     def router_links_down(self, router: str) -> None:
         """Pull a router's cables, as when the machine loses power."""
         ifaces = (FRONT_IF, BACK_IF) if self.mode == "nat" else (FRONT_IF,)
-        for iface in ifaces:
-            run(["ip", "link", "set", iface, "down"], ns=router)
+        batch(router, [f"link set {iface} down" for iface in ifaces])
 
 
 def batch(ns: str | None, commands: list[str]) -> None:

@@ -23,7 +23,7 @@ import structlog
 
 from pulsed.durations import Duration, parse_duration
 from pulsed.ha.config import VrrpConfig
-from pulsed.ha.node import ConfigError, VrrpNode
+from pulsed.ha.node import ConfigError, VrrpNode, check_config
 
 
 def _dec_hook(typ: type, obj: object) -> object:
@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = load_vrrp_config(args.config)
+        check_config(cfg)
         _configure_logging(cfg.log_level)
         return asyncio.run(_main(args, cfg))
     except (ValueError, ConfigError, OSError) as e:
