@@ -173,14 +173,7 @@ class _Engine:
             preempt_delay=self.params.preempt_delay,
             address=self.src,
         )
-        self.sock = VrrpSocket(
-            self.family,
-            cfg.interface,
-            socket.if_nametoindex(cfg.interface),
-            multicast=not self.peers,
-        )
-        self.loop.add_reader(self.sock.fileno(), self._on_readable)
-        self.announcer.prepare(self.vips)  # open the ARP/ICMPv6 sockets before they are needed
+        self._open_socket()
         self._tasks.append(asyncio.create_task(self._role_worker(), name="vrrp-role"))
         self._evaluate_tracking(initial=True)
         self.dispatch(fsm.Startup())
@@ -195,6 +188,20 @@ class _Engine:
             source=str(self.src),
             vips=[str(v) for v, _ in self.vips],
         )
+
+    def _open_socket(self) -> bool:
+        """Open the VRRP socket; False (and FAULT via tracking) while the interface is missing."""
+        assert self.loop is not None
+        cfg = self.cfg
+        try:
+            ifindex = socket.if_nametoindex(cfg.interface)
+            self.sock = VrrpSocket(self.family, cfg.interface, ifindex, multicast=not self.peers)
+        except OSError as e:
+            log.error("vrrp.socket_failed", interface=cfg.interface, error=str(e))
+            return False
+        self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self.announcer.prepare(self.vips)  # open the ARP/ICMPv6 sockets before they are needed
+        return True
 
     async def stop(self, graceful: bool) -> None:
         self.graceful = graceful
@@ -360,6 +367,8 @@ class _Engine:
                     faults.append(f"service {ts.service} {frac:.0%} healthy")
         if self.src is None and not cfg.unicast_source:
             faults.append(f"no IPv{self.family} source address on {cfg.interface}")
+        if self.sock is None and not faults:
+            faults.append(f"cannot open the VRRP socket on {cfg.interface}")
         prio = cfg.priority if not decrement else max(1, min(254, cfg.priority - decrement))
         if prio != self.effective_priority:
             log.info("vrrp.priority", priority=prio, configured=cfg.priority)
@@ -380,6 +389,8 @@ class _Engine:
     async def _tracking_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.track_interval)
+            if self.sock is None and link_is_up(self.cfg.interface):
+                self._open_socket()
             if self.src is None and not self.cfg.unicast_source:
                 self.src = await self.vip_mgr.source_address(self.cfg.interface, self.family)
                 if self.src is not None:

@@ -188,3 +188,17 @@ async def test_backup_learns_master_interval(lab):
     # Learned interval: the backup notices the crash after 3 x 100 ms + skew, not 3 x 1 s.
     r1.kill(signal.SIGKILL)
     await r2.wait_event(became("master", "master_down"))
+
+
+async def test_interface_appearing_after_start(lab):
+    ns = lab.routers[0]
+    r1 = await lab.start_pulsed(0, priority=200, interface="pha-late")
+    await r1.wait_event(became("fault", "interface pha-late down"))
+    sh("ip", "-n", ns, "link", "add", "pha-late", "type", "veth", "peer", "name", "pha-late2")
+    sh("ip", "-n", ns, "addr", "add", "10.78.0.1/24", "dev", "pha-late")
+    sh("ip", "-n", ns, "link", "set", "pha-late2", "up")
+    sh("ip", "-n", ns, "link", "set", "pha-late", "up")
+    await r1.wait_event(became("backup", "recovered"))
+    await r1.wait_event(applied("master"))
+    out = sh("ip", "-n", ns, "-o", "addr", "show", "dev", "pha-late").stdout
+    assert f"{VIP}/24" in out

@@ -87,8 +87,11 @@ async def test_pulsed_preempts_lower_priority_keepalived(lab):
     r1 = await lab.start_pulsed(0, priority=200)
     await r1.wait_event(became("master", "preempting lower-priority master"))
     await lab.wait_for(lambda: lab.holders() == [0])
-    # keepalived heard our higher priority and released the VIP.
-    assert r1.status()["master"] == lab.addr(0)
+    # keepalived heard our higher priority and released the VIP; it stays quiet as backup.
+    await lab.wait_for(lambda: r1.status()["master"] == lab.addr(0))
+    sent = r1.status()["adverts_sent"]
+    await lab.wait_for(lambda: r1.status()["adverts_sent"] >= sent + 10)
+    assert lab.holders() == [0] and r1.role() == "master"
 
 
 async def test_unicast_interop_both_ways(lab):

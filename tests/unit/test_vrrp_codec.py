@@ -127,7 +127,8 @@ def test_decode_never_crashes(data, src):
     except DecodeError as e:
         assert isinstance(e.reason, Drop)
     else:
-        assert encode(adv, src, MCAST_V4)[:6] == data[:6] or data[4] & 0xF0
+        if not data[4] & 0xF0:  # reserved bits clear: re-encoding gives the same bytes
+            assert encode(adv, src, MCAST_V4) == data
 
 
 @given(adverts(4), v4s, st.integers(0, 15), st.integers(0, 7))
