@@ -11,54 +11,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
 import time
-import tomllib
 
-import msgspec
-import structlog
-
-from pulsed.durations import Duration, parse_duration
+from pulsed.config import ConfigError, load_config
 from pulsed.ha.config import VrrpConfig
-from pulsed.ha.node import ConfigError, VrrpNode, check_config
-
-
-def _dec_hook(typ: type, obj: object) -> object:
-    if typ is Duration:
-        return Duration(parse_duration(obj))  # type: ignore[arg-type]
-    raise NotImplementedError(f"unsupported type {typ}")
+from pulsed.ha.node import ConfigError as NodeConfigError
+from pulsed.ha.node import VrrpNode, check_config
+from pulsed.logs import configure_logging
 
 
 def load_vrrp_config(path: str) -> VrrpConfig:
-    """The [vrrp] table of ``path``; ValueError with a one-line message on any problem."""
+    """The [vrrp] table of ``path``; ValueError naming every problem on failure."""
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: invalid TOML: {e}") from None
-    if "vrrp" not in data:
+        config = load_config(path)
+    except ConfigError as e:
+        raise ValueError("; ".join(str(issue) for issue in e.issues)) from None
+    if config.vrrp is None:
         raise ValueError(f"{path}: no [vrrp] table")
-    try:
-        return msgspec.convert(data["vrrp"], VrrpConfig, dec_hook=_dec_hook)
-    except msgspec.ValidationError as e:
-        raise ValueError(f"{path}: {str(e).replace('$.', 'vrrp.')}") from None
-
-
-def _configure_logging(level: str) -> None:
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
+    return config.vrrp
 
 
 def _emit(obj: dict) -> None:
@@ -128,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_vrrp_config(args.config)
         check_config(cfg)
-        _configure_logging(cfg.log_level)
+        configure_logging("json", cfg.log_level)
         return asyncio.run(_main(args, cfg))
-    except (ValueError, ConfigError, OSError) as e:
+    except (ValueError, NodeConfigError, OSError) as e:
         print(f"pulsed.ha: {e}", file=sys.stderr)
         return 2
 

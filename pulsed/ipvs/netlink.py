@@ -25,8 +25,8 @@ import struct
 from collections.abc import Sequence
 
 from pulsed.ipvs import wire
-from pulsed.ipvs.base import BackendError
-from pulsed.ipvs.channel import Channel, resolve_family
+from pulsed.ipvs.base import BackendError, IPVSUnavailable
+from pulsed.ipvs.channel import NO_PERMISSION, Channel, resolve_family
 from pulsed.model import Dest, Op, OpKind, Service, Stats, Table
 
 # A batch stays under the default socket send buffer (212,992 bytes) even
@@ -82,7 +82,15 @@ class NetlinkBackend:
     async def open(cls) -> NetlinkBackend:
         """Connect to the kernel's IPVS; IPVSUnavailable says what is missing."""
         family_id = await resolve_family()
-        return cls(Channel(family_id))
+        channel = Channel(family_id)
+        try:  # a cheap privileged read, so a missing capability shows up here
+            await asyncio.to_thread(channel.request, wire.CMD_GET_INFO, b"")
+        except BackendError as exc:
+            channel.close()
+            if exc.errno == errno.EPERM:
+                raise IPVSUnavailable(NO_PERMISSION) from None
+            raise IPVSUnavailable(f"IPVS does not answer over netlink: {exc}") from None
+        return cls(channel)
 
     async def close(self) -> None:
         self._channel.close()

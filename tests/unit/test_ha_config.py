@@ -72,14 +72,13 @@ interface = "eth2"
 decrement = -1
 """
     )
-    c = load_vrrp_config(str(f))
-    assert c.family() == 6
-    assert c.vips()[0][1] == "eth1"
-    assert sorted(paths(c)) == [
-        "sync_daemon.syncid",
-        "track_interfaces[0].decrement",
-        "track_services[0].decrement",
-        "track_services[0].min_healthy",
+    with pytest.raises(ValueError) as e:
+        load_vrrp_config(str(f))
+    assert [part.split(": ")[1].split(" = ")[0] for part in str(e.value).split("; ")] == [
+        "vrrp.track_interfaces[0].decrement",
+        "vrrp.track_services[0].min_healthy",
+        "vrrp.track_services[0].decrement",
+        "vrrp.sync_daemon.syncid",
     ]
 
 
@@ -87,8 +86,8 @@ decrement = -1
     ("text", "message"),
     [
         ("[vrrp]\nadvert_interval = '1 sec'\n", "invalid duration"),
-        ("[vrrp]\nprio = 5\n", "unknown field `prio`"),
-        ("[vrrp]\npriority = 'high'\n", "Expected `int`"),
+        ("[vrrp]\nprio = 5\n", "vrrp.prio = 5: unknown key"),
+        ("[vrrp]\npriority = 'high'\n", 'vrrp.priority = "high": expected int, got str'),
         ("[daemon]\n", "no [vrrp] table"),
         ("[vrrp\n", "invalid TOML"),
     ],
@@ -106,4 +105,14 @@ def test_cli_reports_problem_without_traceback(tmp_path, capsys):
     f.write_text("[vrrp]\nvrid = 0\nvirtual_addresses = ['192.0.2.1/24']\n")
     assert main([str(f)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "pulsed.ha: vrrp.vrid = 0: must be 1-255"
+    assert err.strip() == f"pulsed.ha: {f}: vrrp.vrid = 0: must be 1-255"
+
+
+def test_ipv6_vip_on_its_own_interface(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[vrrp]\nvirtual_addresses = [{address = "2001:db8::1/64", interface = "eth1"}]\n'
+    )
+    c = load_vrrp_config(str(f))
+    assert c.family() == 6
+    assert c.vips()[0][1] == "eth1"
