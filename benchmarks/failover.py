@@ -38,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pulsed.ha.lab import VIP, Lab, Proc, netns_exec, sh
+from tests.support.ha_lab import VIP, Lab, Proc, netns_exec, sh
 
 
 class AddrMonitor:

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from pulsed.ha.lab import VIP, Lab, sh
+from tests.support.ha_lab import VIP, Lab, sh
 
 pytestmark = [
     pytest.mark.root,

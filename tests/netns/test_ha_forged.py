@@ -7,8 +7,8 @@ import os
 import pytest
 
 from pulsed.ha.auth import Authenticator
-from pulsed.ha.lab import VIP, Lab
 from pulsed.ha.vrrp import MCAST_V4, Advert, encode
+from tests.support.ha_lab import VIP, Lab
 
 pytestmark = [
     pytest.mark.root,

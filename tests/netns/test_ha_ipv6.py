@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from pulsed.ha.lab import KEEPALIVED, Lab
+from tests.support.ha_lab import KEEPALIVED, Lab
 
 pytestmark = [
     pytest.mark.root,
@@ -29,7 +29,7 @@ async def lab():
 
 
 def _ll_ready(ns):
-    from pulsed.ha.lab import sh
+    from tests.support.ha_lab import sh
 
     out = sh("ip", "-n", ns, "-6", "addr", "show", "scope", "link").stdout
     return "fe80::" in out and "tentative" not in out

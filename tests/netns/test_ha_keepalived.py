@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from pulsed.ha.lab import KEEPALIVED, VIP, Lab
+from tests.support.ha_lab import KEEPALIVED, VIP, Lab
 
 pytestmark = [
     pytest.mark.root,

@@ -12,8 +12,8 @@ import pytest
 from pyroute2 import netns
 
 from pulsed.ha.config import SyncDaemon, TrackService, VrrpConfig
-from pulsed.ha.lab import VIP, Lab
 from pulsed.ha.node import VrrpNode
+from tests.support.ha_lab import VIP, Lab
 
 pytestmark = [
     pytest.mark.root,

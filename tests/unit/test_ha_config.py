@@ -110,9 +110,7 @@ def test_cli_reports_problem_without_traceback(tmp_path, capsys):
 
 def test_ipv6_vip_on_its_own_interface(tmp_path):
     f = tmp_path / "c.toml"
-    f.write_text(
-        '[vrrp]\nvirtual_addresses = [{address = "2001:db8::1/64", interface = "eth1"}]\n'
-    )
+    f.write_text('[vrrp]\nvirtual_addresses = [{address = "2001:db8::1/64", interface = "eth1"}]\n')
     c = load_vrrp_config(str(f))
     assert c.family() == 6
     assert c.vips()[0][1] == "eth1"

@@ -24,6 +24,8 @@ from typing import Any
 
 KEEPALIVED = "/usr/sbin/keepalived"
 SUBNET = "10.77.0"
+# Run as a script inside other namespaces (capture, send).
+HERE = os.path.abspath(__file__)
 VIP = "192.0.2.100"
 _counter = itertools.count()
 
@@ -315,14 +317,14 @@ vrrp_instance VI_{i + 1} {{
         self, ns: str, ifname: str, payload: bytes, src: str, dst: str, ttl: int = 255
     ) -> None:
         """Send one raw IPv4 protocol-112 packet with a hand-made header from namespace ``ns``."""
-        sh(*netns_exec(ns, sys.executable, "-m", "pulsed.ha.lab", "send", ifname, src, dst,
+        sh(*netns_exec(ns, sys.executable, HERE, "send", ifname, src, dst,
                        str(ttl), payload.hex()))  # fmt: skip
 
     # ---- observation
     async def capture(self) -> Proc:
         """Gratuitous ARP / NA frames seen by the observer, as JSON lines with receive times."""
         proc = await asyncio.create_subprocess_exec(
-            *netns_exec(self.obs, sys.executable, "-m", "pulsed.ha.lab", "capture", "pha-br"),
+            *netns_exec(self.obs, sys.executable, HERE, "capture", "pha-br"),
             stdout=asyncio.subprocess.PIPE,
         )
         p = Proc("capture", self.obs, proc)
@@ -413,4 +415,6 @@ if __name__ == "__main__":
     elif len(sys.argv) == 7 and sys.argv[1] == "send":
         _send(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), bytes.fromhex(sys.argv[6]))
     else:
-        sys.exit("usage: python -m pulsed.ha.lab capture IFNAME | send IFNAME SRC DST TTL HEX")
+        sys.exit(
+            "usage: python tests/support/ha_lab.py capture IFNAME | send IFNAME SRC DST TTL HEX"
+        )
