@@ -185,9 +185,10 @@ class Lab:
             self.say.info(f"removed leftovers of an earlier run: {' '.join(left)}")
         shutil.rmtree(RUNTIME, ignore_errors=True)
         RUNTIME.mkdir(parents=True)
-        token = RUNTIME / "api-token"
-        token.write_text(secrets.token_hex(16) + "\n")
-        token.chmod(0o600)
+        # The admin API's bearer token, readable by root only from the start.
+        fd = os.open(RUNTIME / "api-token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as token:
+            token.write(secrets.token_hex(16) + "\n")
         t0 = time.monotonic()
         self.topo.build()
         self.say.info(
@@ -287,11 +288,6 @@ class Lab:
     def start_pulsed(self, router: str, config: Path) -> subprocess.Popen:
         log = RUNTIME / f"{router}.log"
         argv = [self.pulsed, "run", "-c", str(config)]
-        if _uvloop_breaks_netlink():
-            # pyroute2's asyncio netlink sockets fail under uvloop ("cannot open a UDP
-            # handle, invalid family 16"), and `pulsed run` picks uvloop when installed:
-            # run the same entry point with uvloop hidden until pulsed handles that.
-            argv = [sys.executable, "-c", _NO_UVLOOP, "run", "-c", str(config)]
         return self._spawn(router, router, argv, log=log)
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 5) -> None:
@@ -722,18 +718,6 @@ class Lab:
                 "held_connection_connects": held.gen.connects,
             },
         )
-
-
-_NO_UVLOOP = (
-    "import sys; sys.modules['uvloop'] = None; from pulsed.cli import main; sys.exit(main())"
-)
-
-
-def _uvloop_breaks_netlink() -> bool:
-    """Whether ``pulsed run`` would pick uvloop while its IPVS backend cannot use it."""
-    if importlib.util.find_spec("uvloop") is None:
-        return False
-    return os.environ.get("PULSED_LAB_UVLOOP") != "1"  # "1": check a fixed pulsed
 
 
 def _largest_gap(outcomes: list[Outcome], since: float) -> float:
