@@ -8,12 +8,14 @@ RUFF       := $(VENV)/bin/ruff
 REPORTS    := .cache/reports
 VM_OUT     := .cache/vm-out
 MODE       ?= nat
-DEBIAN_PKGS := qemu-system-x86 busybox-static kmod ipvsadm keepalived prometheus wrk \
-               chromium tcpdump nftables iproute2 arping procps systemd
+# The lab needs the first line (the VM fallback, namespaces); the tests need all of them.
+LAB_PKGS   := qemu-system-x86 busybox-static kmod ipvsadm iproute2 procps
+TEST_PKGS  := $(LAB_PKGS) keepalived prometheus wrk chromium tcpdump nftables arping systemd
 APT_STAMP  := .cache/apt.stamp
+LAB_STAMP  := .cache/apt-lab.stamp
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: test deps lint unit netns kernel lab clean
+.PHONY: test deps lab-deps lint unit netns kernel lab clean
 
 test: deps lint unit netns kernel
 	@echo "all test tiers ran: reports in $(REPORTS)/"
@@ -21,14 +23,24 @@ test: deps lint unit netns kernel
 deps: $(APT_STAMP) $(VENV_STAMP)
 	@scripts/install-kernel >/dev/null
 
-$(APT_STAMP): Makefile
+lab-deps: $(LAB_STAMP) $(VENV_STAMP)
+
+# Install whichever of the named Debian packages are missing.
+define apt_install
 	@mkdir -p .cache
-	@missing=$$(for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages: $$missing"; \
+	  echo "installing Debian packages:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@touch $@
+endef
+
+$(APT_STAMP): Makefile
+	$(call apt_install,$(TEST_PKGS))
+
+$(LAB_STAMP): Makefile
+	$(call apt_install,$(LAB_PKGS))
 
 $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -56,8 +68,8 @@ kernel: deps
 	scripts/vm-run --out $(VM_OUT) -- $(PYTEST) -q -p no:cacheprovider tests/kernel --junitxml=$(VM_OUT)/kernel.xml
 	@cp $(VM_OUT)/kernel.xml $(REPORTS)/kernel.xml
 
-lab: deps
-	scripts/lab --mode $(MODE)
+lab: lab-deps
+	@scripts/lab --mode $(MODE)
 
 clean:
 	rm -rf .cache/reports .cache/vm-out
