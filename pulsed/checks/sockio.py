@@ -3,9 +3,9 @@
 Plain TCP and HTTP probes run here rather than on asyncio transports and
 coroutines: a probe is connect, one small write, a few reads and a close,
 and doing that with ``add_writer``/``add_reader`` callbacks, one timer and
-no Task, Future or Transport costs about half the CPU per check (see
-docs/benchmarks.md, section checks). TLS probes keep asyncio's SSL
-transport (pulsed.checks.http).
+no Task, Future or Transport cost about a third less CPU per check than
+asyncio transports on the default loop (docs/benchmarks.md, section
+checks). TLS probes keep asyncio's SSL transport (pulsed.checks.http).
 
 Contract: ``start()`` returns at once; ``done(result)`` is called exactly
 once, from the event loop and never from inside ``start()``, unless
