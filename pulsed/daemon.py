@@ -20,6 +20,7 @@ from pathlib import Path
 import structlog
 
 from pulsed.checks.base import Target
+from pulsed.checks.policy import plan_changes
 from pulsed.config import Config, ConfigError, ParseCache, load_config
 from pulsed.desired import Wanted, WantedMemo, wanted_table
 from pulsed.ipvs.base import Backend
@@ -122,6 +123,7 @@ class Daemon:
             observer(result, elapsed)
 
     def _compute_wanted(self, actual: Table) -> Table:
+        before = self.wanted.pools
         self.wanted = wanted_table(
             self.config,
             health=self.monitor.health(),
@@ -131,7 +133,16 @@ class Daemon:
             memo=self._wanted_memo,
         )
         self._wake_at(self.wanted.next_change_at)
+        self._log_pool_changes(before, self.wanted.pools)
         return self.wanted.table
+
+    def _log_pool_changes(self, before, after) -> None:
+        for key, plan in after.items():
+            old = before.get(key)
+            if old is plan:
+                continue  # memoised: nothing changed in this pool
+            for level, event, fields in plan_changes(old, plan):
+                getattr(log, level)(event, service=str(key), **fields)
 
     def _wake_at(self, deadline: float | None) -> None:
         """Recompute when a slow-start ramp steps or a drain deadline passes."""

@@ -111,3 +111,23 @@ async def test_admin_drain_disable_and_weight(running):
     running.daemon.set_weight((SVC, B), 9)
     await running.next_pass_with_ops()
     assert running.weights() == {A: 100, B: 9}
+
+
+async def test_sorry_server_and_fail_open_are_logged_once(tmp_path):
+    from structlog.testing import capture_logs
+
+    path = tmp_path / "pulsed.toml"
+    path.write_text(
+        CONFIG.format(state=tmp_path / "state", weight=1)
+        .replace('type = "none"', 'type = "tcp"\ninterval = "1h"')
+        .replace(
+            "port = 80\n[service.check]", 'port = 80\nsorry_server = "10.0.0.9:80"\n[service.check]'
+        )
+    )
+    r = Running(path)
+    with capture_logs() as logs:
+        await r.daemon.reconciler.reconcile_once()
+        await r.daemon.reconciler.reconcile_once()
+    assert [e["event"] for e in logs if e["event"].startswith("pool.")] == ["pool.sorry_server_on"]
+    # Not yet checked, so quiesced; the sorry server takes the traffic.
+    assert r.weights() == {A: 0, B: 0, DestKey("10.0.0.9", 80): 1}
