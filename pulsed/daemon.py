@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import time
@@ -178,6 +179,9 @@ class Daemon:
         )
         background = [asyncio.create_task(self.reconciler.run(), name="reconcile")]
         await self._start_extras(background)
+        # Start-up objects (config, imports) live as long as the process:
+        # keep the cyclic collector from re-scanning them on every pass.
+        gc.freeze()
         self._notify("READY=1\nSTATUS=" + self.status_line())
         try:
             await self._stop.wait()
