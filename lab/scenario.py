@@ -691,7 +691,9 @@ class Lab:
         s = summarize(outcomes, since=killed_at - 2.0)
         gap = _largest_gap(outcomes, killed_at - 2.0)
         after_vip = summarize(outcomes, since=vip_at)
-        settled = summarize(outcomes, since=outcomes[-1].start - 1.0) if outcomes else Summary()
+        # The last second of requests issued (by start time: the list is in completion order).
+        last_start = max((o.start for o in outcomes), default=0.0)
+        settled = summarize(outcomes, since=last_start - 1.0) if outcomes else Summary()
         failed_at = [round((o.start - killed_at) * 1000) for o in outcomes if not o.ok]
         held_s = summarize(held_outcomes)
         survived = held_s.failed == 0 and held.gen.connects == 1

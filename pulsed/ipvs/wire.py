@@ -116,7 +116,6 @@ PROTOCOL_NUMBER = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp":
 PROTOCOL_NAME = {num: name for name, num in PROTOCOL_NUMBER.items()}
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-_GENLHDR = struct.Struct("=BBH")  # cmd, version, reserved
 _HDRS = struct.Struct("=IHHIIBBH")  # both, packed together
 _NLA = struct.Struct("=HH")
 _NLA_U16 = struct.Struct("=HHH2x")
