@@ -147,11 +147,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pulsed.logs import configure_logging
 
     configure_logging(config.daemon.log_format, config.daemon.log_level)
-    return _loop_runner(config.daemon.event_loop)(_run(args, config))
+    return _loop_runner(config)(_run(args, config))
 
 
-def _loop_runner(choice: str):
+def _loop_runner(config: Config):
     """asyncio.run, or uvloop.run when chosen (or "auto" and installed)."""
+    choice = config.daemon.event_loop
+    if choice == "auto" and config.vrrp is not None and not config.vrrp.dedicated_thread:
+        # VIPs are managed with pyroute2's asyncio sockets, which uvloop
+        # cannot host; on its own thread the heartbeat has its own loop.
+        choice = "asyncio"
     if choice == "asyncio":
         return asyncio.run
     try:

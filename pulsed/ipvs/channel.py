@@ -9,6 +9,7 @@ calls are blocking and meant to run in a worker thread (see netlink.py).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -46,6 +47,12 @@ async def resolve_family() -> int:
     """The generic netlink id of IPVS; IPVSUnavailable when the kernel has none."""
     if not os.path.exists("/proc/net/ip_vs"):
         raise IPVSUnavailable(NO_IPVS)
+    # pyroute2's sockets need asyncio's own event loop (uvloop cannot open an
+    # AF_NETLINK datagram endpoint), so the lookup runs on one in a thread.
+    return await asyncio.to_thread(asyncio.run, _discover_family())
+
+
+async def _discover_family() -> int:
     sock = _QuietDiscovery()
     try:
         await sock.bind(wire.GENL_NAME, ipvsmsg)

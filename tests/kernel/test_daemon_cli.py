@@ -20,7 +20,6 @@ BASE = """
 state_dir = "{state}"
 resync_interval = "{resync}"
 log_format = "json"
-event_loop = "asyncio"
 [api]
 enabled = false
 [[service]]
