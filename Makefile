@@ -50,8 +50,8 @@ $(VENV_STAMP): pyproject.toml
 	@touch $@
 
 lint: $(VENV_STAMP)
-	$(RUFF) check .
-	$(RUFF) format --check .
+	$(RUFF) check . scripts/lab
+	$(RUFF) format --check . scripts/lab
 
 unit: $(VENV_STAMP)
 	@mkdir -p $(REPORTS)

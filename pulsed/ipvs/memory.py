@@ -108,6 +108,8 @@ class MemoryBackend:
 
 
 def _check_scheduler(name: str) -> None:
+    if len(name.encode()) >= 16:  # IP_VS_SCHEDNAME_MAXLEN, NUL included
+        raise BackendError(errno.EINVAL, "scheduler name too long")
     if name not in KERNEL_SCHEDULERS:
         raise BackendError(errno.ENOENT, f"scheduler {name!r} not found")
 
