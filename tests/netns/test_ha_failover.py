@@ -7,29 +7,12 @@ import signal
 
 import pytest
 
-from tests.support.ha_lab import VIP, Lab, sh
+from tests.support.ha_lab import VIP, applied, became, sh
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
 ]
-
-
-@pytest.fixture
-async def lab():
-    lab = Lab().create()
-    try:
-        yield lab
-    finally:
-        await lab.close()
-
-
-def applied(role):
-    return lambda e: e.get("event") == "applied" and e.get("role") == role
-
-
-def became(role, reason_part=""):
-    return lambda e: e.get("event") == "role" and e["new"] == role and reason_part in e["reason"]
 
 
 async def pair(lab, hi=200, lo=100, **kw):

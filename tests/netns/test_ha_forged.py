@@ -8,7 +8,7 @@ import pytest
 
 from pulsed.ha.auth import Authenticator
 from pulsed.ha.vrrp import MCAST_V4, Advert, encode
-from tests.support.ha_lab import VIP, Lab
+from tests.support.ha_lab import VIP, applied
 
 pytestmark = [
     pytest.mark.root,
@@ -16,19 +16,6 @@ pytestmark = [
 ]
 
 KEY = "pha-test-key-0123456789abcdef"
-
-
-@pytest.fixture
-async def lab():
-    lab = Lab().create()
-    try:
-        yield lab
-    finally:
-        await lab.close()
-
-
-def applied(role):
-    return lambda e: e.get("event") == "applied" and e.get("role") == role
 
 
 V4 = ipaddress.IPv4Address

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from tests.support.ha_lab import KEEPALIVED, Lab
+from tests.support.ha_lab import KEEPALIVED, Lab, applied
 
 pytestmark = [
     pytest.mark.root,
@@ -33,10 +33,6 @@ def _ll_ready(ns):
 
     out = sh("ip", "-n", ns, "-6", "addr", "show", "scope", "link").stdout
     return "fe80::" in out and "tentative" not in out
-
-
-def applied(role):
-    return lambda e: e.get("event") == "applied" and e.get("role") == role
 
 
 V6 = {"virtual_addresses": [f"{VIP6}/64"]}

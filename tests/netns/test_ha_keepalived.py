@@ -5,30 +5,13 @@ import signal
 
 import pytest
 
-from tests.support.ha_lab import KEEPALIVED, VIP, Lab
+from tests.support.ha_lab import KEEPALIVED, VIP, applied, became
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
     pytest.mark.skipif(not os.path.exists(KEEPALIVED), reason="keepalived not installed"),
 ]
-
-
-@pytest.fixture
-async def lab():
-    lab = Lab().create()
-    try:
-        yield lab
-    finally:
-        await lab.close()
-
-
-def applied(role):
-    return lambda e: e.get("event") == "applied" and e.get("role") == role
-
-
-def became(role, reason_part=""):
-    return lambda e: e.get("event") == "role" and e["new"] == role and reason_part in e["reason"]
 
 
 def no_drops(status):

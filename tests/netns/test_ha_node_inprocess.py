@@ -13,7 +13,7 @@ from pyroute2 import netns
 
 from pulsed.ha.config import SyncDaemon, TrackService, VrrpConfig
 from pulsed.ha.node import VrrpNode
-from tests.support.ha_lab import VIP, Lab
+from tests.support.ha_lab import VIP
 
 pytestmark = [
     pytest.mark.root,
@@ -40,15 +40,6 @@ class KernelLikeSyncd:
         if state not in self.running:
             raise OSError(errno.ESRCH, "no such sync daemon")
         del self.running[state]
-
-
-@pytest.fixture
-async def lab():
-    lab = Lab().create()
-    try:
-        yield lab
-    finally:
-        await lab.close()
 
 
 @pytest.fixture

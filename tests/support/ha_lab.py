@@ -408,6 +408,16 @@ def _send(ifname: str, src: str, dst: str, ttl: int, payload: bytes) -> None:
     s.sendto(head + payload, (dst, 0))
 
 
+def applied(role: str):
+    """Matches the standalone node's event: VIPs added or removed for ``role``."""
+    return lambda e: e.get("event") == "applied" and e.get("role") == role
+
+
+def became(role: str, reason_part: str = ""):
+    """Matches the standalone node's event: a transition to ``role``."""
+    return lambda e: e.get("event") == "role" and e["new"] == role and reason_part in e["reason"]
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "capture":
         with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
