@@ -93,7 +93,7 @@ class Daemon:
             on_pass=self._on_pass,
         )
         self.vrrp = None  # set when [vrrp] is configured (see _start_vrrp)
-        self._vrrp_restart: asyncio.Future | None = None
+        self._tasks: set[asyncio.Future] = set()
         self.api = None
         self.pass_observers: list[Callable[[PassResult, float], None]] = []
 
@@ -162,7 +162,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
         self._persist_owned()
         # Servers the kernel already sends traffic to start up, so a restart
         # over an unchanged table writes nothing and drops nothing.
@@ -170,7 +170,7 @@ class Daemon:
         serving = {(svc.key, dest.key) for svc in actual for dest in svc.dests if dest.weight > 0}
         self.monitor.update(health_targets(self.config), assume_up=serving)
         await self.monitor.start()
-        first = await self.reconciler.reconcile_once()
+        first = await self.reconciler.reconcile_once(actual)
         log.info(
             "daemon.started",
             services=len(self.config.service),
@@ -178,7 +178,7 @@ class Daemon:
             errors=len(first.errors),
         )
         background = [asyncio.create_task(self.reconciler.run(), name="reconcile")]
-        await self._start_extras(background)
+        await self._start_extras()
         # Start-up objects (config, imports) live as long as the process:
         # keep the cyclic collector from re-scanning them on every pass.
         gc.freeze()
@@ -189,7 +189,13 @@ class Daemon:
             self._notify("STOPPING=1")
             await self._shutdown(background)
 
-    async def _start_extras(self, background: list[asyncio.Task]) -> None:
+    def _spawn(self, coro) -> None:
+        # The loop keeps only weak references to tasks: hold them until done.
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_extras(self) -> None:
         """API server and VRRP node, when configured."""
         if self.config.api.enabled:
             from pulsed.api import start_api
@@ -229,6 +235,9 @@ class Daemon:
         if self._wakeup is not None:
             self._wakeup.cancel()
         await self.monitor.stop()
+        for task in list(self._tasks):  # a reload or VRRP restart in flight
+            with contextlib.suppress(Exception):
+                await task
         if self.vrrp is not None:
             await self.vrrp.stop(graceful=True)
         for task in background:
@@ -290,7 +299,7 @@ class Daemon:
         self.reconciler.retry_interval = new.daemon.retry_interval
         if new.vrrp != old.vrrp:
             log.warning("reload.vrrp_restarted", configured=new.vrrp is not None)
-            self._vrrp_restart = asyncio.ensure_future(self._restart_vrrp())
+            self._spawn(self._restart_vrrp())
         self.reconciler.mark_dirty()
 
     # Admin ------------------------------------------------------------------

@@ -135,12 +135,16 @@ class Reconciler:
             except TimeoutError:
                 pass
 
-    async def reconcile_once(self) -> PassResult:
-        """One pass: read the kernel, diff, apply. Never raises on kernel refusals."""
+    async def reconcile_once(self, actual: Table | None = None) -> PassResult:
+        """One pass: read the kernel, diff, apply. Never raises on kernel refusals.
+
+        ``actual`` may be passed when the caller has just read the table.
+        """
         async with self._lock:
             self._dirty.clear()
             started = time.perf_counter()
-            actual = await self.backend.dump()
+            if actual is None:
+                actual = await self.backend.dump()
             self.last_actual = actual
             wanted = self._wanted(actual)
             owned = self._owned()
