@@ -13,7 +13,6 @@ every check), so one bad entry does not hide the errors of the next.
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -597,6 +596,3 @@ def scheduler_flag_bits(svc: ServiceConfig) -> int:
     for flag in svc.scheduler_flags:
         bits |= SCHEDULER_FLAGS[flag][1]
     return bits
-
-
-Loader = Callable[[str | Path], Config]
