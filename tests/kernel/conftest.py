@@ -31,17 +31,10 @@ def pytest_collection_modifyitems(config, items):
         if HERE not in Path(str(item.fspath)).parents:
             continue
         item.add_marker(pytest.mark.kernel)
-        if item.get_closest_marker("without_ipvs"):
-            if HAVE_IPVS:
-                item.add_marker(pytest.mark.skip(reason="this kernel has IPVS"))
-        elif not HAVE_IPVS:
+        if not HAVE_IPVS:
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
         elif not IS_ROOT:
             item.add_marker(pytest.mark.skip(reason="IPVS needs root"))
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "without_ipvs: runs only where the kernel lacks IPVS")
 
 
 @pytest.fixture

@@ -41,3 +41,22 @@ def test_missing_ipvs_is_one_clear_error(tmp_path, command):
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("pulsed: ") and "modprobe ip_vs" in last
+
+
+async def test_backend_open_without_ipvs_explains():
+    from pulsed.ipvs.base import IPVSUnavailable
+    from pulsed.ipvs.netlink import NetlinkBackend
+
+    with pytest.raises(IPVSUnavailable) as exc:
+        await NetlinkBackend.open()
+    message = str(exc.value)
+    assert "modprobe ip_vs" in message
+    assert "\n" not in message
+
+
+async def test_sync_daemon_query_without_ipvs_explains():
+    from pulsed.ipvs.base import IPVSUnavailable
+    from pulsed.ipvs.syncd import sync_daemons
+
+    with pytest.raises(IPVSUnavailable, match="modprobe ip_vs"):
+        await sync_daemons()
