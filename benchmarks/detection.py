@@ -40,6 +40,9 @@ from pulsed.checks.state import RealHealth
 from pulsed.durations import Duration
 from pulsed.model import DestKey, ServiceKey
 
+sys.path.insert(0, str(Path(__file__).parent))
+from checks import free_ports  # the sibling benchmark
+
 SERVER = Path(__file__).with_name("checks.py")
 SERVICE = ServiceKey.for_address("tcp", "192.0.2.1", 80)
 
@@ -52,18 +55,6 @@ def start_server(port: int) -> subprocess.Popen:
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class Pool:
