@@ -11,10 +11,6 @@ import pytest
 
 from tests.support.daemon import DaemonProcess
 
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/net/ip_vs").exists(), reason="needs a kernel with IPVS (run in the VM)"
-)
-
 BASE = """
 [daemon]
 state_dir = "{state}"

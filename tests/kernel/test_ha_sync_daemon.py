@@ -10,7 +10,6 @@ import asyncio
 import ipaddress
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +17,6 @@ from pulsed.ha.config import SyncDaemon, VrrpConfig
 from pulsed.ha.node import VrrpNode
 from pulsed.ha.vrrp import MCAST_V4, Advert, encode
 from pulsed.ipvs.syncd import sync_daemons
-
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/net/ip_vs").exists(), reason="needs a kernel with IPVS (run in the VM)"
-)
 
 VIP = "192.0.2.100"
 

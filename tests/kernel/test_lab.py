@@ -8,24 +8,9 @@ every request it makes (lab/loadgen.py); times are reported, never asserted.
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from lab.scenario import Lab, QuietReporter, StepResult
-
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.skipif(
-        not os.path.exists("/proc/net/ip_vs"),
-        reason="needs a kernel with IPVS (/proc/net/ip_vs absent): run inside scripts/vm-run",
-    ),
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to build network namespaces"),
-]
 
 SHARE_TOLERANCE = 0.05  # wrr hands out connections in exact proportion; this covers the edges
 

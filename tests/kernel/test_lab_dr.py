@@ -6,25 +6,10 @@ answer the client directly; the router only rewrites MAC addresses.
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lab.scenario import Lab, QuietReporter
 from lab.topology import VIP
-
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.skipif(
-        not os.path.exists("/proc/net/ip_vs"),
-        reason="needs a kernel with IPVS (/proc/net/ip_vs absent): run inside scripts/vm-run",
-    ),
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to build network namespaces"),
-]
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.netns.pop_daemon import LoopbackServer
 from tests.support.ha_lab import Lab
 
 
@@ -13,3 +14,12 @@ async def lab():
         yield lab
     finally:
         await lab.close()
+
+
+@pytest.fixture
+def servers():
+    """Two loopback real servers for the daemon tests: one up, one refusing."""
+    up, down = LoopbackServer(up=True), LoopbackServer(up=False)
+    yield up, down
+    up.close()
+    down.close()

@@ -12,15 +12,7 @@ import sys
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.netns.pop_daemon import TOKEN, LoopbackServer, Pulsed, config_text, free_port, real_of
-
-
-@pytest.fixture
-def servers():
-    up, down = LoopbackServer(up=True), LoopbackServer(up=False)
-    yield up, down
-    up.close()
-    down.close()
+from tests.netns.pop_daemon import TOKEN, Pulsed, config_text, free_port, real_of
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.netns.pop_daemon import TOKEN, LoopbackServer, Pulsed, config_text, free_port
+from tests.netns.pop_daemon import TOKEN, Pulsed, config_text, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium not installed")
@@ -151,14 +151,6 @@ def row(port: int) -> str:
 
 def cell(port: int, name: str) -> str:
     return f"{row(port)}.querySelector('td.{name}').textContent"
-
-
-@pytest.fixture
-def servers():
-    up, down = LoopbackServer(up=True), LoopbackServer(up=False)
-    yield up, down
-    up.close()
-    down.close()
 
 
 @pytest.fixture
