@@ -70,6 +70,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 class DaemonConfig(_Section):
     state_dir: str = "/var/lib/pulsed"
     resync_interval: Duration = Duration(10.0)
+    full_resync_interval: Duration = Duration(30.0)
     retry_interval: Duration = Duration(1.0)
     remove_on_shutdown: bool = False
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -91,6 +91,7 @@ class Daemon:
             resync_interval=config.daemon.resync_interval,
             retry_interval=config.daemon.retry_interval,
             on_pass=self._on_pass,
+            full_resync_interval=config.daemon.full_resync_interval,
         )
         self.vrrp = None  # set when [vrrp] is configured (see _start_vrrp)
         self._tasks: set[asyncio.Future] = set()
@@ -297,6 +298,7 @@ class Daemon:
         self.monitor.update(health_targets(new))
         self.reconciler.resync_interval = new.daemon.resync_interval
         self.reconciler.retry_interval = new.daemon.retry_interval
+        self.reconciler.full_resync_interval = new.daemon.full_resync_interval
         if new.vrrp != old.vrrp:
             log.warning("reload.vrrp_restarted", configured=new.vrrp is not None)
             self._spawn(self._restart_vrrp())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -22,7 +22,15 @@ from pulsed.model import Op, OpKind, Service, ServiceKey, Table
 log = structlog.get_logger(__name__)
 
 
-def diff(wanted: Table, actual: Table, owned: Collection[ServiceKey] | None = None) -> list[Op]:
+Settled = Mapping[ServiceKey, tuple[Service, Service]]
+
+
+def diff(
+    wanted: Table,
+    actual: Table,
+    owned: Collection[ServiceKey] | None = None,
+    settled: Settled | None = None,
+) -> list[Op]:
     """Operations that turn ``actual`` into ``wanted``.
 
     Only services in ``wanted`` or in ``owned`` are touched; anything else in
@@ -31,9 +39,14 @@ def diff(wanted: Table, actual: Table, owned: Collection[ServiceKey] | None = No
     wanted service its own edits (service before its destinations on add).
     Edits use SET whenever the kernel can change a field in place, so no
     connection is cut by a delete + add.
+
+    ``settled`` holds (wanted, actual) pairs of objects already found equal;
+    meeting the very same two objects again skips comparing them, which
+    is most of a resync's diff when little changed.
     """
     ops: list[Op] = []
     owned_keys = owned if owned is not None else ()
+    settled = settled or {}
     for key, have in actual.services.items():
         if key in wanted.services or key not in owned_keys:
             continue
@@ -42,6 +55,9 @@ def diff(wanted: Table, actual: Table, owned: Collection[ServiceKey] | None = No
         ops.append(Op(OpKind.DEL_SERVICE, settings))
     for key, want in wanted.services.items():
         have = actual.services.get(key)
+        pair = settled.get(key)
+        if pair is not None and pair[0] is want and pair[1] is have:
+            continue
         settings = want.settings()
         if have is None:
             ops.append(Op(OpKind.ADD_SERVICE, settings))
@@ -68,6 +84,17 @@ def _dest_ops(settings: Service, want: Service, have: Service) -> list[Op]:
         elif current != d:
             ops.append(Op(OpKind.SET_DEST, settings, d))
     return ops
+
+
+def _settled_pairs(wanted: Table, actual: Table, ops: list[Op]) -> dict:
+    """(wanted, actual) of every service the diff found nothing to do for."""
+    touched = {op.service.key for op in ops}
+    have = actual.services
+    return {
+        key: (want, have[key])
+        for key, want in wanted.services.items()
+        if key not in touched and key in have
+    }
 
 
 @dataclass
@@ -97,6 +124,11 @@ class Reconciler:
     that drain decisions can read the kernel's connection counts.
     ``owned`` returns the service keys pulsed may delete (its config's,
     past and present), so foreign services are never touched.
+
+    Passes read the kernel with ``backend.refresh`` (cheap: only what visibly
+    changed is re-read) and, every ``full_resync_interval``, with
+    ``backend.dump`` (everything, to catch changes the cheap read cannot see
+    and to update the kernel's counters).
     """
 
     def __init__(
@@ -107,13 +139,17 @@ class Reconciler:
         resync_interval: float = 10.0,
         retry_interval: float = 1.0,
         on_pass: Callable[[PassResult, float], None] | None = None,
+        full_resync_interval: float = 30.0,
     ) -> None:
         self.backend = backend
         self._wanted = wanted
         self._owned = owned
         self.resync_interval = resync_interval
         self.retry_interval = retry_interval
+        self.full_resync_interval = full_resync_interval
         self._on_pass = on_pass
+        self._last_full = float("-inf")  # monotonic time of the last full read
+        self._settled: dict[ServiceKey, tuple[Service, Service]] = {}
         self._dirty = asyncio.Event()
         self._foreign_seen: set[ServiceKey] = set()
         self._lock = asyncio.Lock()
@@ -135,21 +171,29 @@ class Reconciler:
             except TimeoutError:
                 pass
 
-    async def reconcile_once(self, actual: Table | None = None) -> PassResult:
+    async def reconcile_once(self, actual: Table | None = None, full: bool = False) -> PassResult:
         """One pass: read the kernel, diff, apply. Never raises on kernel refusals.
 
-        ``actual`` may be passed when the caller has just read the table.
+        ``actual`` may be passed when the caller has just read the table
+        (with ``dump``). ``full`` forces a full read; otherwise one is made
+        when ``full_resync_interval`` has passed since the last.
         """
         async with self._lock:
             self._dirty.clear()
             started = time.perf_counter()
             if actual is None:
-                actual = await self.backend.dump()
+                now = time.monotonic()
+                if full or now - self._last_full >= self.full_resync_interval:
+                    self._last_full = now
+                    actual = await self.backend.dump()
+                else:
+                    actual = await self.backend.refresh()
             self.last_actual = actual
             wanted = self._wanted(actual)
             owned = self._owned()
             self._note_foreign(actual, wanted, owned)
-            ops = diff(wanted, actual, owned)
+            ops = diff(wanted, actual, owned, self._settled)
+            self._settled = _settled_pairs(wanted, actual, ops)
             errors: dict[ServiceKey, BackendError] = {}
             if ops:
                 outcomes = await self.backend.apply(ops)

@@ -26,6 +26,9 @@ class Backend(Protocol):
     """What the reconcile loop needs from an IPVS table.
 
     ``dump`` returns the whole table with statistics attached.
+    ``refresh`` returns the whole table too, but may take the fields and
+    counters of services that did not visibly change from an earlier read
+    (see NetlinkBackend); the reconcile loop uses it between dumps.
     ``apply_one`` performs one operation and raises BackendError with the
     kernel's errno on refusal (EEXIST, ENOENT, ESRCH, EINVAL...).
     ``apply`` performs many; it returns one entry per op, None on success
@@ -34,6 +37,8 @@ class Backend(Protocol):
     """
 
     async def dump(self) -> Table: ...
+
+    async def refresh(self) -> Table: ...
 
     async def apply(self, ops: list[Op]) -> list[BackendError | None]: ...
 

@@ -121,10 +121,15 @@ class Channel:
 
     def dump(self, cmd: int, payload: bytes) -> list[bytes]:
         """Every reply message (header included) of one dump request."""
+        return self._replies(wire.NLM_F_REQUEST | wire.NLM_F_DUMP, cmd, payload)
+
+    def get(self, cmd: int, payload: bytes) -> list[bytes]:
+        """The reply messages of one non-dump request (for one object)."""
+        return self._replies(wire.NLM_F_REQUEST | wire.NLM_F_ACK, cmd, payload)
+
+    def _replies(self, flags: int, cmd: int, payload: bytes) -> list[bytes]:
         seq = self.next_seq()
-        self.send(
-            wire.message(self.family_id, wire.NLM_F_REQUEST | wire.NLM_F_DUMP, seq, cmd, payload)
-        )
+        self.send(wire.message(self.family_id, flags, seq, cmd, payload))
         out: list[bytes] = []
         while True:
             buf, size = self.recv()

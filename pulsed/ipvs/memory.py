@@ -30,6 +30,9 @@ class MemoryBackend:
     async def dump(self) -> Table:
         return self.table()
 
+    async def refresh(self) -> Table:
+        return self.table()  # reading memory costs nothing, so always in full
+
     def table(self) -> Table:
         return Table(dict(self._services))
 

@@ -13,6 +13,16 @@ asking for an ack. The kernel processes the messages of a batch in order and
 answers every refused one with an error carrying its sequence number, so each
 op still gets its own outcome and one refusal never stops the others.
 
+Reads come in two depths. ``dump`` reads everything over netlink: one dump
+for the services, then one per service for its real servers (the kernel
+wants the service in the request), so 10,000 services cost 10,000 round
+trips. ``refresh`` reads ``/proc/net/ip_vs`` instead, which lists the whole
+table in one read, and re-reads over netlink only the services whose lines
+changed since netlink last read them; the rest keep the values read then.
+``/proc/net/ip_vs`` omits connection thresholds, scheduler flags and traffic
+counters, so a change to those alone is seen at the next ``dump``, which the
+reconcile loop runs every ``full_resync_interval``.
+
 All socket work runs in a worker thread so a big dump or batch never stalls
 the event loop (VRRP adverts, probes).
 """
@@ -24,8 +34,9 @@ import errno
 import os
 import struct
 from collections.abc import Sequence
+from dataclasses import replace
 
-from pulsed.ipvs import wire
+from pulsed.ipvs import procfs, wire
 from pulsed.ipvs.base import BackendError, IPVSUnavailable
 from pulsed.ipvs.channel import NO_PERMISSION, Channel, resolve_family
 from pulsed.model import Dest, Op, OpKind, Service, Stats, Table
@@ -61,6 +72,49 @@ def _parse_dests(raw: bytes) -> tuple[Dest, ...]:
     return tuple(dests)
 
 
+def _only_match(block: bytes, table: dict) -> Service | None:
+    """The one service of ``table`` a /proc block stands for, if it is clear."""
+    try:
+        keys = procfs.service_keys(procfs.head(block))
+    except ValueError:
+        return None
+    found = [table[k] for k in keys if k in table]
+    if len(found) != 1 or not _shows(block, found[0]):
+        return None
+    return found[0]
+
+
+def _shows(block: bytes, svc: Service) -> bool:
+    # A cheap guard against pairing a block with a service read a moment
+    # before someone else changed it: same scheduler, same real server count.
+    return procfs.scheduler(block) == svc.scheduler.encode() and procfs.dest_count(block) == len(
+        svc.dests
+    )
+
+
+def _with_connections(svc: Service, block: bytes) -> Service:
+    """``svc`` with the connection counts of its ``/proc/net/ip_vs`` block."""
+    counts = procfs.connections(block)
+    dests = []
+    for d in svc.dests:
+        active, inactive = counts.get((d.address, d.port), (0, 0))
+        stats = d.stats or Stats()
+        stats = replace(stats, active_connections=active, inactive_connections=inactive)
+        dests.append(replace(d, stats=stats))
+    total = replace(
+        svc.stats or Stats(),
+        active_connections=sum(a for a, _ in counts.values()),
+        inactive_connections=sum(i for _, i in counts.values()),
+    )
+    return replace(svc, dests=tuple(dests), stats=total)
+
+
+def _has_idle_dest(svc: Service) -> bool:
+    # A weight-0 destination may be draining: its connection count decides
+    # when it goes, so it must be fresh. Other counts may wait for a dump.
+    return any(d.weight == 0 for d in svc.dests)
+
+
 def _with_dests(cached: _Cached, dests: tuple[Dest, ...]) -> Service:
     svc = cached.settings
     active = sum(d.stats.active_connections for d in dests if d.stats)
@@ -72,11 +126,18 @@ def _with_dests(cached: _Cached, dests: tuple[Dest, ...]) -> Service:
 class NetlinkBackend:
     """IPVS through netlink. Create with ``await NetlinkBackend.open()``."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, proc_path: str = procfs.PATH) -> None:
         self._channel = channel
         self._lock = asyncio.Lock()
         self.writes = 0  # netlink write messages sent, for "zero writes" checks
+        self.rereads = 0  # services re-read by refresh, for tests and benchmarks
         self._cache: dict[bytes, _Cached] = {}
+        self._proc_path = proc_path
+        # A service's /proc/net/ip_vs block -> the Service netlink read for
+        # it: the whole block (connection counts included), and the block
+        # without the counts. None until a dump has paired them.
+        self._by_block: dict[bytes, Service] | None = None
+        self._by_settings: dict[bytes, Service] = {}
 
     @classmethod
     async def open(cls) -> NetlinkBackend:
@@ -96,8 +157,18 @@ class NetlinkBackend:
         self._channel.close()
 
     async def dump(self) -> Table:
+        """The whole table over netlink, counters included."""
         async with self._lock:
-            return await asyncio.to_thread(self._dump_sync)
+            return await asyncio.to_thread(self._locked, self._read_all)
+
+    async def refresh(self) -> Table:
+        """The table, re-reading over netlink only what /proc/net/ip_vs shows changed."""
+        async with self._lock:
+            return await asyncio.to_thread(self._locked, self._read_changed)
+
+    def _locked(self, read):
+        with self._channel.lock:
+            return read()
 
     async def apply(self, ops: list[Op]) -> list[BackendError | None]:
         if not ops:
@@ -107,7 +178,7 @@ class NetlinkBackend:
 
     # Reading ----------------------------------------------------------------
 
-    def _dump_sync(self) -> Table:
+    def _read_all(self) -> Table:
         # Parsing is the costly part of a dump in Python, and between two
         # resyncs most services come back byte for byte the same (same
         # settings, same counters). So each service's reply bytes are kept
@@ -116,28 +187,97 @@ class NetlinkBackend:
         previous = self._cache
         fresh: dict[bytes, _Cached] = {}
         table: dict = {}
-        with self._channel.lock:
-            try:
-                for raw in self._channel.dump(wire.CMD_GET_SERVICE, b""):
-                    body = raw[wire.HEADER_SIZE :]
-                    cached = previous.get(body)
-                    if cached is None:
-                        parsed = wire.parse_service(raw, 0, len(raw))
-                        if parsed is None:
-                            continue
-                        cached = _Cached(*parsed)
-                    dest_raw = self._dump_dests_raw(cached.settings)
-                    if cached.service is None or dest_raw != cached.dest_raw:
-                        cached = _Cached(cached.settings, cached.counters)
-                        cached.dest_raw = dest_raw
-                        cached.service = _with_dests(cached, _parse_dests(dest_raw))
-                    fresh[body] = cached
-                    table[cached.settings.key] = cached.service
-            except BaseException:
-                self._cache = {}
-                raise
+        try:
+            for raw in self._channel.dump(wire.CMD_GET_SERVICE, b""):
+                body = raw[wire.HEADER_SIZE :]
+                cached = previous.get(body)
+                if cached is None:
+                    parsed = wire.parse_service(raw, 0, len(raw))
+                    if parsed is None:
+                        continue
+                    cached = _Cached(*parsed)
+                dest_raw = self._dump_dests_raw(cached.settings)
+                if cached.service is None or dest_raw != cached.dest_raw:
+                    cached = _Cached(cached.settings, cached.counters)
+                    cached.dest_raw = dest_raw
+                    cached.service = _with_dests(cached, _parse_dests(dest_raw))
+                fresh[body] = cached
+                table[cached.settings.key] = cached.service
+        except BaseException:
+            self._cache = {}
+            self._by_block = None
+            raise
         self._cache = fresh
+        self._pair_blocks(table)
         return Table(table)
+
+    def _pair_blocks(self, table: dict) -> None:
+        """Remember which /proc/net/ip_vs block each service just read shows."""
+        try:
+            text = procfs.read(self._proc_path)
+        except OSError:
+            self._by_block = None  # refresh falls back to full reads
+            return
+        by_block: dict[bytes, Service] = {}
+        by_settings: dict[bytes, Service] = {}
+        for block in procfs.blocks(text):
+            svc = _only_match(block, table)
+            if svc is not None:
+                by_block[block] = svc
+                by_settings[procfs.settings_of(block)] = svc
+        self._by_block, self._by_settings = by_block, by_settings
+
+    def _read_changed(self) -> Table:
+        known = self._by_block
+        if known is None:
+            return self._read_all()
+        try:
+            text = procfs.read(self._proc_path)
+        except OSError:
+            return self._read_all()
+        by_settings = self._by_settings
+        fresh: dict[bytes, Service] = {}
+        table: dict = {}
+        changed: list[bytes] = []
+        for block in procfs.blocks(text):
+            svc = known.get(block)
+            if svc is None:
+                svc = by_settings.get(procfs.settings_of(block))
+                if svc is None:
+                    changed.append(block)
+                    continue
+                if _has_idle_dest(svc):
+                    svc = _with_connections(svc, block)
+            fresh[block] = svc
+            table[svc.key] = svc
+        for block in changed:
+            try:
+                keys = procfs.service_keys(procfs.head(block))
+            except ValueError:
+                return self._read_all()  # a line this parser cannot place
+            found = [svc for svc in map(self._read_one, keys) if svc is not None]
+            for svc in found:
+                table[svc.key] = svc
+            if len(found) == 1 and _shows(block, found[0]):
+                fresh[block] = found[0]
+                by_settings[procfs.settings_of(block)] = found[0]
+        self._by_block = fresh
+        return Table(table)
+
+    def _read_one(self, key) -> Service | None:
+        """One service and its real servers over netlink; None when it is gone."""
+        self.rereads += 1
+        try:
+            replies = self._channel.get(wire.CMD_GET_SERVICE, wire.service_key_nest(key))
+        except BackendError as exc:
+            if exc.errno in (errno.ESRCH, errno.ENOENT):
+                return None
+            raise
+        parsed = wire.parse_service(replies[0], 0, len(replies[0])) if replies else None
+        if parsed is None:
+            return None
+        cached = _Cached(*parsed)
+        return _with_dests(cached, _parse_dests(self._dump_dests_raw(cached.settings)))
 
     def _dump_dests_raw(self, svc: Service) -> bytes:
         """The reply datagrams of one service's destination dump, concatenated.

@@ -194,3 +194,49 @@ async def test_mark_dirty_wakes_the_loop_before_the_resync_interval():
         assert [op.kind for op in result.ops] == [OpKind.ADD_SERVICE, OpKind.ADD_DEST]
     finally:
         task.cancel()
+
+
+@given(wanted=tables, actual=tables, changed=tables)
+def test_settled_pairs_skip_only_what_is_unchanged(wanted, actual, changed):
+    # The pairs a pass records are exactly the services it found equal; a
+    # later pass skips a pair only when both objects are the very same ones,
+    # so its ops are what a diff without memory gives.
+    first = diff(wanted, actual)
+    touched = {op.service.key for op in first}
+    settled = {
+        k: (w, actual.services[k])
+        for k, w in wanted.services.items()
+        if k not in touched and k in actual.services
+    }
+    mixed = Table({**actual.services, **changed.services})
+    assert diff(wanted, mixed, settled=settled) == diff(wanted, mixed)
+    assert diff(wanted, actual, settled=settled) == first
+
+
+class CountingBackend(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    async def dump(self) -> Table:
+        self.reads.append("dump")
+        return await super().dump()
+
+    async def refresh(self) -> Table:
+        self.reads.append("refresh")
+        return await super().refresh()
+
+
+async def test_passes_refresh_between_full_reads():
+    backend = CountingBackend()
+    wanted = Table.of([svc(dests=(dest(),))])
+    loop = Reconciler(
+        backend, wanted=lambda _: wanted, owned=lambda: wanted.services, full_resync_interval=3600
+    )
+    for _ in range(3):
+        await loop.reconcile_once()
+    await loop.reconcile_once(full=True)
+    assert backend.reads == ["dump", "refresh", "refresh", "dump"]
+    loop.full_resync_interval = 0
+    await loop.reconcile_once()
+    assert backend.reads[-1] == "dump"
