@@ -150,6 +150,7 @@ class Reconciler:
         self._on_pass = on_pass
         self._last_full = float("-inf")  # monotonic time of the last full read
         self._settled: dict[ServiceKey, tuple[Service, Service]] = {}
+        self._quiet: tuple | None = None
         self._dirty = asyncio.Event()
         self._foreign_seen: set[ServiceKey] = set()
         self._lock = asyncio.Lock()
@@ -190,10 +191,18 @@ class Reconciler:
                     actual = await self.backend.refresh()
             self.last_actual = actual
             wanted = self._wanted(actual)
-            owned = self._owned()
-            self._note_foreign(actual, wanted, owned)
-            ops = diff(wanted, actual, owned, self._settled)
-            self._settled = _settled_pairs(wanted, actual, ops)
+            owned = frozenset(self._owned())
+            # The same objects as in the last pass that found nothing to do:
+            # nothing to do again. Comparing the item lists runs in C and
+            # stops at the first object that is not the very same.
+            quiet = (list(wanted.services.items()), list(actual.services.items()), owned)
+            if quiet == self._quiet:
+                ops = []
+            else:
+                self._note_foreign(actual, wanted, owned)
+                ops = diff(wanted, actual, owned, self._settled)
+                self._settled = _settled_pairs(wanted, actual, ops)
+            self._quiet = quiet if not ops else None
             errors: dict[ServiceKey, BackendError] = {}
             if ops:
                 outcomes = await self.backend.apply(ops)

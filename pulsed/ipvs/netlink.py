@@ -140,8 +140,11 @@ class NetlinkBackend:
         self._by_settings: dict[bytes, Service] = {}
 
     @classmethod
-    async def open(cls) -> NetlinkBackend:
-        """Connect to the kernel's IPVS; IPVSUnavailable says what is missing."""
+    async def open(cls, proc_path: str = procfs.PATH) -> NetlinkBackend:
+        """Connect to the kernel's IPVS; IPVSUnavailable says what is missing.
+
+        ``proc_path`` stands in for /proc/net/ip_vs (benchmarks replay text).
+        """
         family_id = await resolve_family()
         channel = Channel(family_id)
         try:  # a cheap privileged read, so a missing capability shows up here
@@ -151,7 +154,7 @@ class NetlinkBackend:
             if exc.errno == errno.EPERM:
                 raise IPVSUnavailable(NO_PERMISSION) from None
             raise IPVSUnavailable(f"IPVS does not answer over netlink: {exc}") from None
-        return cls(channel)
+        return cls(channel, proc_path)
 
     async def close(self) -> None:
         self._channel.close()

@@ -240,3 +240,16 @@ async def test_passes_refresh_between_full_reads():
     loop.full_resync_interval = 0
     await loop.reconcile_once()
     assert backend.reads[-1] == "dump"
+
+
+async def test_a_service_becoming_owned_is_removed_although_nothing_else_changed():
+    leftover = svc(dests=(dest(),))
+    backend = MemoryBackend(Table.of([leftover]))
+    owned: set[ServiceKey] = set()
+    loop = Reconciler(backend, wanted=lambda _: Table(), owned=lambda: owned)
+    assert (await loop.reconcile_once()).ops == []
+    assert (await loop.reconcile_once()).ops == []  # the same objects: the quiet path
+    owned.add(leftover.key)  # in place, as the daemon grows its owned set
+    result = await loop.reconcile_once()
+    assert [op.kind for op in result.ops] == [OpKind.DEL_DEST, OpKind.DEL_SERVICE]
+    assert backend.table() == Table()
