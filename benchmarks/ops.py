@@ -12,7 +12,10 @@ server's weight changed in the file, SIGHUP -> READY=1; repeated.
 scrape: 1,000 services x 10 real servers = 10,000 real servers, tcp checks
 every 10 s against listening loopback ports (so every probe histogram is
 filled); after every server has been probed, /metrics is scraped repeatedly;
-then VmRSS of the daemon is read from /proc.
+then VmRSS of the daemon is read from /proc (at READY, after the scrapes,
+after /status). ``--python`` runs the daemon under another interpreter, e.g.
+a virtualenv holding only the runtime dependencies, as the Containerfile
+installs them (the development venv adds rich, which structlog imports).
 """
 
 from __future__ import annotations
@@ -76,8 +79,11 @@ def scrape_config(state: Path, port: int, services: int, ports: list[int]) -> st
     return "\n".join(parts)
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
 class Daemon:
-    def __init__(self, workdir: Path, config: str) -> None:
+    def __init__(self, workdir: Path, config: str, python: str = sys.executable) -> None:
         self.config = workdir / "pulsed.toml"
         self.config.write_text(config)
         self.notify_path = workdir / "notify.sock"
@@ -86,9 +92,12 @@ class Daemon:
         self.notify.settimeout(120)
         env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHDOG_")}
         env["NOTIFY_SOCKET"] = str(self.notify_path)
+        # The source tree, for an interpreter whose environment holds only the
+        # runtime dependencies (as the Containerfile installs them).
+        env["PYTHONPATH"] = str(REPO)
         self.proc = subprocess.Popen(
             [
-                sys.executable,
+                python,
                 "-m",
                 "pulsed.cli",
                 "run",
@@ -143,7 +152,7 @@ def bench_reload(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="pulsed-bench-") as tmp:
         work = Path(tmp)
         port = free_port()
-        daemon = Daemon(work, reload_config(work, port, args.services, 1))
+        daemon = Daemon(work, reload_config(work, port, args.services, 1), args.python)
         try:
             times = []
             for round_ in range(args.rounds):
@@ -175,7 +184,7 @@ def bench_scrape(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="pulsed-bench-") as tmp:
         work = Path(tmp)
         port = free_port()
-        daemon = Daemon(work, scrape_config(work, port, args.services, ports))
+        daemon = Daemon(work, scrape_config(work, port, args.services, ports), args.python)
         try:
             url = f"http://127.0.0.1:{port}/metrics"
             rss_ready = daemon.rss_mib()
@@ -206,6 +215,7 @@ def bench_scrape(args: argparse.Namespace) -> None:
                 body = get(url)
                 times.append(time.perf_counter() - started)
                 size = len(body)
+            rss_scrapes = daemon.rss_mib()
             lines = body.count(b"\n")
             reals = args.services * args.reals
             print(f"/metrics at {reals} real servers ({args.services} x {args.reals}), tcp checks:")
@@ -227,9 +237,12 @@ def bench_scrape(args: argparse.Namespace) -> None:
                 f"  meanwhile on the same event loop: {rec['passes']} reconcile passes,"
                 f" the last took {rec['last_duration'] * 1000:.0f} ms"
             )
+            for _ in range(4):  # as the status page does, every few seconds
+                get(f"http://127.0.0.1:{port}/status")
             print(
                 f"  resident memory: {rss_ready:.1f} MiB at READY (before any probe or scrape),"
-                f" {daemon.rss_mib():.1f} MiB after the scrapes"
+                f" {rss_scrapes:.1f} MiB after the scrapes,"
+                f" {daemon.rss_mib():.1f} MiB after 5 /status requests"
             )
         finally:
             daemon.stop()
@@ -239,6 +252,11 @@ def bench_scrape(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter that runs the daemon (default: this one)",
+    )
     sub = parser.add_subparsers(required=True)
     r = sub.add_parser("reload")
     r.add_argument("--services", type=int, default=10_000)

@@ -5,16 +5,21 @@ tables, so a server removed from the config loses its series at once and the
 label sets are bounded by the config. Only what a snapshot cannot tell
 (probe latency histograms, result counts, transitions, reconcile durations)
 is accumulated, in ``ActivityRecorder``, which is pruned to the monitored
-servers on every scrape.
+servers whenever the config changes.
 
 Why the text is written here and not by prometheus_client's
 ``generate_latest`` over a custom collector: at 10,000 real servers (about
-230,000 samples) that path took 1.9 s per scrape on the development
+150,000 samples) that path took 1.9 s per scrape on the development
 machine, against a 100 ms target; it formats every label set of every
-sample anew. Here each server's label text is built once and reused, and a
-histogram is one ``%`` format of a cached template. prometheus_client still
-supplies the process metrics, and the tests parse this output with its
-parser and with ``promtool check metrics``.
+sample anew. Here each server's label text is built once per config, and
+each family is written in blocks of servers by one ``%`` format per line
+(one per server for the 9-line histogram), from templates shared by all
+servers. ``chunks()`` yields the text in pieces of about 256 KiB, so the
+API streams it while it renders and the peak memory of a scrape stays
+small: a 12 MB document built whole left the process 50 MiB larger.
+prometheus_client still supplies the process metrics (imported at the first
+scrape: nothing else here needs it), and the tests parse this output with
+its parser and with ``promtool check metrics``.
 
 Labels: ``service`` is the service's name from the config, ``server`` the
 real server's ``address:port``; ``result`` is a probe's category (a small
@@ -24,13 +29,11 @@ fixed set, see pulsed.checks.base.ProbeResult).
 from __future__ import annotations
 
 import bisect
-from collections import Counter
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, is_dataclass
+from array import array
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, is_dataclass
+from operator import attrgetter
 from typing import Any
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.process_collector import ProcessCollector
 
 from pulsed import __version__
 from pulsed.model import DestKey, ServiceKey, Stats
@@ -39,9 +42,12 @@ from pulsed.status_view import indexed_reals
 RealKey = tuple[ServiceKey, DestKey]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CHUNK_BYTES = 256 * 1024  # what chunks() yields at a time
+BLOCK = 256  # servers formatted per step (a histogram block is ~230 KB)
 
 # Probe latency: loopback answers in well under a millisecond, a timeout is a
-# second or more. Six buckets keep 10,000 servers' histograms affordable.
+# second or more. Six buckets keep 10,000 servers' histograms affordable
+# (_RealSnapshot._histograms writes the six out by hand: change both together).
 PROBE_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 2.5)
 RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 VRRP_ROLES = ("init", "backup", "master", "fault")
@@ -51,38 +57,76 @@ PROBE_HISTOGRAM = "pulsed_real_probe_duration_seconds"
 
 
 class Histogram:
-    """Counts per bucket, their sum and total; cheap enough for one per server."""
+    """Cumulative counts per bucket (the last one is the total) and their sum."""
 
-    __slots__ = ("bounds", "count", "counts", "sum")
+    __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
-        self.counts = [0] * len(bounds)  # observations per finite bucket (not cumulative)
-        self.count = 0
+        self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
 
+    @property
+    def count(self) -> int:
+        return self.counts[-1]
+
     def observe(self, value: float) -> None:
-        i = bisect.bisect_left(self.bounds, value)
-        if i < len(self.counts):
-            self.counts[i] += 1
-        self.count += 1
+        counts = self.counts
+        for i in range(bisect.bisect_left(self.bounds, value), len(counts)):
+            counts[i] += 1
         self.sum += value
 
     def cumulative(self) -> list[int]:
-        out, running = [], 0
-        for n in self.counts:
-            running += n
-            out.append(running)
-        out.append(self.count)
-        return out
+        return list(self.counts)
 
 
-@dataclass(slots=True)
+# Positions in RealRecord.counts: the histogram's cumulative bucket counts,
+# its total, then one count per probe result category.
+_TOTAL = len(PROBE_BUCKETS)
+_RESULTS = _TOTAL + 1
+# Category -> position after _RESULTS. Categories are a small fixed set
+# (pulsed.checks.base.ProbeResult), shared by every record.
+_CATEGORIES: dict[str, int] = {}
+_NO_PROBES = array("q", bytes(8 * _RESULTS))
+
+
 class RealRecord:
-    latency: Histogram = field(default_factory=lambda: Histogram(PROBE_BUCKETS))
-    results: Counter = field(default_factory=Counter)
-    transitions: int = 0
-    last_up: bool | None = None
+    """What events told about one real server, in ~265 bytes; made at its first event.
+
+    ``counts`` is one array of integers (see _TOTAL, _RESULTS) rather than a
+    histogram object, a list and a Counter (~470 bytes): at 10,000 servers
+    that is 2 MB less, and counts never become separate int objects.
+    """
+
+    __slots__ = ("counts", "last_up", "sum", "transitions")
+
+    def __init__(self, last_up: bool | None = None) -> None:
+        self.counts: array | None = None  # made at the first probe
+        self.sum = 0.0
+        self.transitions = 0
+        self.last_up = last_up
+
+    def observe(self, latency: float, category: str) -> None:
+        counts = self.counts
+        if counts is None:
+            counts = self.counts = array("q", _NO_PROBES)
+        for i in range(bisect.bisect_left(PROBE_BUCKETS, latency), _RESULTS):
+            counts[i] += 1
+        self.sum += latency
+        slot = _CATEGORIES.get(category)
+        if slot is None:
+            slot = _CATEGORIES[category] = len(_CATEGORIES)
+        at = _RESULTS + slot
+        if at >= len(counts):
+            counts.extend([0] * (at + 1 - len(counts)))
+        counts[at] += 1
+
+    def results(self) -> dict[str, int]:
+        """Probe count per result category (categories never seen are left out)."""
+        if self.counts is None:
+            return {}
+        names = list(_CATEGORIES)
+        return {names[j]: n for j, n in enumerate(self.counts[_RESULTS:]) if n}
 
 
 class ActivityRecorder:
@@ -99,15 +143,20 @@ class ActivityRecorder:
         return record
 
     def on_probe(self, key: RealKey, result: Any) -> None:
-        record = self._record(key)
-        record.latency.observe(max(0.0, float(result.latency)))
-        record.results[result.category] += 1
+        self._record(key).observe(max(0.0, float(result.latency)), str(result.category))
 
     def on_health(self, key: RealKey, health: Any) -> None:
         record = self._record(key)
-        # The monitor reports up/down flips and weight reports; a report about
-        # a server not seen yet, once it has been probed, is a flip.
-        if record.last_up != health.up and (record.last_up is not None or health.last_ok):
+        # The monitor reports up/down flips and weight reports. For the first
+        # report about a server the previous state is not known here; a flip
+        # is the probe that made the transition (pulsed.checks.state sets
+        # both times from the same clock reading).
+        if record.last_up is not None:
+            flipped = record.last_up != health.up
+        else:
+            checked = getattr(health, "last_check", None)
+            flipped = checked is not None and getattr(health, "last_transition", None) == checked
+        if flipped:
             record.transitions += 1
         record.last_up = health.up
 
@@ -115,13 +164,9 @@ class ActivityRecorder:
         self.reconcile.observe(elapsed)
 
     def seed(self, health: Mapping[RealKey, Any]) -> None:
-        """Forget servers no longer monitored; note the state of new ones."""
+        """Forget servers no longer monitored (records of the others come with events)."""
         for key in [k for k in self.reals if k not in health]:
             del self.reals[key]
-        for key, h in health.items():
-            record = self._record(key)
-            if record.last_up is None:
-                record.last_up = h.up
 
 
 def attach_recorder(daemon: Any, recorder: ActivityRecorder) -> None:
@@ -145,8 +190,12 @@ def _num(value: float | int | bool) -> str:
     return repr(float(value))
 
 
+def _head(name: str, typ: str, help_text: str) -> str:
+    return f"# HELP {name} {help_text}\n# TYPE {name} {typ}\n"
+
+
 class _Family:
-    """Samples of one metric family, written under its HELP and TYPE lines."""
+    """Samples of one small metric family, written under its HELP and TYPE lines."""
 
     __slots__ = ("help", "lines", "name", "type")
 
@@ -159,8 +208,59 @@ class _Family:
         self.lines.append(f"{self.name}{suffix}{body} {_num(value)}\n")
 
     def text(self) -> str:
-        head = f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.type}\n"
-        return head + "".join(self.lines)
+        return _head(self.name, self.type, self.help) + "".join(self.lines)
+
+
+def _line(name: str, extra: str = "", value: str = "%s") -> str:
+    """A one-sample template: ``%s`` takes the server's label text, then the value."""
+    return f"{name}{{%s{extra}}} {value}\n"
+
+
+# One server's probe histogram: its label text goes in before every value.
+_HISTOGRAM_TEMPLATE = (
+    "".join(_line(f"{PROBE_HISTOGRAM}_bucket", f',le="{b!r}"', "%d") for b in PROBE_BUCKETS)
+    + _line(f"{PROBE_HISTOGRAM}_bucket", ',le="+Inf"', "%d")
+    + _line(f"{PROBE_HISTOGRAM}_sum", "", "%r")
+    + _line(f"{PROBE_HISTOGRAM}_count", "", "%d")
+)
+_UP = _line("pulsed_real_up", value="%d")
+_CONFIGURED = _line("pulsed_real_configured_weight")
+_EFFECTIVE = _line("pulsed_real_effective_weight")
+_ADMIN = _line("pulsed_real_admin_override", ',mode="%s"', "1")
+_RESULT = _line("pulsed_real_probe_results_total", ',result="%s"', "%d")
+_TRANSITIONS = _line("pulsed_real_transitions_total", value="%d")
+
+
+class _Index:
+    """Per config: each real server's label text and key, grouped by service.
+
+    ``keys`` are the monitor's own key objects where it has them, so the
+    lookups in its health snapshot find them by identity.
+    """
+
+    __slots__ = ("config", "configured", "keys", "labels", "records", "services")
+
+    def __init__(self, config: Any, health: Mapping[RealKey, Any], recorder: ActivityRecorder):
+        records = recorder.reals
+        self.config = config
+        self.labels: list[str] = []
+        self.keys: list[RealKey] = []
+        self.configured: list[int] = []
+        # Per service: (service, key, label text, first row, end row).
+        self.services: list[tuple[Any, ServiceKey, str, int, int]] = []
+        canonical = {key: key for key in health}
+        for svc, svc_key, dests in indexed_reals(config, health):
+            name = escape(svc.name)
+            start = len(self.keys)
+            for real, dest in zip(svc.real, dests, strict=True):
+                key = (svc_key, dest)
+                self.keys.append(canonical.get(key, key))
+                self.labels.append(f'service="{name}",server="{dest}"')
+                self.configured.append(real.weight)
+            self.services.append((svc, svc_key, f'service="{name}"', start, len(self.keys)))
+        # Records are dropped only when the config changes (seed), which
+        # rebuilds this index: a server's record stays the same object.
+        self.records: list[RealRecord | None] = [records.get(key) for key in self.keys]
 
 
 class MetricsRenderer:
@@ -169,73 +269,218 @@ class MetricsRenderer:
     def __init__(self, daemon: Any, recorder: ActivityRecorder) -> None:
         self.daemon = daemon
         self.recorder = recorder
-        self._indexed: tuple[Any, list] | None = None
-        self._process = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=self._process)
+        self._index: _Index | None = None
+        self._process: Any = None  # prometheus_client registry, made at the first scrape
 
     def render(self) -> bytes:
-        d = self.daemon
-        health = d.monitor.health()
-        self.recorder.seed(health)
-        parts = [
-            *config_families(d),
-            *self._real_families(d, health),
-            *reconcile_families(d, self.recorder),
-            *vrrp_families(getattr(d, "vrrp", None)),
-        ]
-        text = "".join(p if isinstance(p, str) else p.text() for p in parts)
-        return text.encode() + generate_latest(self._process)
+        """The whole document at once (tests, small daemons)."""
+        return b"".join(self.chunks())
 
-    def _index(self, config: Any) -> list[tuple[Any, ServiceKey, str, list[tuple]]]:
-        """Per service: (config, key, label text, [(real, dest, key, labels, template)]).
+    def chunks(self, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The document in pieces of about ``size`` bytes.
 
-        Built once per config object: label text and histogram templates are
-        the same on every scrape until a reload replaces the config.
+        The state is read when the first piece is made; what later pieces
+        show comes from that snapshot, except probe counters, which may have
+        grown meanwhile.
         """
-        if self._indexed is not None and self._indexed[0] is config:
-            return self._indexed[1]
-        index = []
-        for svc, svc_key, reals in indexed_reals(config):
-            rows = []
-            for real, dest in reals:
-                labels = f'service="{escape(svc.name)}",server="{dest}"'
-                rows.append((real, dest, (svc_key, dest), labels, _histogram_template(labels)))
-            index.append((svc, svc_key, f'service="{escape(svc.name)}"', rows))
-        self._indexed = (config, index)
+        pieces = self._pieces()
+        buffer: list[str] = []
+        held = 0
+        for piece in pieces:
+            buffer.append(piece)
+            held += len(piece)
+            if held >= size:
+                yield "".join(buffer).encode()
+                buffer.clear()
+                held = 0
+        yield "".join(buffer).encode() + self._process_metrics()
+
+    def _process_metrics(self) -> bytes:
+        if self._process is None:
+            from prometheus_client import CollectorRegistry
+            from prometheus_client.process_collector import ProcessCollector
+
+            self._process = CollectorRegistry(auto_describe=False)
+            ProcessCollector(registry=self._process)
+        from prometheus_client import generate_latest
+
+        return generate_latest(self._process)
+
+    def _index_for(self, config: Any, health: Mapping[RealKey, Any]) -> _Index:
+        index = self._index
+        if index is None or index.config is not config:
+            # A new config is the only way servers come and go.
+            self.recorder.seed(health)
+            index = self._index = _Index(config, health, self.recorder)
         return index
 
-    def _real_families(self, d: Any, health: Mapping[RealKey, Any]) -> list[Any]:
-        up = _Family(
+    def _pieces(self) -> Iterator[str]:
+        d = self.daemon
+        health = d.monitor.health()
+        index = self._index_for(d.config, health)
+        real = _RealSnapshot(d, index, health, self.recorder.reals)
+        yield "".join(f.text() for f in config_families(d))
+        yield from real.pieces()
+        yield "".join(
+            p if isinstance(p, str) else p.text() for p in reconcile_families(d, self.recorder)
+        )
+        yield "".join(f.text() for f in vrrp_families(getattr(d, "vrrp", None)))
+
+
+class _RealSnapshot:
+    """Per-server values read at the start of a scrape, then written family by family."""
+
+    def __init__(
+        self, d: Any, index: _Index, health: Mapping[RealKey, Any], records: Mapping
+    ) -> None:
+        self.index = index
+        keys = index.keys
+        if list(health) == keys:  # the monitor's order is the config's: no lookups
+            states = list(health.values())
+        else:
+            states = [health.get(key) for key in keys]
+        self.monitored = [h is not None for h in states]
+        self.up = [1 if h is not None and h.up else 0 for h in states]
+        self.records = index.records
+        if None in self.records:  # servers the recorder had not seen when the index was built
+            for i, record in enumerate(self.records):
+                if record is None:
+                    self.records[i] = records.get(keys[i])
+        self.configured: list[int] = index.configured
+        self.admin: list[str] = []
+        overrides = d.overrides.all()
+        if overrides:
+            self.configured = list(index.configured)
+            for i, key in enumerate(keys):
+                override = overrides.get(key)
+                if override is None:
+                    continue
+                if override.weight is not None:
+                    self.configured[i] = override.weight
+                if override.mode != "enabled":
+                    self.admin.append(_ADMIN % (index.labels[i], override.mode))
+        pools = d.wanted.pools
+        actual = d.reconciler.last_actual
+        labels, keys = index.labels, index.keys
+        self.effective: list[tuple[str, int]] = []
+        self.services: list[tuple[str, int, int, Any, Any]] = []
+        self.kernel_reals: list[tuple[str, Stats]] = []
+        for _svc, svc_key, svc_labels, start, end in index.services:
+            pool = pools.get(svc_key)
+            if pool is not None:
+                get = pool.weights.get
+                self.effective += [
+                    (labels[i], w) for i in range(start, end) if (w := get(keys[i][1])) is not None
+                ]
+            kernel = actual.get(svc_key)
+            self.services.append((svc_labels, sum(self.up[start:end]), end - start, pool, kernel))
+            if kernel is not None and kernel.dests:
+                by_endpoint = {
+                    (keys[i][1].address, keys[i][1].port): labels[i] for i in range(start, end)
+                }
+                for kd in kernel.dests:
+                    lab = by_endpoint.get((kd.address, kd.port))
+                    if lab is not None and kd.stats is not None:  # configured destinations only
+                        self.kernel_reals.append((lab, kd.stats))
+
+    def pieces(self) -> Iterator[str]:
+        labels, n = self.index.labels, len(self.index.labels)
+        blocks = range(0, n, BLOCK)
+        yield _head(
             "pulsed_real_up",
             "gauge",
             "1 if the real server passes its health check (after rise/fall), else 0.",
         )
-        configured = _Family(
+        yield from _per_server(_UP, labels, self.up)
+        yield _head(
             "pulsed_real_configured_weight",
             "gauge",
             "Weight from the config, or the admin's weight override.",
         )
-        effective = _Family(
+        yield from _per_server(_CONFIGURED, labels, self.configured)
+        yield _head(
             "pulsed_real_effective_weight",
             "gauge",
             "Weight pulsed programs into IPVS (0 while quiesced or drained; absent if removed).",
         )
-        admin = _Family(
+        eff = self.effective
+        for a in range(0, len(eff), BLOCK):
+            yield "".join(map(_EFFECTIVE.__mod__, eff[a : a + BLOCK]))
+        yield _head(
             "pulsed_real_admin_override",
             "gauge",
             "1 for a real server under an admin override (mode drain or disable).",
         )
-        hist_lines: list[str] = []
-        results = _Family(
+        yield "".join(self.admin)
+        yield _head(PROBE_HISTOGRAM, "histogram", "Duration of health-check probes.")
+        for a in blocks:
+            yield self._histograms(a, min(n, a + BLOCK))
+        yield _head(
             "pulsed_real_probe_results_total",
             "counter",
             "Health-check probe results by outcome (ok, refused, timeout, status, ...).",
         )
-        transitions = _Family(
+        for a in blocks:
+            yield self._results(a, min(n, a + BLOCK))
+        yield _head(
             "pulsed_real_transitions_total",
             "counter",
             "Health transitions (up to down, down to up) since the daemon started.",
         )
+        for a in blocks:
+            yield "".join(
+                [
+                    _TRANSITIONS % (labels[i], r.transitions if r is not None else 0)
+                    for i, r in enumerate(self.records[a : a + BLOCK], a)
+                    if self.monitored[i]
+                ]
+            )
+        yield "".join(f.text() for f in self._service_families())
+        yield from _ipvs_pieces(
+            [
+                (lab, k.stats)
+                for lab, _, _, _, k in self.services
+                if k is not None and k.stats is not None
+            ],
+            self.kernel_reals,
+        )
+
+    def _histograms(self, start: int, end: int) -> str:
+        labels, records, monitored = self.index.labels, self.records, self.monitored
+        out = []
+        for i in range(start, end):
+            if not monitored[i]:
+                continue
+            r = records[i]
+            if r is None or r.counts is None:
+                c, total = _NO_PROBES, 0.0
+            else:
+                c, total = r.counts, r.sum
+            lab = labels[i]
+            n = c[_TOTAL]
+            # One format per server, its arguments written out: a loop costs more.
+            # fmt: off
+            out.append(_HISTOGRAM_TEMPLATE % (
+                lab, c[0], lab, c[1], lab, c[2], lab, c[3], lab, c[4], lab, c[5],
+                lab, n, lab, total, lab, n,
+            ))
+            # fmt: on
+        return "".join(out)
+
+    def _results(self, start: int, end: int) -> str:
+        labels, records = self.index.labels, self.records
+        names = [escape(c) for c in _CATEGORIES]
+        out = []
+        for i in range(start, end):
+            r = records[i]
+            if r is not None and r.counts is not None and self.monitored[i]:
+                lab = labels[i]
+                for j, count in enumerate(r.counts[_RESULTS:]):
+                    if count:
+                        out.append(_RESULT % (lab, names[j], count))
+        return "".join(out)
+
+    def _service_families(self) -> list[_Family]:
         svc_up = _Family(
             "pulsed_service_real_servers_up",
             "gauge",
@@ -259,139 +504,89 @@ class MetricsRenderer:
             "gauge",
             "1 if the configured service is in the kernel's IPVS table.",
         )
-        ipvs = _IpvsFamilies()
-        overrides = d.overrides.all()
-        pools = d.wanted.pools
-        records = self.recorder.reals
-        actual = d.reconciler.last_actual
-        up_lines, conf_lines, eff_lines = up.lines, configured.lines, effective.lines
-        trans_lines = transitions.lines
-        for _svc, svc_key, svc_labels, reals in self._index(d.config):
-            pool = pools.get(svc_key)
-            weights = pool.weights if pool is not None else {}
-            kernel = actual.get(svc_key)
-            n_up = 0
-            dest_labels = {}
-            for real, dest, key, labels, template in reals:
-                dest_labels[dest] = labels
-                h = health.get(key)
-                is_up = h is not None and h.up
-                n_up += is_up
-                up_lines.append(f"pulsed_real_up{{{labels}}} {1 if is_up else 0}\n")
-                override = overrides.get(key) if overrides else None
-                base = real.weight
-                if override is not None:
-                    if override.weight is not None:
-                        base = override.weight
-                    if override.mode != "enabled":
-                        admin.add(f'{labels},mode="{override.mode}"', 1)
-                conf_lines.append(f"pulsed_real_configured_weight{{{labels}}} {base}\n")
-                weight = weights.get(dest)
-                if weight is not None:
-                    eff_lines.append(f"pulsed_real_effective_weight{{{labels}}} {weight}\n")
-                record = records.get(key)
-                if record is not None:
-                    hist = record.latency
-                    hist_lines.append(template % (*hist.cumulative(), hist.sum, hist.count))
-                    for result, count in record.results.items():
-                        results.add(f'{labels},result="{escape(str(result))}"', count)
-                    trans_lines.append(
-                        f"pulsed_real_transitions_total{{{labels}}} {record.transitions}\n"
-                    )
+        for svc_labels, n_up, total, pool, kernel in self.services:
             svc_up.add(svc_labels, n_up)
-            svc_total.add(svc_labels, len(reals))
+            svc_total.add(svc_labels, total)
             failed_open.add(svc_labels, bool(pool is not None and pool.failed_open))
             sorry.add(svc_labels, bool(pool is not None and pool.sorry_in_use))
             present.add(svc_labels, kernel is not None)
-            if kernel is not None:
-                ipvs.add("service", svc_labels, kernel.stats)
-                for kd in kernel.dests:
-                    labels = dest_labels.get(kd.key)
-                    if labels is not None:  # configured destinations only
-                        ipvs.add("real", labels, kd.stats)
-        histogram = (
-            f"# HELP {PROBE_HISTOGRAM} Duration of health-check probes.\n"
-            f"# TYPE {PROBE_HISTOGRAM} histogram\n" + "".join(hist_lines)
-        )
-        return [
-            up,
-            configured,
-            effective,
-            admin,
-            histogram,
-            results,
-            transitions,
-            svc_up,
-            svc_total,
-            failed_open,
-            sorry,
-            present,
-            *ipvs.families(),
-        ]
+        return [svc_up, svc_total, failed_open, sorry, present]
 
 
-def _histogram_template(labels: str) -> str:
-    """The text of one server's probe histogram, to be filled with ``%``."""
-    lab = labels.replace("%", "%%")
-    rows = [f'{PROBE_HISTOGRAM}_bucket{{{lab},le="{b!r}"}} %d\n' for b in PROBE_BUCKETS]
-    rows.append(f'{PROBE_HISTOGRAM}_bucket{{{lab},le="+Inf"}} %d\n')
-    rows.append(f"{PROBE_HISTOGRAM}_sum{{{lab}}} %r\n")
-    rows.append(f"{PROBE_HISTOGRAM}_count{{{lab}}} %d\n")
-    return "".join(rows)
+def _per_server(template: str, labels: list[str], values: list[Any]) -> Iterator[str]:
+    """One line per server, BLOCK servers at a time, formatted without a Python loop."""
+    fill = template.__mod__
+    for a in range(0, len(labels), BLOCK):
+        yield "".join(map(fill, zip(labels[a : a + BLOCK], values[a : a + BLOCK], strict=True)))
 
 
-class _IpvsFamilies:
+_STATS = attrgetter(
+    "connections",
+    "packets_in",
+    "packets_out",
+    "bytes_in",
+    "bytes_out",
+    "active_connections",
+    "inactive_connections",
+)
+_ONE = "{%s} %d\n"
+_TWO = '{%s,direction="in"} %d\n@{%s,direction="out"} %d\n'  # @: the metric's name
+
+
+def _ipvs_pieces(
+    services: list[tuple[str, Stats]], reals: list[tuple[str, Stats]]
+) -> Iterator[str]:
     """The kernel's IPVS counters, per configured service and per destination."""
-
-    def __init__(self) -> None:
-        self.by_level: dict[str, list[_Family]] = {}
-        for level, what in (("service", "virtual service"), ("real", "real server")):
-            self.by_level[level] = [
-                _Family(
-                    f"pulsed_ipvs_{level}_connections_total",
-                    "counter",
-                    f"Connections the kernel scheduled to this {what}.",
-                ),
-                _Family(
-                    f"pulsed_ipvs_{level}_packets_total",
-                    "counter",
-                    f"Packets through this {what}, by direction.",
-                ),
-                _Family(
-                    f"pulsed_ipvs_{level}_bytes_total",
-                    "counter",
-                    f"Bytes through this {what}, by direction.",
-                ),
-                _Family(
-                    f"pulsed_ipvs_{level}_active_connections",
-                    "gauge",
-                    f"Active (established) connections of this {what}.",
-                ),
-                _Family(
-                    f"pulsed_ipvs_{level}_inactive_connections",
-                    "gauge",
-                    f"Inactive connections of this {what}.",
-                ),
-            ]
-
-    def add(self, level: str, labels: str, s: Stats | None) -> None:
-        if s is None:
-            return
-        conns, packets, octets, active, inactive = self.by_level[level]
-        conns.lines.append(f"{conns.name}{{{labels}}} {s.connections}\n")
-        packets.lines.append(
-            f'{packets.name}{{{labels},direction="in"}} {s.packets_in}\n'
-            f'{packets.name}{{{labels},direction="out"}} {s.packets_out}\n'
-        )
-        octets.lines.append(
-            f'{octets.name}{{{labels},direction="in"}} {s.bytes_in}\n'
-            f'{octets.name}{{{labels},direction="out"}} {s.bytes_out}\n'
-        )
-        active.lines.append(f"{active.name}{{{labels}}} {s.active_connections}\n")
-        inactive.lines.append(f"{inactive.name}{{{labels}}} {s.inactive_connections}\n")
-
-    def families(self) -> list[_Family]:
-        return [f for level in ("service", "real") for f in self.by_level[level]]
+    for level, what, rows in (
+        ("service", "virtual service", services),
+        ("real", "real server", reals),
+    ):
+        prefix = f"pulsed_ipvs_{level}"
+        labels = [lab for lab, _ in rows]
+        # Columns: connections, packets in/out, bytes in/out, active, inactive.
+        cols = list(zip(*map(_STATS, [s for _, s in rows]), strict=True)) or [()] * 7
+        for name, typ, help_text, template, columns in (
+            (
+                f"{prefix}_connections_total",
+                "counter",
+                f"Connections the kernel scheduled to this {what}.",
+                _ONE,
+                (labels, cols[0]),
+            ),
+            (
+                f"{prefix}_packets_total",
+                "counter",
+                f"Packets through this {what}, by direction.",
+                _TWO,
+                (labels, cols[1], labels, cols[2]),
+            ),
+            (
+                f"{prefix}_bytes_total",
+                "counter",
+                f"Bytes through this {what}, by direction.",
+                _TWO,
+                (labels, cols[3], labels, cols[4]),
+            ),
+            (
+                f"{prefix}_active_connections",
+                "gauge",
+                f"Active (established) connections of this {what}.",
+                _ONE,
+                (labels, cols[5]),
+            ),
+            (
+                f"{prefix}_inactive_connections",
+                "gauge",
+                f"Inactive connections of this {what}.",
+                _ONE,
+                (labels, cols[6]),
+            ),
+        ):
+            fill = (name + template.replace("@", name)).__mod__
+            yield _head(name, typ, help_text)
+            for a in range(0, len(labels), BLOCK):
+                block = [c[a : a + BLOCK] for c in columns]
+                yield "".join(map(fill, zip(*block, strict=True)))
 
 
 def _gauge(name: str, help_text: str, value: float | int | bool, labels: str = "") -> _Family:

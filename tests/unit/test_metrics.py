@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pulsed.checks.base import ProbeResult
+from pulsed.checks.state import apply_result, initial_health
 from pulsed.config import parse_config
 from pulsed.desired import wanted_table
 from pulsed.metrics import ActivityRecorder, Histogram, MetricsRenderer, attach_recorder, escape
@@ -134,13 +135,29 @@ def test_probe_histogram_and_results(tmp_path):
 def test_transitions_count_flips_only(tmp_path):
     recorder = ActivityRecorder()
     key = ("svc", "dest")
-    up = SimpleNamespace(up=True, last_ok=True)
-    down = SimpleNamespace(up=False, last_ok=False)
-    recorder.seed({key: down})
-    recorder.on_health(key, up)
-    recorder.on_health(key, up)  # a weight report, not a flip
-    recorder.on_health(key, down)
-    assert recorder.reals[key].transitions == 2
+    ok = ProbeResult(True, "ok", 0.001, "ok")
+    fail = ProbeResult(False, "connect refused", 0.001, "refused")
+    health = initial_health(False, 100.0)  # what the monitor starts a server with
+    reports = 0
+    for step, result in enumerate((ok, ok, fail, fail, ok), 1):
+        before = health
+        health = apply_result(health, result, 1, 1, 100.0 + step, float(step))
+        if health.up != before.up or step == 2:  # step 2: a weight report, not a flip
+            recorder.on_health(key, health)
+            reports += 1
+    assert reports == 4
+    assert recorder.reals[key].transitions == 3
+
+
+def test_first_report_of_a_server_counts_only_if_it_flipped(tmp_path):
+    recorder = ActivityRecorder()
+    start = initial_health(True, 100.0)  # assumed up (already serving in the kernel)
+    weight_report = apply_result(start, ProbeResult(True, "ok", 0.001, "ok"), 1, 1, 101.0, 1.0)
+    recorder.on_health(("svc", "a"), weight_report)
+    down = apply_result(start, ProbeResult(False, "timeout", 1.0, "timeout"), 1, 1, 101.0, 1.0)
+    recorder.on_health(("svc", "b"), down)
+    assert recorder.reals[("svc", "a")].transitions == 0
+    assert recorder.reals[("svc", "b")].transitions == 1
 
 
 def test_reconcile_passes_feed_the_duration_histogram(tmp_path):

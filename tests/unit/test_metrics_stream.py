@@ -1,0 +1,106 @@
+"""/metrics and /status made in pieces: the same documents, a bounded piece at a time."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import msgspec
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pulsed.checks.base import ProbeResult
+from pulsed.metrics import ActivityRecorder, MetricsRenderer, RealRecord, attach_recorder
+from pulsed.status_view import build_status, service_status, status_chunks
+from tests.unit.pop_snapshot import snapshot
+
+
+def probed(tmp_path, services: int, reals: int):
+    daemon = snapshot(tmp_path, services=services, reals=reals)
+    recorder = ActivityRecorder()
+    attach_recorder(daemon, recorder)
+    for i, key in enumerate(daemon.monitor.health()):
+        recorder.on_probe(key, ProbeResult(True, "ok", 0.0004 * (i % 7), "ok"))
+        if i % 3 == 0:
+            recorder.on_probe(key, ProbeResult(False, "connect refused", 0.3, "refused"))
+    return daemon, MetricsRenderer(daemon, recorder)
+
+
+def samples(text: str) -> dict:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.startswith("process_")  # CPU time and memory move between scrapes
+    }
+
+
+def test_pieces_make_the_same_document_as_one_render(tmp_path):
+    _, renderer = probed(tmp_path, services=30, reals=10)
+    pieces = list(renderer.chunks(size=8192))
+    assert len(pieces) > 10
+    # A piece holds at most one block past the size (a block of 256 histograms, ~230 KB).
+    assert max(len(p) for p in pieces[:-1]) < 8192 + 256 * 1024
+    whole = renderer.render()
+    assert samples(b"".join(pieces).decode()) == samples(whole.decode())
+    assert whole.count(b"# TYPE pulsed_real_probe_duration_seconds ") == 1
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_accepts_a_streamed_document_with_several_result_categories(tmp_path):
+    daemon, renderer = probed(tmp_path, services=3, reals=400)  # blocks end mid-service
+    text = b"".join(renderer.chunks(size=4096))
+    out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True)
+    assert out.returncode == 0 and out.stdout + out.stderr == b"", out.stdout + out.stderr
+    got = samples(text.decode())
+    key = next(iter(daemon.monitor.health()))
+    labels = (("server", str(key[1])), ("service", "svc0"))
+    assert got[("pulsed_real_probe_results_total", (("result", "ok"), *labels))] == 1
+    assert got[("pulsed_real_probe_results_total", (("result", "refused"), *labels))] == 1
+    assert got[("pulsed_real_probe_duration_seconds_count", labels)] == 2
+    le = (("le", "0.025"), *labels)
+    assert got[("pulsed_real_probe_duration_seconds_bucket", le)] == 1
+    assert got[("pulsed_real_probe_duration_seconds_sum", labels)] == pytest.approx(0.3)
+    assert sum(1 for (name, _) in got if name == "pulsed_real_up") == 1200
+
+
+def test_a_server_not_probed_yet_has_an_empty_histogram(tmp_path):
+    daemon = snapshot(tmp_path, services=1, reals=2)
+    renderer = MetricsRenderer(daemon, ActivityRecorder())
+    got = samples(renderer.render().decode())
+    labels = (("server", "10.0.0.2:80"), ("service", "svc0"))
+    assert got[("pulsed_real_probe_duration_seconds_count", labels)] == 0
+    assert got[("pulsed_real_transitions_total", labels)] == 0
+    assert not any(name == "pulsed_real_probe_results_total" for name, _ in got)
+
+
+def test_record_keeps_cumulative_buckets_and_counts_per_category():
+    record = RealRecord()
+    for latency, category in ((0.0005, "ok"), (0.02, "ok"), (3.0, "timeout")):
+        record.observe(latency, category)
+    assert list(record.counts[:7]) == [1, 1, 2, 2, 2, 2, 3]
+    assert record.sum == pytest.approx(3.0205)
+    assert record.results() == {"ok": 2, "timeout": 1}
+
+
+def test_status_pieces_make_the_same_json_as_the_whole_document(tmp_path):
+    daemon = snapshot(tmp_path, services=40, reals=5)
+    daemon.overrides.set_mode(next(iter(daemon.monitor.health())), "drain")
+    pieces = list(status_chunks(daemon, size=2048, now=1234.5))
+    assert len(pieces) > 5
+    assert b"".join(pieces) == msgspec.json.encode(build_status(daemon, now=1234.5))
+
+
+def test_one_service_status_is_its_part_of_the_document(tmp_path):
+    daemon = snapshot(tmp_path, services=3, reals=2)
+    doc = build_status(daemon)
+    key = daemon.config.service[1].key
+    assert service_status(daemon, key) == doc["services"][1]
+
+
+def test_prometheus_client_is_not_imported_before_the_first_scrape():
+    # It only supplies the process metrics; importing it at start costs memory.
+    code = "import sys, pulsed.api, pulsed.daemon; print('prometheus_client' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
