@@ -28,6 +28,7 @@ import time
 
 import structlog
 
+import pulsed
 from pulsed.checks.base import ProbeResult, Target, error_result, timeout_result
 from pulsed.checks.config import CheckConfig
 from pulsed.checks.monitor import HealthMonitor
@@ -187,9 +188,9 @@ async def measure(args: argparse.Namespace, ports: list[int]) -> dict:
     await asyncio.sleep(args.warmup)  # first probes spread over one interval
     lags.clear()
     counting = True
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    cpu0, wall0, times0 = time.process_time(), time.perf_counter(), os.times()
     await asyncio.sleep(args.duration)
-    cpu1, wall1 = time.process_time(), time.perf_counter()
+    cpu1, wall1, times1 = time.process_time(), time.perf_counter(), os.times()
     counting = False
     await monitor.stop()
     sampler.cancel()
@@ -207,6 +208,8 @@ async def measure(args: argparse.Namespace, ports: list[int]) -> dict:
         "checks_per_s": round(total / wall, 1),
         "cpu_share_of_one_core": round((cpu1 - cpu0) / wall, 3),
         "cpu_us_per_check": round((cpu1 - cpu0) / max(total, 1) * 1e6, 1),
+        "user_us_per_check": round((times1.user - times0.user) / max(total, 1) * 1e6, 1),
+        "sys_us_per_check": round((times1.system - times0.system) / max(total, 1) * 1e6, 1),
         "loop_lag_p50_ms": round(percentile(lags, 0.50) * 1000, 2),
         "loop_lag_p99_ms": round(percentile(lags, 0.99) * 1000, 2),
         "probe_latency_p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
@@ -250,14 +253,37 @@ def keepalived_conf(ports: list[int], servers: int, interval: float, timeout: fl
     return "\n".join(lines) + "\n"
 
 
-def proc_cpu(pids: list[int]) -> float:
-    """utime + stime of processes, in seconds (/proc/PID/stat fields 14 and 15)."""
-    total = 0
+def proc_cpu(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) of processes, in seconds (/proc/PID/stat fields 14 and 15).
+    Read the same way for keepalived and for pulsed (this process)."""
+    user = system = 0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        user += int(fields[11])
+        system += int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+def clock_conditions() -> dict:
+    """The kernel's clocksource and what one clock reading costs here: without a
+    vDSO-readable clock (the IPVS VM under TCG falls back to hpet) every
+    time.monotonic() is a system call, which weighs on an event loop that
+    reads the clock several times per wake-up more than on keepalived."""
+    try:
+        with open("/sys/devices/system/clocksource/clocksource0/current_clocksource") as f:
+            source = f.read().strip()
+    except OSError:
+        source = "unknown"
+    n = 20000
+    cpu0 = time.process_time()
+    for _ in range(n):
+        time.monotonic()
+    return {
+        "clocksource": source,
+        "monotonic_read_us": round((time.process_time() - cpu0) / n * 1e6, 2),
+    }
 
 
 def server_count(server: subprocess.Popen) -> int:
@@ -277,7 +303,13 @@ async def compare_keepalived(args: argparse.Namespace) -> dict:
         text=True,
     )
     assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-    report: dict = {"servers": servers, "interval_s": args.interval, "duration_s": args.duration}
+    report: dict = {
+        "servers": servers,
+        "interval_s": args.interval,
+        "duration_s": args.duration,
+        "pulsed_source": os.path.dirname(pulsed.__file__),
+        **clock_conditions(),
+    }
     try:
         with tempfile.TemporaryDirectory(prefix="pck-keepalived-") as tmp:
             conf = os.path.join(tmp, "keepalived.conf")
@@ -310,7 +342,7 @@ async def compare_keepalived(args: argparse.Namespace) -> dict:
             finally:
                 keepalived.terminate()
                 keepalived.wait()
-        report["keepalived"] = _phase(cpu1 - cpu0, n1 - n0, t1 - t0)
+        report["keepalived"] = _phase(cpu0, cpu1, n1 - n0, t1 - t0)
 
         await asyncio.sleep(1)
         check = CheckConfig(
@@ -328,13 +360,16 @@ async def compare_keepalived(args: argparse.Namespace) -> dict:
         await monitor.start()
         try:
             await asyncio.sleep(args.warmup + args.interval)
-            cpu0, n0, t0 = time.process_time(), server_count(server), time.perf_counter()
+            me = [os.getpid()]
+            cpu0, n0, t0 = proc_cpu(me), server_count(server), time.perf_counter()
             await asyncio.sleep(args.duration)
-            cpu1, n1, t1 = time.process_time(), server_count(server), time.perf_counter()
+            cpu1, n1, t1 = proc_cpu(me), server_count(server), time.perf_counter()
         finally:
             await monitor.stop()
-        report["pulsed"] = _phase(cpu1 - cpu0, n1 - n0, t1 - t0)
+        report["pulsed"] = _phase(cpu0, cpu1, n1 - n0, t1 - t0)
         report["pulsed"]["loop"] = "uvloop" if args.uvloop else "asyncio"
+        # For matching a system-wide profile (perf record -a) to each side.
+        report["pids"] = {"keepalived": pids, "pulsed": os.getpid(), "server": server.pid}
         report["cpu_per_check_ratio_pulsed_over_keepalived"] = round(
             report["pulsed"]["cpu_us_per_check"] / report["keepalived"]["cpu_us_per_check"], 3
         )
@@ -344,11 +379,15 @@ async def compare_keepalived(args: argparse.Namespace) -> dict:
     return report
 
 
-def _phase(cpu: float, checks: int, wall: float) -> dict:
+def _phase(cpu0: tuple[float, float], cpu1: tuple[float, float], checks: int, wall: float) -> dict:
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    per_check = 1e6 / max(checks, 1)
     return {
         "checks_per_s": round(checks / wall, 1),
-        "cpu_share_of_one_core": round(cpu / wall, 3),
-        "cpu_us_per_check": round(cpu / max(checks, 1) * 1e6, 1),
+        "cpu_share_of_one_core": round((user + system) / wall, 3),
+        "cpu_us_per_check": round((user + system) * per_check, 1),
+        "user_us_per_check": round(user * per_check, 1),
+        "sys_us_per_check": round(system * per_check, 1),
     }
 
 

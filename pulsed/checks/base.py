@@ -10,6 +10,8 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
+
 from pulsed.checks.config import CheckConfig
 
 
@@ -26,9 +28,9 @@ class Target:
         return self.check.port if self.check.port is not None else self.port
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """The outcome of one probe.
+class ProbeResult(msgspec.Struct, frozen=True):
+    """The outcome of one probe (a msgspec Struct: built for every probe, and
+    about 10x cheaper to build than a frozen dataclass).
 
     ``reason`` is short human text ("connect refused", "status 503").
     ``category`` is one of a small fixed set, safe as a metric label:
@@ -48,9 +50,10 @@ class ProbeResult:
 class Probe(Protocol):
     """A prepared probe of one target; ``probe`` runs it once, never raises.
 
-    A probe may also offer ``start(done) -> handle with cancel()``, which
-    runs it on event-loop callbacks and calls ``done(result)`` once (see
-    pulsed.checks.sockio); the monitor then uses that and creates no task.
+    A probe may also offer ``start(engine, done, token) -> handle with
+    cancel()``, which runs it on a pulsed.checks.sockio.ProbeEngine and calls
+    ``done(token, result)`` once from the loop; the monitor then uses that and
+    creates no task.
     """
 
     async def probe(self) -> ProbeResult: ...

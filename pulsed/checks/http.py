@@ -8,7 +8,9 @@ checks), which matters at thousands of checks a second. Plain HTTP therefore
 runs on pulsed.checks.sockio; HTTPS on asyncio's SSL transport. The parser
 here only reads the status line, headers and framing of an HTTP/1.x
 response; anything it does not understand is a failed probe with a clear
-reason, never an exception.
+reason, never an exception. A check that looks at nothing but the status
+(no body regex, no weight header) reads the head to its blank line and
+parses only the status line (StatusReader).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pulsed.checks.base import (
     timeout_result,
 )
 from pulsed.checks.config import parse_status_spec
-from pulsed.checks.sockio import Done, Exchange, run_exchange
+from pulsed.checks.sockio import Done, Exchange, ProbeEngine, run_exchange
 from pulsed.model import family_of
 
 _NO_BODY_STATUS = (204, 304)
@@ -184,6 +186,60 @@ class ResponseParser:
         self.finished = True
 
 
+class StatusReader:
+    """Reads a response head up to its blank line (or the byte cap) and judges the
+    status line alone: for checks that need no header and no body, so none is
+    parsed or read. Same reasons as ResponseParser for the same faults."""
+
+    __slots__ = ("_buffer", "_error", "_finished", "_probe", "_status")
+
+    def __init__(self, probe: _HttpProbeBase) -> None:
+        self._probe = probe
+        self._buffer = b""
+        self._status = 0
+        self._error = ""
+        self._finished = False
+
+    def feed(self, data: bytes) -> bool:
+        if self._finished:
+            return True
+        buffer = self._buffer + data if self._buffer else data
+        cap = self._probe.max_bytes
+        if len(buffer) > cap:
+            buffer = buffer[:cap]  # bytes past the cap are never looked at
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            self._buffer = buffer
+            if len(buffer) >= cap:
+                self._error = f"response headers larger than {cap} bytes"
+                self._finished = True
+            return self._finished
+        self._finished = True
+        parts = buffer[: buffer.find(b"\r\n")].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            self._error = "bad status line"
+        else:
+            self._status = int(parts[1])
+        return True
+
+    def eof(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._error = (
+                "connection closed in response headers"
+                if self._buffer
+                else "connection closed before response"
+            )
+
+    def result(self, latency: float) -> ProbeResult:
+        if not self._finished:
+            self.eof()
+        if self._error:
+            category = "closed" if self._error.startswith("connection closed") else "protocol"
+            return ProbeResult(False, self._error, latency, category)
+        return self._probe.judge_status(self._status, latency)
+
+
 class _TlsReader(asyncio.Protocol):
     """Feeds a ResponseParser from asyncio's SSL transport (https only)."""
 
@@ -271,6 +327,17 @@ class _HttpProbeBase:
         lines += [f"{name}: {value}" for name, value in check.headers.items()]
         lines.append("Connection: close")
         self.request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.status_only = self.body_regex is None and self.weight_header is None
+        self._status_reasons: dict[int, str] = {}
+
+    def judge_status(self, status: int, latency: float) -> ProbeResult:
+        """The verdict when only the status counts (see StatusReader)."""
+        reason = self._status_reasons.get(status)
+        if reason is None:
+            reason = self._status_reasons[status] = f"status {status}"
+        if status in self.expect:
+            return ProbeResult(True, reason, latency, "ok")
+        return ProbeResult(False, reason, latency, "status")
 
     def _parser(self) -> ResponseParser:
         return ResponseParser(
@@ -295,13 +362,13 @@ class _HttpProbeBase:
 
 
 class HttpProbe(_HttpProbeBase):
-    """Plain HTTP, run on event-loop callbacks (see pulsed.checks.sockio)."""
+    """Plain HTTP, run on a ProbeEngine (see pulsed.checks.sockio)."""
 
-    def start(self, done: Done) -> Exchange:
-        exchange = Exchange(
-            asyncio.get_running_loop(), self.timeout, self.request, self._parser(), done
+    def start(self, engine: ProbeEngine, done: Done, token: object = None) -> Exchange:
+        reader = StatusReader(self) if self.status_only else self._parser()
+        return engine.open(
+            self.family, self.address, self.port, self.timeout, self.request, reader, done, token
         )
-        return exchange.start(self.family, self.address, self.port)
 
     async def probe(self) -> ProbeResult:
         return await run_exchange(self.start)

@@ -8,11 +8,12 @@ counters keep counting past the threshold (they are reported as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
-@dataclass(frozen=True, slots=True)
-class Hysteresis:
+class Hysteresis(msgspec.Struct, frozen=True):
+    """Where a server stands (a msgspec Struct: cheap to build, see state.apply_result)."""
+
     up: bool
     ok_run: int = 0
     fail_run: int = 0

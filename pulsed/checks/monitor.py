@@ -1,18 +1,24 @@
 """HealthMonitor: every probe of every real server, scheduled on one event loop.
 
-Idle servers cost one timer handle on the loop; a task exists only while a
-probe runs. Each server's probes follow a fixed grid (first probe at a
-random offset within ``jitter``, then every ``interval`` after it), so
-timing does not drift with probe duration and servers spread over the
-interval never fall back into step. A probe that would start while
-``max_in_flight`` probes are running waits for a free slot; its timeout
-counts from when it starts.
+Each server's probes follow a fixed grid (first probe at a random offset
+within ``jitter``, then every ``interval`` after it), so timing does not
+drift with probe duration and servers spread over the interval never fall
+back into step. Due times (time.monotonic(), which is also the clock of
+asyncio's and uvloop's timers) sit in one heap served by a single loop timer:
+each wake-up starts every probe due by then (or within the next
+millisecond, uvloop's timer step), so an idle server costs one heap entry
+and no loop handle. Socket probes (tcp, http) run on one ProbeEngine
+(pulsed.checks.sockio) and need no task; others run as a task each. A probe
+that would start while ``max_in_flight`` probes are running waits for a free
+slot; its timeout counts from when it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import math
 import random
 import time
@@ -25,7 +31,15 @@ import structlog
 
 from pulsed.checks.base import Probe, ProbeResult, Target
 from pulsed.checks.probes import make_probe
-from pulsed.checks.state import RealHealth, apply_result, changed_for_table, initial_health
+from pulsed.checks.sockio import ProbeEngine
+from pulsed.checks.state import (
+    RealHealth,
+    apply_result,
+    changed_for_table,
+    initial_health,
+    repeated,
+    settled,
+)
 from pulsed.model import DestKey, ServiceKey
 
 log = structlog.get_logger(__name__)
@@ -40,6 +54,10 @@ class Cancellable(Protocol):
 OnChange = Callable[[RealKey, RealHealth], None]
 OnResult = Callable[[RealKey, ProbeResult], None]
 
+# Probes due within this much of a wake-up start with it: uvloop's timers
+# have millisecond steps, so waking for each one separately gains nothing.
+_BATCH_WINDOW = 0.001
+
 
 @dataclass(eq=False, slots=True)
 class _Entry:
@@ -47,12 +65,22 @@ class _Entry:
     target: Target
     probe: Probe
     health: RealHealth
+    # probe.start when the probe runs on the ProbeEngine, else None (a task).
+    start: Callable | None = None
+    interval: float = 0.0  # seconds, float(target.check.interval)
     deadline: float = 0.0
-    timer: asyncio.TimerHandle | None = None
+    scheduled: bool = False  # its next due time is in the heap
+    live: bool = True  # False once removed or replaced by update()
     task: asyncio.Task[None] | None = None
     exchange: Cancellable | None = None
     waiting: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    # Results that only repeated the last one (state.settled), not yet
+    # folded into ``health``: how many, and the latest one's latency and time.
+    repeats: int = 0
+    repeat_latency: float = 0.0
+    repeat_at: float = 0.0  # monotonic
+    listed: bool = False  # in HealthMonitor._unfolded
 
 
 class HealthMonitor:
@@ -79,9 +107,25 @@ class HealthMonitor:
         self._make_probe = probe_factory
         self._entries: dict[RealKey, _Entry] = {}
         self._health: dict[RealKey, RealHealth] = {}
+        # Entries with repeats not yet folded into their health record. A
+        # server that keeps passing (or failing) changes nothing anyone acts
+        # on, so its record is rebuilt when it is read (health()), not after
+        # every probe: the result is the same (state.repeated).
+        self._unfolded: list[_Entry] = []
         self._queue: deque[_Entry] = deque()
         self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._engine: ProbeEngine | None = None
+        # (due time, tie-breaker, entry); stale items (stopped entries) are
+        # skipped when they come up rather than searched for and removed.
+        self._due_heap: list[tuple[float, int, _Entry]] = []
+        self._tie = itertools.count()
+        self._wake: asyncio.TimerHandle | None = None
+        self._wake_at = math.inf
+        # Wall-clock time is derived from the monotonic readings the engine
+        # already takes, resynchronised at most once a second.
+        self._wall_offset = 0.0
+        self._wall_synced_at = -math.inf
 
     # --- API used by the daemon -------------------------------------------------
 
@@ -112,6 +156,8 @@ class HealthMonitor:
                 health = initial_health(up, wall)
             labels = {"service": str(key[0]), "server": str(key[1])}
             entry = _Entry(key, target, self._build_probe(target, labels), health)
+            entry.start = getattr(entry.probe, "start", None)
+            entry.interval = float(check.interval)
             entry.labels = labels
             self._entries[key] = entry
             self._health[key] = health
@@ -131,6 +177,11 @@ class HealthMonitor:
 
     def health(self) -> Mapping[RealKey, RealHealth]:
         """A snapshot of every monitored server's health."""
+        for entry in self._unfolded:
+            entry.listed = False
+            if entry.live:
+                self._fold(entry)
+        self._unfolded.clear()
         return dict(self._health)
 
     def targets(self) -> Mapping[RealKey, Target]:
@@ -142,6 +193,7 @@ class HealthMonitor:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._engine = ProbeEngine(self._loop)
         for entry in self._entries.values():
             self._schedule_first(entry)
 
@@ -150,6 +202,14 @@ class HealthMonitor:
         for entry in self._entries.values():
             self._cancel(entry)
         self._queue.clear()
+        self._due_heap.clear()
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        self._wake_at = math.inf
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
         self._loop = None
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -162,37 +222,65 @@ class HealthMonitor:
         if check.type == "none" or self._loop is None:
             return
         window = float(check.interval if check.jitter is None else check.jitter)
-        entry.deadline = self._loop.time() + self._rng.uniform(0, window)
-        entry.timer = self._loop.call_at(entry.deadline, self._due, entry)
+        entry.deadline = time.monotonic() + self._rng.uniform(0, window)
+        self._push(entry)
 
-    def _schedule_next(self, entry: _Entry) -> None:
-        if self._loop is None or self._entries.get(entry.key) is not entry:
+    def _schedule_next(self, entry: _Entry, now: float) -> None:
+        if self._loop is None or not entry.live:
             return
-        interval = float(entry.target.check.interval)
+        interval = entry.interval
         entry.deadline += interval
-        now = self._loop.time()
         if entry.deadline < now:  # the loop was stalled: skip missed slots, keep the grid
             entry.deadline += math.ceil((now - entry.deadline) / interval) * interval
-        entry.timer = self._loop.call_at(entry.deadline, self._due, entry)
+        self._push(entry)
 
-    def _due(self, entry: _Entry) -> None:
-        entry.timer = None
-        if self._in_flight >= self._max_in_flight:
-            entry.waiting = True
-            self._queue.append(entry)
-            return
-        self._launch(entry)
+    def _push(self, entry: _Entry) -> None:
+        entry.scheduled = True
+        heapq.heappush(self._due_heap, (entry.deadline, next(self._tie), entry))
+        if entry.deadline < self._wake_at:
+            self._arm()
+
+    def _arm(self) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        self._wake_at = math.inf
+        if self._due_heap and self._loop is not None:
+            self._wake_at = self._due_heap[0][0]
+            self._wake = self._loop.call_at(self._wake_at, self._on_wake)
+
+    def _on_wake(self) -> None:
+        self._wake = None
+        self._wake_at = math.inf
+        assert self._engine is not None
+        horizon = self._engine.begin() + _BATCH_WINDOW
+        heap = self._due_heap
+        try:
+            while heap and heap[0][0] <= horizon:
+                entry = heapq.heappop(heap)[2]
+                if not entry.scheduled:
+                    continue  # stopped since it was scheduled
+                entry.scheduled = False
+                if self._in_flight >= self._max_in_flight:
+                    entry.waiting = True
+                    self._queue.append(entry)
+                else:
+                    self._launch(entry)
+        finally:
+            self._engine.end()
+        if self._wake is None:
+            self._arm()
 
     def _launch(self, entry: _Entry) -> None:
         assert self._loop is not None
         self._in_flight += 1
-        start = getattr(entry.probe, "start", None)
+        start = entry.start
         if start is None:
             entry.task = self._loop.create_task(self._run(entry))
             return
-        # Callback-driven probe (pulsed.checks.sockio): no task at all.
+        # Socket probe on the engine (pulsed.checks.sockio): no task at all.
         try:
-            entry.exchange = start(lambda result: self._exchange_done(entry, result))
+            entry.exchange = start(self._engine, self._exchange_done, entry)
         except Exception as exc:
             log.exception("probe.crashed", **entry.labels)
             crash = ProbeResult(False, f"error: {type(exc).__name__}", 0.0, "error")
@@ -204,9 +292,11 @@ class HealthMonitor:
             return  # cancelled
         entry.exchange = None
         self._in_flight -= 1
-        self._record(entry, result)
-        self._release_slot()
-        self._schedule_next(entry)
+        now = self._engine.clock() if self._engine is not None else time.monotonic()
+        self._record(entry, result, now)
+        if self._queue:
+            self._release_slot()
+        self._schedule_next(entry, now)
 
     async def _run(self, entry: _Entry) -> None:
         try:
@@ -215,26 +305,39 @@ class HealthMonitor:
             except Exception as exc:  # a probe bug must not stop monitoring
                 log.exception("probe.crashed", **entry.labels)
                 result = ProbeResult(False, f"error: {type(exc).__name__}", 0.0, "error")
-            self._record(entry, result)
+            self._record(entry, result, time.monotonic())
         finally:
             entry.task = None
             self._in_flight -= 1
             self._release_slot()
-        self._schedule_next(entry)
+        self._schedule_next(entry, time.monotonic())
 
     def _release_slot(self) -> None:
         while self._queue and self._in_flight < self._max_in_flight:
             waiting = self._queue.popleft()
-            if waiting.waiting and self._entries.get(waiting.key) is waiting:
+            if waiting.waiting and waiting.live:
                 waiting.waiting = False
                 self._launch(waiting)
 
-    def _record(self, entry: _Entry, result: ProbeResult) -> None:
-        if self._entries.get(entry.key) is not entry:
-            return  # stopped or replaced while the probe ran
+    def _record(self, entry: _Entry, result: ProbeResult, mono: float) -> None:
+        if not entry.live:
+            return  # removed or replaced while the probe ran
+        if mono - self._wall_synced_at > 1.0:
+            self._wall_offset = time.time() - mono
+            self._wall_synced_at = mono
+        if settled(entry.health, result):
+            entry.repeats += 1
+            entry.repeat_latency = result.latency
+            entry.repeat_at = mono
+            if not entry.listed:
+                entry.listed = True
+                self._unfolded.append(entry)
+            if self._on_result is not None:
+                self._call(self._on_result, entry, result)
+            return
         check = entry.target.check
-        old = entry.health
-        new = apply_result(old, result, check.rise, check.fall, time.time(), time.monotonic())
+        old = self._fold(entry)
+        new = apply_result(old, result, check.rise, check.fall, mono + self._wall_offset, mono)
         entry.health = new
         self._health[entry.key] = new
         if self._on_result is not None:
@@ -245,6 +348,15 @@ class HealthMonitor:
         if changed_for_table(old, new):
             self._call(self._on_change, entry, new)
 
+    def _fold(self, entry: _Entry) -> RealHealth:
+        """The entry's health with its pending repeats folded in."""
+        if entry.repeats:
+            wall = entry.repeat_at + self._wall_offset
+            entry.health = repeated(entry.health, entry.repeats, entry.repeat_latency, wall)
+            entry.repeats = 0
+            self._health[entry.key] = entry.health
+        return entry.health
+
     def _call(self, callback: Callable, entry: _Entry, value: object) -> None:
         try:
             callback(entry.key, value)
@@ -252,14 +364,13 @@ class HealthMonitor:
             log.exception("probe.callback_failed", **entry.labels)
 
     def _stop_entry(self, entry: _Entry) -> None:
+        entry.live = False
         self._cancel(entry)
         del self._entries[entry.key]
         self._health.pop(entry.key, None)
 
     def _cancel(self, entry: _Entry) -> None:
-        if entry.timer is not None:
-            entry.timer.cancel()
-            entry.timer = None
+        entry.scheduled = False
         if entry.task is not None:
             entry.task.cancel()
         if entry.exchange is not None:

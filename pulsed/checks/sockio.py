@@ -1,16 +1,30 @@
-"""One probe exchange on a raw non-blocking socket, driven by event-loop callbacks.
+"""Probe exchanges on raw non-blocking sockets, driven by one epoll set per monitor.
 
-Plain TCP and HTTP probes run here rather than on asyncio transports and
-coroutines: a probe is connect, one small write, a few reads and a close,
-and doing that with ``add_writer``/``add_reader`` callbacks, one timer and
-no Task, Future or Transport cost about a third less CPU per check than
-asyncio transports on the default loop (docs/benchmarks.md, section
-checks). TLS probes keep asyncio's SSL transport (pulsed.checks.http).
+Plain TCP and HTTP probes run here rather than on asyncio transports: a
+probe is connect, one small write, a read or two and a close, and at
+thousands of checks a second the event loop's per-socket machinery
+(``add_reader``/``remove_reader`` with their selector bookkeeping, a Handle
+per callback, a TimerHandle per timeout) cost more than the probe itself
+(docs/benchmarks.md, section checks). So a ``ProbeEngine`` keeps every
+in-flight probe socket in its own ``select.epoll`` set, which the loop
+watches as one file descriptor: one loop callback handles every socket that
+became ready, a socket leaves the set by being closed, and timeouts sit in
+first-in first-out queues (probes with the same timeout expire in the order
+they started) served by a single loop timer. This works the same under
+asyncio's default loop and uvloop. TLS probes keep asyncio's SSL transport
+(pulsed.checks.http).
 
-Contract: ``start()`` returns at once; ``done(result)`` is called exactly
-once, from the event loop and never from inside ``start()``, unless
-``cancel()`` is called first. Nothing here raises into the loop: any
-unexpected error becomes a failed result.
+The request is sent right after ``connect()`` when the connection is
+already established, as it is on loopback and fast local links; if the
+handshake is still under way the send fails with EAGAIN and the exchange
+waits for the socket to become writable, as before. One extra failed
+``send`` per probe on slow links buys a whole event-loop round trip on fast
+ones.
+
+Contract: ``ProbeEngine.open()`` returns at once; ``done(token, result)`` is
+called exactly once, from the event loop and never from inside ``open()``,
+unless the exchange is cancelled first. Nothing here raises into the loop:
+any unexpected error becomes a failed result.
 """
 
 from __future__ import annotations
@@ -18,19 +32,35 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import select
 import socket
+import struct
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-from pulsed.checks.base import (
-    ProbeResult,
-    error_result,
-    set_reset_on_close,
-    timeout_result,
-)
+from pulsed.checks.base import ProbeResult, error_result, timeout_result
 
-Done = Callable[[ProbeResult], None]
+Done = Callable[[Any, ProbeResult], None]
+
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_ERROR = socket.SO_ERROR
+_SO_LINGER = socket.SO_LINGER
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+# socket.SocketType is the C socket type itself: no Python-level __init__ or
+# close() wrapper (those serve makefile(), which a probe never uses).
+_RawSocket = socket.SocketType
+_now = time.monotonic
+
+# Exchange states.
+_CONNECTING = 0  # waiting for the handshake (writable)
+_SENDING = 1  # part of the request is still to be written (writable)
+_READING = 2  # waiting for the response (readable)
+_CLOSED = 3
 
 
 class Reader(Protocol):
@@ -44,163 +74,301 @@ class Reader(Protocol):
 
 
 class Exchange:
-    """Connect, send ``request`` (if any), read with ``reader`` (if any), close with RST."""
+    """Connect, send ``request`` (if any), read with ``reader`` (if any), close with RST.
+
+    Closing with RST, not FIN: a checker that opens thousands of connections
+    a second must not leave them in TIME_WAIT (HAProxy's checks do the same).
+    """
 
     __slots__ = (
         "_done",
+        "_engine",
         "_fd",
-        "_loop",
         "_pending",
         "_reader",
         "_sock",
-        "_start",
-        "_timeout",
-        "_timer",
-        "_watching",
+        "_state",
+        "_token",
+        "deadline",
+        "started",
+        "timeout",
     )
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        engine: ProbeEngine,
         timeout: float,
-        request: bytes | None,
+        request: bytes,
         reader: Reader | None,
         done: Done,
+        token: object,
+        started: float,
     ) -> None:
-        self._loop = loop
-        self._timeout = timeout
-        self._pending = request or b""
-        self._reader = reader
-        self._done: Done | None = done
+        self._engine = engine
         self._sock: socket.socket | None = None
         self._fd = -1
-        self._timer: asyncio.TimerHandle | None = None
-        self._watching = ""  # "", "w" or "r"
-        self._start = 0.0
-
-    def start(self, family: int, address: str, port: int) -> Exchange:
-        self._start = time.perf_counter()
-        self._timer = self._loop.call_later(self._timeout, self._on_timeout)
-        try:
-            sock = self._sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            self._fd = sock.fileno()
-            err = sock.connect_ex((address, port))
-        except OSError as exc:
-            self._loop.call_soon(self._fail, exc)
-            return self
-        if err not in (0, errno.EINPROGRESS):
-            self._loop.call_soon(self._fail, OSError(err, os.strerror(err)))
-            return self
-        self._watch("w", self._on_connected)
-        return self
+        self._pending = request
+        self._reader = reader
+        self._done: Done | None = done
+        self._token = token
+        self._state = _CONNECTING
+        self.timeout = timeout
+        self.started = started
+        self.deadline = started + timeout
 
     def cancel(self) -> None:
         """Stop without reporting (the monitor is stopping or the check changed)."""
         self._done = None
         self._close()
 
-    # --- event-loop callbacks ---------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self._state != _CLOSED
 
-    def _on_connected(self) -> None:
-        try:
-            assert self._sock is not None
-            err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise OSError(err, os.strerror(err))
-            if not self._pending and self._reader is None:
-                self._finish(ProbeResult(True, "connected", self._elapsed()))
-                return
-            self._on_writable()
-        except Exception as exc:
-            self._fail(exc)
+    # --- driven by the engine -----------------------------------------------------
 
-    def _on_writable(self) -> None:
+    def on_event(self) -> None:
+        """The socket is ready for what the current state waits for (or failed)."""
         try:
-            assert self._sock is not None
-            if self._pending:
-                sent = self._sock.send(self._pending)
-                self._pending = self._pending[sent:]
-            if self._pending:
-                self._watch("w", self._on_writable)
-            else:
-                self._watch("r", self._on_readable)
-        except BlockingIOError:
-            self._watch("w", self._on_writable)
-        except Exception as exc:
-            self._fail(exc)
-
-    def _on_readable(self) -> None:
-        reader = self._reader
-        try:
-            assert self._sock is not None and reader is not None
-            data = self._sock.recv(65536)
-            if data:
-                if not reader.feed(data):
+            state = self._state
+            if state == _READING:
+                self._read()
+            elif state == _CONNECTING:
+                err = self._sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                if not self._pending and self._reader is None:
+                    latency = self._engine.clock() - self.started
+                    self._finish(ProbeResult(True, "connected", latency))
                     return
-            else:
-                reader.eof()
-            self._finish(reader.result(self._elapsed()))
+                self._state = _SENDING
+                self._send()
+            elif state == _SENDING:
+                self._send()
         except BlockingIOError:
-            return
+            pass  # a stale or spurious wake-up: keep waiting
         except Exception as exc:
-            self._fail(exc)
+            self._finish(error_result(exc, self._engine.clock() - self.started))
 
-    def _on_timeout(self) -> None:
-        self._timer = None
-        self._finish(timeout_result(self._timeout, self._elapsed()))
+    def expire(self) -> None:
+        latency = self._engine.clock() - self.started
+        self._finish(timeout_result(self.timeout, latency))
 
-    # --- helpers --------------------------------------------------------------
+    def fail(self, exc: BaseException) -> None:
+        self._finish(error_result(exc, self._engine.clock() - self.started))
 
-    def _watch(self, mode: str, callback: Callable[[], None]) -> None:
-        self._unwatch()
-        if mode == "w":
-            self._loop.add_writer(self._fd, callback)
+    def send_now(self) -> bool:
+        """Right after connect: send if the connection is up already.
+
+        Returns whether the exchange should wait for the socket to become
+        readable (everything sent) rather than writable. Errors propagate.
+        """
+        try:
+            sent = self._sock.send(self._pending)
+        except BlockingIOError:
+            return False  # handshake still under way
+        self._pending = self._pending[sent:]
+        if self._pending:
+            self._state = _SENDING
+            return False
+        self._state = _READING
+        return True
+
+    # --- steps ------------------------------------------------------------------
+
+    def _send(self) -> None:
+        sent = self._sock.send(self._pending)
+        self._pending = self._pending[sent:]
+        if not self._pending:
+            self._state = _READING
+            self._engine.watch_readable(self._fd)
+
+    def _read(self) -> None:
+        reader = self._reader
+        assert reader is not None
+        data = self._sock.recv(65536)
+        if data:
+            if not reader.feed(data):
+                return
         else:
-            self._loop.add_reader(self._fd, callback)
-        self._watching = mode
-
-    def _unwatch(self) -> None:
-        if self._watching == "w":
-            self._loop.remove_writer(self._fd)
-        elif self._watching == "r":
-            self._loop.remove_reader(self._fd)
-        self._watching = ""
-
-    def _elapsed(self) -> float:
-        return time.perf_counter() - self._start
-
-    def _fail(self, exc: BaseException) -> None:
-        self._finish(error_result(exc, self._elapsed()))
+            reader.eof()
+        self._finish(reader.result(self._engine.clock() - self.started))
 
     def _finish(self, result: ProbeResult) -> None:
         done, self._done = self._done, None
         self._close()
         if done is not None:
-            done(result)
+            done(self._token, result)
 
     def _close(self) -> None:
+        if self._state == _CLOSED:
+            return
+        self._state = _CLOSED
+        self._engine._exchanges.pop(self._fd, None)
+        sock = self._sock
+        if sock is None:
+            return
+        # SO_LINGER cannot fail on an open socket (only on a bad option length).
+        sock.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER_ZERO)
+        sock.close()  # also takes the socket out of the engine's epoll set
+
+
+class ProbeEngine:
+    """Every in-flight socket probe of one monitor: one epoll set, one loop reader,
+    one loop timer for all timeouts."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._epoll = select.epoll()
+        self._exchanges: dict[int, Exchange] = {}
+        # One queue per timeout value: exchanges expire in the order they started.
+        self._expiry: dict[float, deque[Exchange]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._closed = False
+        # One clock reading per batch of work (a wake-up of the loop) rather
+        # than several per probe; see begin(). (Clock reads are cheap on most
+        # machines, but a system call each where the clock has no vDSO path.)
+        self.now = 0.0
+        self._in_batch = False
+        loop.add_reader(self._epoll.fileno(), self._on_ready)
+
+    def begin(self) -> float:
+        """Read the clock once for a batch: exchanges opened, and results
+        timed, until end() use this reading. Returns it (time.monotonic())."""
+        self.now = _now()
+        self._in_batch = True
+        return self.now
+
+    def end(self) -> None:
+        self._in_batch = False
+
+    def clock(self) -> float:
+        """The batch's clock reading, or the clock itself outside a batch."""
+        return self.now if self._in_batch else _now()
+
+    def open(
+        self,
+        family: int,
+        address: str,
+        port: int,
+        timeout: float,
+        request: bytes,
+        reader: Reader | None,
+        done: Done,
+        token: object = None,
+    ) -> Exchange:
+        """Start one exchange; ``done(token, result)`` follows from the loop."""
+        started = self.now if self._in_batch else _now()
+        exchange = Exchange(self, timeout, request, reader, done, token, started)
+        try:
+            sock = exchange._sock = _RawSocket(family, _STREAM_NONBLOCK)
+            exchange._fd = sock.fileno()
+            err = sock.connect_ex((address, port))
+            if err and err != errno.EINPROGRESS:
+                raise OSError(err, os.strerror(err))
+            events = _EPOLLIN if request and exchange.send_now() else _EPOLLOUT
+            self._epoll.register(exchange._fd, events)
+        except Exception as exc:
+            # Reported from the loop, never from inside open().
+            exchange._state = _SENDING  # anything but closed
+            self._loop.call_soon(exchange.fail, exc)
+            self._add_expiry(exchange)
+            return exchange
+        self._exchanges[exchange._fd] = exchange
+        self._add_expiry(exchange)
+        return exchange
+
+    def watch_readable(self, fd: int) -> None:
+        self._epoll.modify(fd, _EPOLLIN)
+
+    def close(self) -> None:
+        """Cancel every exchange in flight (without reporting) and let go of the loop."""
+        if self._closed:
+            return
+        self._closed = True
+        for exchange in list(self._exchanges.values()):
+            exchange.cancel()
+        for queue in self._expiry.values():
+            for exchange in queue:
+                exchange.cancel()
+        self._expiry.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._sock is not None:
-            self._unwatch()
-            set_reset_on_close(self._sock)
-            self._sock.close()
-            self._sock = None
+        self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+
+    # --- loop callbacks -----------------------------------------------------------
+
+    def _on_ready(self) -> None:
+        exchanges = self._exchanges
+        events = self._epoll.poll(0)
+        self.begin()
+        try:
+            for fd, _ in events:
+                exchange = exchanges.get(fd)
+                if exchange is not None:
+                    exchange.on_event()
+        finally:
+            self._in_batch = False
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        now = self.begin()
+        try:
+            for queue in self._expiry.values():
+                while queue and (not queue[0].active or queue[0].deadline <= now):
+                    exchange = queue.popleft()
+                    if exchange.active:
+                        exchange.expire()
+        finally:
+            self._in_batch = False
+            self._arm()  # even if a done callback raised: the rest must still expire
+
+    # --- timeouts -----------------------------------------------------------------
+
+    def _add_expiry(self, exchange: Exchange) -> None:
+        queue = self._expiry.get(exchange.timeout)
+        if queue is None:
+            queue = self._expiry[exchange.timeout] = deque()
+        queue.append(exchange)
+        if exchange.deadline < self._timer_at:
+            self._arm()
+
+    def _arm(self) -> None:
+        """Set the loop timer for the earliest deadline of an exchange still running
+        (finished ones at the head of a queue are dropped here, not cancelled
+        one by one when they finish)."""
+        if self._closed:
+            return
+        first = float("inf")
+        for queue in self._expiry.values():
+            while queue and not queue[0].active:
+                queue.popleft()
+            if queue and queue[0].deadline < first:
+                first = queue[0].deadline
+        if first == float("inf") or first >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = first
+        self._timer = self._loop.call_at(first, self._on_timer)
 
 
-async def run_exchange(start: Callable[[Done], Exchange]) -> ProbeResult:
-    """Await a callback-driven exchange (for tests and one-off probes)."""
-    future: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
+async def run_exchange(start: Callable[[ProbeEngine, Done], Exchange]) -> ProbeResult:
+    """Await one callback-driven exchange (for tests and one-off probes)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[ProbeResult] = loop.create_future()
 
-    def done(result: ProbeResult) -> None:
+    def done(_token: object, result: ProbeResult) -> None:
         if not future.done():
             future.set_result(result)
 
-    exchange = start(done)
+    engine = ProbeEngine(loop)
     try:
+        start(engine, done)
         return await future
-    except asyncio.CancelledError:
-        exchange.cancel()
-        raise
+    finally:
+        engine.close()

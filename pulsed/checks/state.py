@@ -68,6 +68,46 @@ def apply_result(
     )
 
 
+def settled(health: RealHealth, result: ProbeResult) -> bool:
+    """Whether ``result`` repeats the last one (verdict, reason, category and
+    reported weight) and agrees with the server's state (a pass while up, a
+    failure while down): then it cannot move the server, only its counters,
+    latency and check time (see repeated())."""
+    ok = result.ok
+    return (
+        health.last_ok == ok
+        and health.up == ok
+        and health.reason == result.reason
+        and health.category == result.category
+        and (not ok or health.weight_pct == result.weight_pct)
+    )
+
+
+def repeated(health: RealHealth, times: int, latency: float, wall: float) -> RealHealth:
+    """Health after ``times`` more results for which settled() held, the last
+    with ``latency`` at ``wall``: what apply_result gives, applied that many
+    times (pure; lets the monitor build the record when someone reads it
+    rather than after every probe)."""
+    if health.last_ok:
+        ok_run, fail_run = health.consecutive_ok + times, 0
+    else:
+        ok_run, fail_run = 0, health.consecutive_fail + times
+    return RealHealth(
+        up=health.up,
+        last_ok=health.last_ok,
+        reason=health.reason,
+        category=health.category,
+        last_check=wall,
+        last_transition=health.last_transition,
+        latency=latency,
+        consecutive_ok=ok_run,
+        consecutive_fail=fail_run,
+        weight_pct=health.weight_pct,
+        went_up_at=health.went_up_at,
+        went_down_at=health.went_down_at,
+    )
+
+
 def changed_for_table(old: RealHealth, new: RealHealth) -> bool:
     """Whether the wanted table may differ: up/down or the reported weight changed."""
     return old.up != new.up or (new.up and old.weight_pct != new.weight_pct)

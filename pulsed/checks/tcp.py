@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from pulsed.checks.base import ProbeResult, Target
-from pulsed.checks.sockio import Done, Exchange, run_exchange
+from pulsed.checks.sockio import Done, Exchange, ProbeEngine, run_exchange
 from pulsed.model import family_of
 
 
@@ -16,9 +14,10 @@ class TcpProbe:
         self.family = family_of(target.address)
         self.timeout = float(target.check.timeout)
 
-    def start(self, done: Done) -> Exchange:
-        exchange = Exchange(asyncio.get_running_loop(), self.timeout, None, None, done)
-        return exchange.start(self.family, self.address, self.port)
+    def start(self, engine: ProbeEngine, done: Done, token: object = None) -> Exchange:
+        return engine.open(
+            self.family, self.address, self.port, self.timeout, b"", None, done, token
+        )
 
     async def probe(self) -> ProbeResult:
         return await run_exchange(self.start)

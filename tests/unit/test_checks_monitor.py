@@ -265,3 +265,36 @@ async def test_a_probe_that_cannot_be_built_fails_with_its_reason() -> None:
         await monitor.stop()
     assert results[0].reason == "bad check setup: [X509] no certificate or crl found"
     assert not monitor.health()[key(2)].up
+
+
+async def test_health_counts_every_repeated_result() -> None:
+    """Passes that change nothing are folded into the record when it is read:
+    the counters, latency and check time still follow every probe."""
+    script = Script()
+    script.results["10.0.0.1"].extend([ProbeResult(True, "status 200", 0.001)] * 2)
+    script.default = ProbeResult(True, "status 200", 0.007)
+    changes: list[RealHealth] = []
+    results: list[ProbeResult] = []
+    six = asyncio.Event()
+
+    def on_result(k: RealKey, r: ProbeResult) -> None:
+        results.append(r)
+        if len(results) >= 6:
+            six.set()
+
+    monitor = HealthMonitor(
+        lambda k, h: changes.append(h), on_result=on_result, probe_factory=script.factory
+    )
+    monitor.update({key(1): target(1)})
+    await monitor.start()
+    try:
+        async with asyncio.timeout(5):
+            await six.wait()
+        health = monitor.health()[key(1)]
+    finally:
+        await monitor.stop()
+    assert len(changes) == 1 and changes[0].consecutive_ok == 2  # up after rise = 2
+    assert health.consecutive_ok == len(results)  # every pass so far, folded in
+    assert (health.up, health.reason, health.latency) == (True, "status 200", 0.007)
+    assert health.last_check > changes[0].last_check
+    assert health.went_up_at == changes[0].went_up_at
