@@ -138,6 +138,10 @@ class NetlinkBackend:
         # without the counts. None until a dump has paired them.
         self._by_block: dict[bytes, Service] | None = None
         self._by_settings: dict[bytes, Service] = {}
+        # The last text read and the table it gave: a byte-identical read
+        # (an idle table) gives the same table back without splitting it.
+        self._last_text = b""
+        self._last_table: Table | None = None
 
     @classmethod
     async def open(cls, proc_path: str = procfs.PATH) -> NetlinkBackend:
@@ -208,27 +212,34 @@ class NetlinkBackend:
                 table[cached.settings.key] = cached.service
         except BaseException:
             self._cache = {}
-            self._by_block = None
+            self._by_block = self._last_table = None
             raise
         self._cache = fresh
-        self._pair_blocks(table)
-        return Table(table)
+        result = Table(table)
+        self._pair_blocks(result)
+        return result
 
-    def _pair_blocks(self, table: dict) -> None:
+    def _pair_blocks(self, table: Table) -> None:
         """Remember which /proc/net/ip_vs block each service just read shows."""
         try:
             text = procfs.read(self._proc_path)
         except OSError:
-            self._by_block = None  # refresh falls back to full reads
+            self._by_block = self._last_table = None  # refresh falls back to full reads
             return
         by_block: dict[bytes, Service] = {}
         by_settings: dict[bytes, Service] = {}
+        complete = True
         for block in procfs.blocks(text):
-            svc = _only_match(block, table)
-            if svc is not None:
-                by_block[block] = svc
-                by_settings[procfs.settings_of(block)] = svc
+            svc = _only_match(block, table.services)
+            if svc is None:
+                complete = False
+                continue
+            by_block[block] = svc
+            by_settings[procfs.settings_of(block)] = svc
         self._by_block, self._by_settings = by_block, by_settings
+        # Only a text whose every block was placed stands for this table.
+        self._last_text = text
+        self._last_table = table if complete and len(by_block) == len(table) else None
 
     def _read_changed(self) -> Table:
         known = self._by_block
@@ -238,6 +249,8 @@ class NetlinkBackend:
             text = procfs.read(self._proc_path)
         except OSError:
             return self._read_all()
+        if self._last_table is not None and text == self._last_text:
+            return self._last_table
         by_settings = self._by_settings
         fresh: dict[bytes, Service] = {}
         table: dict = {}
@@ -265,7 +278,10 @@ class NetlinkBackend:
                 fresh[block] = found[0]
                 by_settings[procfs.settings_of(block)] = found[0]
         self._by_block = fresh
-        return Table(table)
+        result = Table(table)
+        self._last_text = text
+        self._last_table = result if not changed else None  # re-read: after the read
+        return result
 
     def _read_one(self, key) -> Service | None:
         """One service and its real servers over netlink; None when it is gone."""

@@ -26,6 +26,11 @@ async def test_unchanged_table_is_read_without_netlink_rereads(backend):
     refreshed = await backend.refresh()
     assert refreshed == wanted
     assert backend.rereads == 0
+    assert await backend.refresh() is refreshed  # the same text: the same table
+    ipvsadm("-e", "-t", "192.0.2.10:80", "-r", "10.1.0.4:80", "-i", "-w", "3")
+    edited = await backend.refresh()
+    assert edited is not refreshed
+    assert edited == await backend.dump() != wanted
 
 
 async def test_changes_behind_our_back_are_seen_and_only_they_are_reread(backend):
