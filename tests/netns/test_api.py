@@ -321,7 +321,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_status_drain_weight_enable(env, servers):
     up, down = servers
-    env.wait_status(healthy(up.port))
+    # Both servers checked once (first probes are spread over the interval).
+    env.wait_status(lambda d: healthy(up.port)(d) and real_of(d, down.port)["last_check"])
     cfg = ("-c", str(env.config_path))
     out = cli("status", *cfg)
     assert out.returncode == 0, out.stderr
