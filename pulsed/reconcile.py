@@ -164,8 +164,17 @@ class Reconciler:
     async def run(self) -> None:
         """Reconcile on demand and on every resync interval, until cancelled."""
         while True:
-            result = await self.reconcile_once()
-            delay = self.retry_interval if result.errors else self.resync_interval
+            try:
+                result = await self.reconcile_once()
+                failed = bool(result.errors)
+            except BackendError as exc:  # the kernel did not answer a read
+                self._read_failed(str(exc))
+                failed = True
+            except Exception as exc:  # a bug: keep the loop alive, say so loudly
+                log.exception("reconcile.pass_crashed")
+                self._read_failed(f"internal error: {exc!r}")
+                failed = True
+            delay = self.retry_interval if failed else self.resync_interval
             try:
                 async with asyncio.timeout(delay):
                     await self._dirty.wait()
@@ -213,6 +222,12 @@ class Reconciler:
             if self._on_pass is not None:
                 self._on_pass(result, elapsed)
             return result
+
+    def _read_failed(self, error: str) -> None:
+        log.error("reconcile.read_failed", error=error, retry_in=self.retry_interval)
+        self.status.last_error = error
+        self.status.in_sync = False
+        self._last_full = float("-inf")  # read everything next time
 
     def _record(
         self, ops: list[Op], outcomes: list[BackendError | None]

@@ -254,23 +254,22 @@ class NetlinkBackend:
         by_settings = self._by_settings
         fresh: dict[bytes, Service] = {}
         table: dict = {}
-        changed: list[bytes] = []
-        for block in procfs.blocks(text):
-            svc = known.get(block)
-            if svc is None:
-                svc = by_settings.get(procfs.settings_of(block))
+        changed: list[tuple[bytes, tuple]] = []
+        try:
+            for block in procfs.blocks(text):
+                svc = known.get(block)
                 if svc is None:
-                    changed.append(block)
-                    continue
-                if _has_idle_dest(svc):
-                    svc = _with_connections(svc, block)
-            fresh[block] = svc
-            table[svc.key] = svc
-        for block in changed:
-            try:
-                keys = procfs.service_keys(procfs.head(block))
-            except ValueError:
-                return self._read_all()  # a line this parser cannot place
+                    svc = by_settings.get(procfs.settings_of(block))
+                    if svc is None:
+                        changed.append((block, procfs.service_keys(procfs.head(block))))
+                        continue
+                    if _has_idle_dest(svc):
+                        svc = _with_connections(svc, block)
+                fresh[block] = svc
+                table[svc.key] = svc
+        except ValueError:  # a line this parser cannot place: read it all instead
+            return self._read_all()
+        for block, keys in changed:
             found = [svc for svc in map(self._read_one, keys) if svc is not None]
             for svc in found:
                 table[svc.key] = svc

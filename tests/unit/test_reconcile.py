@@ -253,3 +253,40 @@ async def test_a_service_becoming_owned_is_removed_although_nothing_else_changed
     result = await loop.reconcile_once()
     assert [op.kind for op in result.ops] == [OpKind.DEL_DEST, OpKind.DEL_SERVICE]
     assert backend.table() == Table()
+
+
+class FlakyReadBackend(MemoryBackend):
+    """Its next read fails as a kernel that does not answer would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+        self.reads = 0
+
+    async def dump(self) -> Table:
+        self.reads += 1
+        if self.failures:
+            self.failures -= 1
+            raise BackendError(errno.ETIMEDOUT, "no reply from IPVS over netlink")
+        return await super().dump()
+
+
+async def test_loop_survives_a_failed_read_and_retries_with_a_full_read():
+    backend = FlakyReadBackend()
+    wanted = Table.of([svc(dests=(dest(),))])
+    programmed = asyncio.Event()
+    loop = Reconciler(
+        backend,
+        wanted=lambda _: wanted,
+        owned=lambda: wanted.services,
+        retry_interval=0.01,
+        on_pass=lambda result, _: programmed.set() if result.ops else None,
+    )
+    task = asyncio.create_task(loop.run())
+    try:
+        await asyncio.wait_for(programmed.wait(), timeout=5)
+    finally:
+        task.cancel()
+    assert backend.table() == wanted
+    assert backend.reads == 2  # the failed read, then a full one
+    assert loop.status.in_sync
