@@ -10,7 +10,6 @@ lengths share one engine and must each expire on their own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pulsed.checks.config import CheckConfig
 from pulsed.checks.probes import make_probe
 from pulsed.checks.sockio import ProbeEngine
 from pulsed.durations import Duration
+from tests.support.silent_server import SilentServer
 
 MARGIN = 3.0  # generous: the verdict must come at the timeout, not much later
 
@@ -123,27 +123,18 @@ async def test_each_timeout_expires_on_its_own() -> None:
 
 
 async def test_close_cancels_without_reporting_and_closes_the_sockets() -> None:
-    closed = asyncio.Event()
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            await reader.read()  # returns when the probe's side closes
-        closed.set()
-        writer.close()
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    engine = ProbeEngine(asyncio.get_running_loop())
-    reports: list[ProbeResult] = []
-    check = CheckConfig(type="http", timeout=Duration(0.3))
-    make_probe(Target("127.0.0.1", port, check)).start(engine, lambda t, r: reports.append(r))
-    try:
-        engine.close()
-        async with asyncio.timeout(MARGIN):
-            await closed.wait()
-        # Absence of a report can only be seen by waiting past the timeout.
-        await asyncio.sleep(0.5)
-        assert reports == []
-    finally:
-        engine.close()
-        server.close()
+    async with SilentServer() as server:
+        engine = ProbeEngine(asyncio.get_running_loop())
+        reports: list[ProbeResult] = []
+        check = CheckConfig(type="http", timeout=Duration(0.3))
+        probe = make_probe(Target("127.0.0.1", server.port, check))
+        probe.start(engine, lambda t, r: reports.append(r))
+        try:
+            engine.close()
+            async with asyncio.timeout(MARGIN):
+                await server.closed.wait()
+            # Absence of a report can only be seen by waiting past the timeout.
+            await asyncio.sleep(0.5)
+            assert reports == []
+        finally:
+            engine.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from pulsed.checks.base import Target
 from pulsed.checks.config import CheckConfig
@@ -11,6 +10,7 @@ from pulsed.checks.monitor import HealthMonitor, RealKey
 from pulsed.checks.state import RealHealth
 from pulsed.durations import Duration
 from pulsed.model import DestKey, ServiceKey
+from tests.support.silent_server import SilentServer
 
 SVC = ServiceKey.for_address("tcp", "192.0.2.1", 80)
 
@@ -60,35 +60,23 @@ async def test_monitor_follows_a_real_server_down_and_up() -> None:
 
 
 async def test_stop_closes_probe_connections_in_flight() -> None:
-    accepted = asyncio.Event()
-    closed = asyncio.Event()
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.set()
-        with contextlib.suppress(ConnectionError):
-            await reader.read()  # returns when the probe's side closes
-        closed.set()
-        writer.close()
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    key: RealKey = (SVC, DestKey("127.0.0.1", port))
-    check = CheckConfig(
-        type="http", interval=Duration(30), timeout=Duration(30), jitter=Duration(0)
-    )
-    monitor = HealthMonitor(lambda k, h: None)
-    monitor.update({key: Target("127.0.0.1", port, check)})
-    await monitor.start()
-    try:
-        async with asyncio.timeout(10):
-            await accepted.wait()
-            assert monitor.in_flight == 1
+    async with SilentServer() as server:
+        key: RealKey = (SVC, DestKey("127.0.0.1", server.port))
+        check = CheckConfig(
+            type="http", interval=Duration(30), timeout=Duration(30), jitter=Duration(0)
+        )
+        monitor = HealthMonitor(lambda k, h: None)
+        monitor.update({key: Target("127.0.0.1", server.port, check)})
+        await monitor.start()
+        try:
+            async with asyncio.timeout(10):
+                await server.accepted.wait()
+                assert monitor.in_flight == 1
+                await monitor.stop()
+                assert monitor.in_flight == 0
+                await server.closed.wait()
+        finally:
             await monitor.stop()
-            assert monitor.in_flight == 0
-            await closed.wait()
-    finally:
-        await monitor.stop()
-        server.close()
 
 
 async def test_changed_check_replaces_the_probe_in_flight() -> None:
