@@ -191,13 +191,14 @@ class Reconciler:
         async with self._lock:
             self._dirty.clear()
             started = time.perf_counter()
-            if actual is None:
-                now = time.monotonic()
-                if full or now - self._last_full >= self.full_resync_interval:
-                    self._last_full = now
-                    actual = await self.backend.dump()
-                else:
-                    actual = await self.backend.refresh()
+            now = time.monotonic()
+            if actual is not None:
+                self._last_full = now  # the caller's dump counts as the full read
+            elif full or now - self._last_full >= self.full_resync_interval:
+                self._last_full = now
+                actual = await self.backend.dump()
+            else:
+                actual = await self.backend.refresh()
             self.last_actual = actual
             wanted = self._wanted(actual)
             owned = frozenset(self._owned())

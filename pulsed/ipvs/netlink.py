@@ -87,9 +87,8 @@ def _only_match(block: bytes, table: dict) -> Service | None:
 def _shows(block: bytes, svc: Service) -> bool:
     # A cheap guard against pairing a block with a service read a moment
     # before someone else changed it: same scheduler, same real server count.
-    return procfs.scheduler(block) == svc.scheduler.encode() and procfs.dest_count(block) == len(
-        svc.dests
-    )
+    same_scheduler = procfs.scheduler(block) == svc.scheduler.encode()
+    return same_scheduler and procfs.dest_count(block) == len(svc.dests)
 
 
 def _with_connections(svc: Service, block: bytes) -> Service:

@@ -242,6 +242,17 @@ async def test_passes_refresh_between_full_reads():
     assert backend.reads[-1] == "dump"
 
 
+async def test_a_dump_passed_in_counts_as_the_full_read():
+    # The daemon dumps at start and hands the table to its first pass; the
+    # loop's next pass must not read everything again.
+    backend = CountingBackend()
+    wanted = Table.of([svc(dests=(dest(),))])
+    loop = Reconciler(backend, wanted=lambda _: wanted, owned=lambda: wanted.services)
+    await loop.reconcile_once(await backend.dump())
+    await loop.reconcile_once()
+    assert backend.reads == ["dump", "refresh"]
+
+
 async def test_a_service_becoming_owned_is_removed_although_nothing_else_changed():
     leftover = svc(dests=(dest(),))
     backend = MemoryBackend(Table.of([leftover]))
