@@ -5,12 +5,18 @@ within ``jitter``, then every ``interval`` after it), so timing does not
 drift with probe duration and servers spread over the interval never fall
 back into step. Due times (time.monotonic(), which is also the clock of
 asyncio's and uvloop's timers) sit in one heap served by a single loop timer:
-each wake-up starts every probe due by then (or within the next
-millisecond, uvloop's timer step), so an idle server costs one heap entry
-and no loop handle. Socket probes (tcp, http) run on one ProbeEngine
-(pulsed.checks.sockio) and need no task; others run as a task each. A probe
-that would start while ``max_in_flight`` probes are running waits for a free
-slot; its timeout counts from when it starts.
+each wake-up starts every probe due by then (or within the next millisecond,
+uvloop's timer step), so an idle server costs one heap entry and no loop
+handle. Grids are aligned to a common ``tick``: every first probe is placed
+on a multiple of it, so servers whose interval is a multiple of the tick
+come due together and the loop wakes once per tick for all of them instead
+of once per probe (a wake-up costs more than a probe's own work when probes
+are spread thin). No probe starts early; one whose interval is not a
+multiple of the tick starts at the first tick after its due time. Socket
+probes (tcp, http) run on one ProbeEngine (pulsed.checks.sockio) and need no
+task; others run as a task each. A probe that would start while
+``max_in_flight`` probes are running waits for a free slot; its timeout
+counts from when it starts.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import itertools
 import math
 import random
 import time
@@ -57,6 +62,15 @@ OnResult = Callable[[RealKey, ProbeResult], None]
 # Probes due within this much of a wake-up start with it: uvloop's timers
 # have millisecond steps, so waking for each one separately gains nothing.
 _BATCH_WINDOW = 0.001
+# Default ``tick``. At 200 probes a second, one wake-up per probe cost about
+# a third more CPU per check than waking once per 50 ms (docs/benchmarks.md,
+# "Against keepalived").
+DEFAULT_TICK = 0.05
+# Only checks whose interval is at least this many ticks are aligned, so a
+# fast check never waits a large share of its interval for a tick.
+_TICKS_PER_ALIGNED_INTERVAL = 10
+# Float sums of intervals land a hair off a tick; within this they are on it.
+_ON_TICK = 1e-6
 
 
 @dataclass(eq=False, slots=True)
@@ -68,6 +82,7 @@ class _Entry:
     # probe.start when the probe runs on the ProbeEngine, else None (a task).
     start: Callable | None = None
     interval: float = 0.0  # seconds, float(target.check.interval)
+    aligned: bool = False  # starts on the monitor's ticks
     deadline: float = 0.0
     scheduled: bool = False  # its next due time is in the heap
     live: bool = True  # False once removed or replaced by update()
@@ -102,6 +117,7 @@ class HealthMonitor:
         *,
         on_result: OnResult | None = None,
         max_in_flight: int = 2000,
+        tick: float = DEFAULT_TICK,
         rng: random.Random | None = None,
         probe_factory: Callable[[Target], Probe] = make_probe,
     ) -> None:
@@ -121,12 +137,15 @@ class HealthMonitor:
         self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._engine: ProbeEngine | None = None
-        # (due time, tie-breaker, entry); stale items (stopped entries) are
-        # skipped when they come up rather than searched for and removed.
-        self._due_heap: list[tuple[float, int, _Entry]] = []
-        self._tie = itertools.count()
+        # Entries by start time, and a heap of those times: servers on one
+        # tick share a bucket, so the heap holds ticks, not servers. Stale
+        # entries (stopped ones) are skipped when their bucket comes up
+        # rather than searched for and removed.
+        self._due: dict[float, list[_Entry]] = {}
+        self._due_times: list[float] = []
         self._wake: asyncio.TimerHandle | None = None
         self._wake_at = math.inf
+        self._tick = max(0.0, tick)
         # Wall-clock time is derived from the monotonic readings the engine
         # already takes, resynchronised at most once a second.
         self._wall_offset = 0.0
@@ -164,10 +183,26 @@ class HealthMonitor:
             entry = _Entry(key, target, self._build_probe(key, target), health)
             entry.start = getattr(entry.probe, "start", None)
             entry.interval = float(check.interval)
+            entry.aligned = self._aligns(entry.interval)
             self._entries[key] = entry
             self._health[key] = health
             if self._loop is not None:
                 self._schedule_first(entry)
+
+    @property
+    def tick(self) -> float:
+        return self._tick
+
+    @tick.setter
+    def tick(self, seconds: float) -> None:
+        """Change the tick. Servers keep their grid: those not on the new
+        tick start at the first tick after each due time."""
+        self._tick = max(0.0, seconds)
+        for entry in self._entries.values():
+            entry.aligned = self._aligns(entry.interval)
+
+    def _aligns(self, interval: float) -> bool:
+        return self._tick > 0 and interval >= _TICKS_PER_ALIGNED_INTERVAL * self._tick
 
     def _build_probe(self, key: RealKey, target: Target) -> Probe:
         """The probe for a target; one that cannot be built (an unreadable
@@ -207,7 +242,8 @@ class HealthMonitor:
         for entry in self._entries.values():
             self._cancel(entry)
         self._queue.clear()
-        self._due_heap.clear()
+        self._due.clear()
+        self._due_times.clear()
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
@@ -228,6 +264,8 @@ class HealthMonitor:
             return
         window = float(check.interval if check.jitter is None else check.jitter)
         entry.deadline = time.monotonic() + self._rng.uniform(0, window)
+        if entry.aligned:
+            entry.deadline = self._next_tick(entry.deadline)
         self._push(entry)
 
     def _schedule_next(self, entry: _Entry, now: float) -> None:
@@ -239,10 +277,22 @@ class HealthMonitor:
             entry.deadline += math.ceil((now - entry.deadline) / interval) * interval
         self._push(entry)
 
+    def _next_tick(self, at: float) -> float:
+        """The first tick at or after ``at``."""
+        tick = self._tick
+        return math.ceil(at / tick - _ON_TICK) * tick
+
     def _push(self, entry: _Entry) -> None:
         entry.scheduled = True
-        heapq.heappush(self._due_heap, (entry.deadline, next(self._tie), entry))
-        if entry.deadline < self._wake_at:
+        # The grid (entry.deadline) stays exact; only the start waits for a tick.
+        due = self._next_tick(entry.deadline) if entry.aligned else entry.deadline
+        bucket = self._due.get(due)
+        if bucket is not None:
+            bucket.append(entry)
+            return
+        self._due[due] = [entry]
+        heapq.heappush(self._due_times, due)
+        if due < self._wake_at:
             self._arm()
 
     def _arm(self) -> None:
@@ -250,8 +300,8 @@ class HealthMonitor:
             self._wake.cancel()
             self._wake = None
         self._wake_at = math.inf
-        if self._due_heap and self._loop is not None:
-            self._wake_at = self._due_heap[0][0]
+        if self._due_times and self._loop is not None:
+            self._wake_at = self._due_times[0]
             self._wake = self._loop.call_at(self._wake_at, self._on_wake)
 
     def _on_wake(self) -> None:
@@ -259,18 +309,18 @@ class HealthMonitor:
         self._wake_at = math.inf
         assert self._engine is not None
         horizon = self._engine.begin() + _BATCH_WINDOW
-        heap = self._due_heap
+        times = self._due_times
         try:
-            while heap and heap[0][0] <= horizon:
-                entry = heapq.heappop(heap)[2]
-                if not entry.scheduled:
-                    continue  # stopped since it was scheduled
-                entry.scheduled = False
-                if self._in_flight >= self._max_in_flight:
-                    entry.waiting = True
-                    self._queue.append(entry)
-                else:
-                    self._launch(entry)
+            while times and times[0] <= horizon:
+                for entry in self._due.pop(heapq.heappop(times)):
+                    if not entry.scheduled:
+                        continue  # stopped since it was scheduled
+                    entry.scheduled = False
+                    if self._in_flight >= self._max_in_flight:
+                        entry.waiting = True
+                        self._queue.append(entry)
+                    else:
+                        self._launch(entry)
         finally:
             self._engine.end()
         if self._wake is None:

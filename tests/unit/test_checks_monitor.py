@@ -7,6 +7,10 @@ probes are scripted so each test controls every result.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
+import random
+import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 
@@ -298,3 +302,106 @@ async def test_health_counts_every_repeated_result() -> None:
     assert (health.up, health.reason, health.latency) == (True, "status 200", 0.007)
     assert health.last_check > changes[0].last_check
     assert health.went_up_at == changes[0].went_up_at
+
+
+class _Offsets(random.Random):
+    """Places first probes at the given offsets after a whole tenth of a second
+    (a tick of 0.05 and of 0.1) at least 0.1 s ahead, in the order servers are added."""
+
+    def __init__(self, offsets: list[float]) -> None:
+        super().__init__(0)
+        self.offsets = deque(offsets)
+        self.base: float | None = None
+
+    def uniform(self, a: float, b: float) -> float:
+        now = time.monotonic()
+        if self.base is None:
+            self.base = math.ceil(now * 10 + 1) / 10
+        return self.base + self.offsets.popleft() - now
+
+
+async def _first_probes(tick: float, offsets: list[float], interval: float = 1.0) -> list[tuple]:
+    """(wake-up number, server, grid time, start time) of every server's first
+    probe, with first probes placed ``offsets`` after the monitor starts."""
+    script = Script()
+    script.gate = asyncio.Event()  # hold each probe: only first probes are seen
+    monitor = HealthMonitor(
+        lambda k, h: None, tick=tick, rng=_Offsets(offsets), probe_factory=script.factory
+    )
+    check = CheckConfig(interval=Duration(interval), timeout=Duration(interval))
+    monitor.update({key(n): target(n, check) for n in range(1, len(offsets) + 1)})
+    wakes, seen = [0], []
+    on_wake, launch = monitor._on_wake, monitor._launch
+
+    def counting_wake() -> None:
+        wakes[0] += 1
+        on_wake()
+
+    def recording_launch(entry) -> None:
+        seen.append((wakes[0], entry.key[1].address, entry.deadline, time.monotonic()))
+        launch(entry)
+
+    monitor._on_wake, monitor._launch = counting_wake, recording_launch
+    await monitor.start()
+    try:
+        await script.wait_running(len(offsets))
+    finally:
+        await monitor.stop()
+    return seen
+
+
+def _groups(seen: list[tuple]) -> list[list[str]]:
+    by_wake = defaultdict(set)
+    for wake, address, _, _ in seen:
+        by_wake[wake].add(address)
+    return sorted(map(sorted, by_wake.values()))
+
+
+async def test_probes_due_in_one_tick_start_in_one_wake_up_on_the_tick() -> None:
+    tick = 0.05
+    # Due 5, 20 and 45 ms after a tick: all start on the next one; 70 ms: the one after.
+    seen = await _first_probes(tick, [0.005, 0.02, 0.045, 0.07])
+    assert _groups(seen) == [["10.0.0.1", "10.0.0.2", "10.0.0.3"], ["10.0.0.4"]]
+    for _, _, grid, started in seen:
+        assert abs(grid / tick - round(grid / tick)) < 1e-6  # the grid sits on ticks
+        assert started >= grid  # never early
+
+
+async def test_without_a_tick_each_probe_wakes_the_loop_itself() -> None:
+    seen = await _first_probes(0.0, [0.005, 0.02, 0.045])
+    assert len({wake for wake, *_ in seen}) == 3
+    assert all(started >= grid for _, _, grid, started in seen)
+
+
+async def test_a_check_faster_than_ten_ticks_is_not_aligned() -> None:
+    seen = await _first_probes(0.05, [0.005, 0.02], interval=0.4)
+    assert len({wake for wake, *_ in seen}) == 2
+
+
+async def test_an_interval_off_the_tick_starts_at_the_next_tick_and_keeps_its_grid() -> None:
+    script = Script()
+    starts: list[tuple[float, float]] = []
+    count = asyncio.Event()
+    monitor = HealthMonitor(lambda k, h: None, tick=0.05, probe_factory=script.factory)
+    check = CheckConfig(interval=Duration(0.52), timeout=Duration(0.1), jitter=Duration(0))
+    monitor.update({key(1): target(1, check)})
+    launch = monitor._launch
+
+    def recording_launch(entry) -> None:
+        starts.append((entry.deadline, time.monotonic()))
+        if len(starts) == 3:
+            count.set()
+        launch(entry)
+
+    monitor._launch = recording_launch
+    await monitor.start()
+    try:
+        async with asyncio.timeout(5):
+            await count.wait()
+    finally:
+        await monitor.stop()
+    grids = [grid for grid, _ in starts]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(grids)] == [0.52, 0.52]
+    for grid, started in starts:
+        assert started >= grid
+        assert math.ceil(grid / 0.05 - 1e-6) * 0.05 <= started  # waited for its tick
