@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -24,14 +25,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator
 
 import structlog
 
 import pulsed
 from pulsed.checks.base import ProbeResult, Target, error_result, timeout_result
 from pulsed.checks.config import CheckConfig
-from pulsed.checks.monitor import HealthMonitor
+from pulsed.checks.monitor import DEFAULT_MAX_TICK, HealthMonitor
 from pulsed.durations import Duration
 from pulsed.model import DestKey, ServiceKey
 
@@ -42,7 +45,12 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\
 
 
 class _Handler(asyncio.Protocol):
-    requests = 0  # answered so far; printed on SIGUSR1 (the neutral check counter)
+    # Requests answered so far, per listening port; printed as JSON on
+    # SIGUSR1 (the neutral check counter).
+    requests: collections.Counter[int] = collections.Counter()
+
+    def __init__(self, port: int) -> None:
+        self.port = port
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -51,7 +59,7 @@ class _Handler(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         if b"\r\n\r\n" in self.buffer:
-            _Handler.requests += 1
+            _Handler.requests[self.port] += 1
             self.transport.write(RESPONSE)  # type: ignore[attr-defined]
             self.transport.close()
 
@@ -68,8 +76,12 @@ def serve(ports: list[int], use_uvloop: bool) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for port in ports:
-            await loop.create_server(_Handler, "127.0.0.1", port, backlog=4096)
-        loop.add_signal_handler(signal.SIGUSR1, lambda: print(_Handler.requests, flush=True))
+            await loop.create_server(lambda p=port: _Handler(p), "127.0.0.1", port, backlog=4096)
+
+        def report() -> None:
+            print(json.dumps(_Handler.requests), flush=True)
+
+        loop.add_signal_handler(signal.SIGUSR1, report)
         print("ready", flush=True)
         await asyncio.Event().wait()
 
@@ -180,11 +192,14 @@ async def measure(args: argparse.Namespace, ports: list[int]) -> dict:
 
     factory = AiohttpProbe if args.impl == "aiohttp" else None
     kwargs = {"probe_factory": factory} if factory else {}
-    monitor = HealthMonitor(lambda k, h: None, on_result=on_result, **kwargs)
+    monitor = HealthMonitor(
+        lambda k, h: None, on_result=on_result, max_tick=args.max_tick, **kwargs
+    )
     monitor.update(targets)
     lags: list[float] = []
     sampler = asyncio.create_task(lag_sampler(lags))
     await monitor.start()
+    tick = monitor.tick
     await asyncio.sleep(args.warmup)  # first probes spread over one interval
     lags.clear()
     counting = True
@@ -201,6 +216,7 @@ async def measure(args: argparse.Namespace, ports: list[int]) -> dict:
     return {
         "impl": args.impl,
         "loop": "uvloop" if args.uvloop else "asyncio",
+        "tick_ms": round(tick * 1000, 2),
         "servers": servers,
         "interval_s": args.interval,
         "target_rate": args.rate,
@@ -286,17 +302,25 @@ def clock_conditions() -> dict:
     }
 
 
-def server_count(server: subprocess.Popen) -> int:
+def server_counts(server: subprocess.Popen) -> dict[int, int]:
+    """Requests the server answered so far, per port."""
     assert server.stdout is not None
     server.send_signal(signal.SIGUSR1)
-    return int(server.stdout.readline())
+    return {int(port): n for port, n in json.loads(server.stdout.readline()).items()}
+
+
+def answered(counts: dict[int, int], ports: list[int]) -> int:
+    return sum(counts.get(port, 0) for port in ports)
 
 
 async def compare_keepalived(args: argparse.Namespace) -> dict:
-    import tempfile
-
+    """The same load through keepalived's checkers and through pulsed's
+    HealthMonitor, one after the other, or with ``--concurrent`` both at once
+    (each on its own ports of the one server process), so that whatever else
+    the machine does weighs on both sides alike."""
     servers = int(args.rate * args.interval)
-    ports = free_ports(args.server_ports)
+    ports = free_ports(2 * args.server_ports)
+    keepalived_ports, pulsed_ports = ports[: args.server_ports], ports[args.server_ports :]
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", ",".join(map(str, ports)), "--uvloop"],
         stdout=subprocess.PIPE,
@@ -307,69 +331,32 @@ async def compare_keepalived(args: argparse.Namespace) -> dict:
         "servers": servers,
         "interval_s": args.interval,
         "duration_s": args.duration,
+        "mode": "concurrent" if args.concurrent else "sequential",
         "pulsed_source": os.path.dirname(pulsed.__file__),
         **clock_conditions(),
     }
+    me = [os.getpid()]
     try:
-        with tempfile.TemporaryDirectory(prefix="pck-keepalived-") as tmp:
-            conf = os.path.join(tmp, "keepalived.conf")
-            with open(conf, "w") as f:
-                f.write(keepalived_conf(ports, servers, args.interval, args.timeout))
-            pid_file, checker_pid_file = os.path.join(tmp, "k.pid"), os.path.join(tmp, "c.pid")
-            keepalived = subprocess.Popen(
-                [
-                    "keepalived",
-                    "-n",
-                    "-C",
-                    "-G",
-                    "-f",
-                    conf,
-                    "-p",
-                    pid_file,
-                    "-c",
-                    checker_pid_file,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
+        async with _keepalived(keepalived_ports, servers, args) as keepalived_pids:
+            if args.concurrent:
+                async with _pulsed(pulsed_ports, servers, args):
+                    await asyncio.sleep(args.warmup + args.interval)
+                    phases = await _measure(server, args.duration, keepalived_pids, me)
+                report["keepalived"] = _phase(keepalived_ports, *phases[0])
+                report["pulsed"] = _phase(pulsed_ports, *phases[1])
+            else:
                 await asyncio.sleep(args.warmup + args.interval)
-                with open(checker_pid_file) as f:
-                    pids = [keepalived.pid, int(f.read())]
-                cpu0, n0, t0 = proc_cpu(pids), server_count(server), time.perf_counter()
-                await asyncio.sleep(args.duration)
-                cpu1, n1, t1 = proc_cpu(pids), server_count(server), time.perf_counter()
-            finally:
-                keepalived.terminate()
-                keepalived.wait()
-        report["keepalived"] = _phase(cpu0, cpu1, n1 - n0, t1 - t0)
-
-        await asyncio.sleep(1)
-        check = CheckConfig(
-            type="http", interval=Duration(args.interval), timeout=Duration(args.timeout)
-        )
-        service = ServiceKey.for_address("tcp", "192.0.2.1", 80)
-        targets = {
-            (service, DestKey(f"10.0.{i >> 8}.{i & 255}", ports[i % len(ports)])): Target(
-                "127.0.0.1", ports[i % len(ports)], check
-            )
-            for i in range(servers)
-        }
-        monitor = HealthMonitor(lambda k, h: None)
-        monitor.update(targets)
-        await monitor.start()
-        try:
-            await asyncio.sleep(args.warmup + args.interval)
-            me = [os.getpid()]
-            cpu0, n0, t0 = proc_cpu(me), server_count(server), time.perf_counter()
-            await asyncio.sleep(args.duration)
-            cpu1, n1, t1 = proc_cpu(me), server_count(server), time.perf_counter()
-        finally:
-            await monitor.stop()
-        report["pulsed"] = _phase(cpu0, cpu1, n1 - n0, t1 - t0)
+                phases = await _measure(server, args.duration, keepalived_pids)
+                report["keepalived"] = _phase(keepalived_ports, *phases[0])
+        if not args.concurrent:
+            await asyncio.sleep(1)
+            async with _pulsed(pulsed_ports, servers, args):
+                await asyncio.sleep(args.warmup + args.interval)
+                phases = await _measure(server, args.duration, me)
+            report["pulsed"] = _phase(pulsed_ports, *phases[0])
         report["pulsed"]["loop"] = "uvloop" if args.uvloop else "asyncio"
         # For matching a system-wide profile (perf record -a) to each side.
-        report["pids"] = {"keepalived": pids, "pulsed": os.getpid(), "server": server.pid}
+        report["pids"] = {"keepalived": keepalived_pids, "pulsed": me, "server": server.pid}
         report["cpu_per_check_ratio_pulsed_over_keepalived"] = round(
             report["pulsed"]["cpu_us_per_check"] / report["keepalived"]["cpu_us_per_check"], 3
         )
@@ -379,7 +366,75 @@ async def compare_keepalived(args: argparse.Namespace) -> dict:
     return report
 
 
-def _phase(cpu0: tuple[float, float], cpu1: tuple[float, float], checks: int, wall: float) -> dict:
+@contextlib.asynccontextmanager
+async def _keepalived(
+    ports: list[int], servers: int, args: argparse.Namespace
+) -> AsyncIterator[list[int]]:
+    """keepalived's checkers running; yields the PIDs of its parent and checker."""
+    with tempfile.TemporaryDirectory(prefix="pck-keepalived-") as tmp:
+        conf = os.path.join(tmp, "keepalived.conf")
+        with open(conf, "w") as f:
+            f.write(keepalived_conf(ports, servers, args.interval, args.timeout))
+        pid_file, checker_pid_file = os.path.join(tmp, "k.pid"), os.path.join(tmp, "c.pid")
+        command = ["keepalived", "-n", "-C", "-G", "-f", conf]
+        keepalived = subprocess.Popen(
+            [*command, "-p", pid_file, "-c", checker_pid_file],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while not os.path.exists(checker_pid_file) or not os.path.getsize(checker_pid_file):
+                if keepalived.poll() is not None:
+                    raise RuntimeError(f"keepalived exited with status {keepalived.returncode}")
+                await asyncio.sleep(0.1)  # keepalived signals nothing else
+            with open(checker_pid_file) as f:
+                yield [keepalived.pid, int(f.read())]
+        finally:
+            keepalived.terminate()
+            keepalived.wait()
+
+
+@contextlib.asynccontextmanager
+async def _pulsed(ports: list[int], servers: int, args: argparse.Namespace) -> AsyncIterator[None]:
+    """pulsed's HealthMonitor probing, as the daemon runs it."""
+    check = CheckConfig(
+        type="http", interval=Duration(args.interval), timeout=Duration(args.timeout)
+    )
+    service = ServiceKey.for_address("tcp", "192.0.2.1", 80)
+    targets = {
+        (service, DestKey(f"10.0.{i >> 8}.{i & 255}", ports[i % len(ports)])): Target(
+            "127.0.0.1", ports[i % len(ports)], check
+        )
+        for i in range(servers)
+    }
+    monitor = HealthMonitor(lambda k, h: None, max_tick=args.max_tick)
+    monitor.update(targets)
+    await monitor.start()
+    try:
+        yield
+    finally:
+        await monitor.stop()
+
+
+async def _measure(server: subprocess.Popen, duration: float, *sides: list[int]) -> list[tuple]:
+    """(cpu before, cpu after, counts before, counts after, wall) per side (a PID list)."""
+    before = [proc_cpu(pids) for pids in sides]
+    counts0, t0 = server_counts(server), time.perf_counter()
+    await asyncio.sleep(duration)
+    after = [proc_cpu(pids) for pids in sides]
+    counts1, t1 = server_counts(server), time.perf_counter()
+    return [(b, a, counts0, counts1, t1 - t0) for b, a in zip(before, after, strict=True)]
+
+
+def _phase(
+    ports: list[int],
+    cpu0: tuple[float, float],
+    cpu1: tuple[float, float],
+    counts0: dict[int, int],
+    counts1: dict[int, int],
+    wall: float,
+) -> dict:
+    checks = answered(counts1, ports) - answered(counts0, ports)
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     per_check = 1e6 / max(checks, 1)
     return {
@@ -403,9 +458,20 @@ def main() -> None:
     parser.add_argument("--server-uvloop", action="store_true", help="uvloop for the server only")
     parser.add_argument("--impl", choices=["pulsed", "aiohttp"], default="pulsed")
     parser.add_argument(
+        "--max-tick",
+        type=float,
+        default=DEFAULT_MAX_TICK,
+        help="HealthMonitor's max_tick in seconds ([daemon] probe_tick_max; 0: no tick)",
+    )
+    parser.add_argument(
         "--compare-keepalived",
         action="store_true",
         help="same load through keepalived's checkers, then pulsed (needs IPVS: run in the VM)",
+    )
+    parser.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="with --compare-keepalived: run both sides at the same time, on separate ports",
     )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -7,12 +7,13 @@ back into step. Due times (time.monotonic(), which is also the clock of
 asyncio's and uvloop's timers) sit in one heap served by a single loop timer:
 each wake-up starts every probe due by then (or within the next millisecond,
 uvloop's timer step), so an idle server costs one heap entry and no loop
-handle. Grids are aligned to a common ``tick``: every first probe is placed
-on a multiple of it, so servers whose interval is a multiple of the tick
-come due together and the loop wakes once per tick for all of them instead
-of once per probe (a wake-up costs more than a probe's own work when probes
-are spread thin). No probe starts early; one whose interval is not a
-multiple of the tick starts at the first tick after its due time. Socket
+handle. Grids are aligned to a common tick: every first probe is placed on
+a multiple of it, so servers whose interval is a multiple of the tick come
+due together and the loop wakes once per tick for all of them instead of
+once per probe (a wake-up costs more than a probe's own work when probes
+are spread thin). The tick is fitted to the check rate, about ten probes
+per tick, up to ``max_tick``. No probe starts early; one whose interval is
+not a multiple of the tick starts at the first tick after its due time. Socket
 probes (tcp, http) run on one ProbeEngine (pulsed.checks.sockio) and need no
 task; others run as a task each. A probe that would start while
 ``max_in_flight`` probes are running waits for a free slot; its timeout
@@ -62,15 +63,24 @@ OnResult = Callable[[RealKey, ProbeResult], None]
 # Probes due within this much of a wake-up start with it: uvloop's timers
 # have millisecond steps, so waking for each one separately gains nothing.
 _BATCH_WINDOW = 0.001
-# Default ``tick``. At 200 probes a second, one wake-up per probe cost about
-# a third more CPU per check than waking once per 50 ms (docs/benchmarks.md,
+# Default ``max_tick``. At 200 probes a second, one wake-up per probe cost
+# about a quarter more CPU per check than one per 50 ms (docs/benchmarks.md,
 # "Against keepalived").
-DEFAULT_TICK = 0.05
+DEFAULT_MAX_TICK = 0.05
+# The tick is as long as it takes for about this many probes to share one
+# (up to max_tick): enough to spread a wake-up's cost, few enough that a
+# tick's burst neither delays the loop nor queues up at a server. At 2,000
+# checks a second a 50 ms tick (100 probes) held the loop for 8 ms.
+_PROBES_PER_TICK = 10
 # Only checks whose interval is at least this many ticks are aligned, so a
 # fast check never waits a large share of its interval for a tick.
 _TICKS_PER_ALIGNED_INTERVAL = 10
 # Float sums of intervals land a hair off a tick; within this they are on it.
 _ON_TICK = 1e-6
+# Most probes started in one go: a large tick's worth (hundreds at thousands
+# of checks a second) is started in slices, with the loop free in between to
+# time the answers of probes already started and serve the API.
+_STARTS_PER_SLICE = 64
 
 
 @dataclass(eq=False, slots=True)
@@ -79,9 +89,10 @@ class _Entry:
     target: Target
     probe: Probe
     health: RealHealth
-    # probe.start when the probe runs on the ProbeEngine, else None (a task).
-    start: Callable | None = None
-    interval: float = 0.0  # seconds, float(target.check.interval)
+    # The probe runs on the ProbeEngine (has start()), else as a task. A flag,
+    # not the bound method: at 10,000 servers those cost 0.6 MiB.
+    on_engine: bool = False
+    interval: float = 0.0  # seconds, float(target.check.interval); 0: never probed
     aligned: bool = False  # starts on the monitor's ticks
     deadline: float = 0.0
     scheduled: bool = False  # its next due time is in the heap
@@ -117,7 +128,7 @@ class HealthMonitor:
         *,
         on_result: OnResult | None = None,
         max_in_flight: int = 2000,
-        tick: float = DEFAULT_TICK,
+        max_tick: float = DEFAULT_MAX_TICK,
         rng: random.Random | None = None,
         probe_factory: Callable[[Target], Probe] = make_probe,
     ) -> None:
@@ -143,9 +154,10 @@ class HealthMonitor:
         # rather than searched for and removed.
         self._due: dict[float, list[_Entry]] = {}
         self._due_times: list[float] = []
-        self._wake: asyncio.TimerHandle | None = None
+        self._wake: asyncio.Handle | None = None
         self._wake_at = math.inf
-        self._tick = max(0.0, tick)
+        self._max_tick = max(0.0, max_tick)
+        self._tick = self._max_tick  # see _retune()
         # Wall-clock time is derived from the monotonic readings the engine
         # already takes, resynchronised at most once a second.
         self._wall_offset = 0.0
@@ -172,6 +184,8 @@ class HealthMonitor:
         # Health records are frozen, so new servers share these three.
         unchecked = initial_health(True, wall, reason="no check")
         starting = {up: initial_health(up, wall) for up in (False, True)}
+        added: list[_Entry] = []
+        intervals: dict[float, float] = {}  # one float object per distinct interval
         for key, target in targets.items():
             if key in self._entries:
                 continue
@@ -181,28 +195,43 @@ class HealthMonitor:
             else:
                 health = starting[check.initial_state == "up" or key in assume_up]
             entry = _Entry(key, target, self._build_probe(key, target), health)
-            entry.start = getattr(entry.probe, "start", None)
-            entry.interval = float(check.interval)
-            entry.aligned = self._aligns(entry.interval)
+            entry.on_engine = hasattr(entry.probe, "start")
+            interval = float(check.interval) if check.type != "none" else 0.0
+            entry.interval = intervals.setdefault(interval, interval)
             self._entries[key] = entry
             self._health[key] = health
-            if self._loop is not None:
+            added.append(entry)
+        self._retune()
+        if self._loop is not None:
+            for entry in added:
                 self._schedule_first(entry)
 
     @property
     def tick(self) -> float:
+        """The tick in use: max_tick, or shorter at high check rates."""
         return self._tick
 
-    @tick.setter
-    def tick(self, seconds: float) -> None:
-        """Change the tick. Servers keep their grid: those not on the new
-        tick start at the first tick after each due time."""
-        self._tick = max(0.0, seconds)
-        for entry in self._entries.values():
-            entry.aligned = self._aligns(entry.interval)
+    @property
+    def max_tick(self) -> float:
+        return self._max_tick
 
-    def _aligns(self, interval: float) -> bool:
-        return self._tick > 0 and interval >= _TICKS_PER_ALIGNED_INTERVAL * self._tick
+    @max_tick.setter
+    def max_tick(self, seconds: float) -> None:
+        self._max_tick = max(0.0, seconds)
+        self._retune()
+
+    def _retune(self) -> None:
+        """Fit the tick to the check rate. Servers keep their grid when it
+        changes: those not on the new tick start at the first tick after each
+        due time."""
+        rate = sum(1.0 / e.interval for e in self._entries.values() if e.interval > 0)
+        tick = min(self._max_tick, _PROBES_PER_TICK / rate) if rate else self._max_tick
+        # Below the batch window, waking per probe already batches as well.
+        self._tick = tick if tick > _BATCH_WINDOW else 0.0
+        for entry in self._entries.values():
+            entry.aligned = self._tick > 0 and entry.interval >= (
+                _TICKS_PER_ALIGNED_INTERVAL * self._tick
+            )
 
     def _build_probe(self, key: RealKey, target: Target) -> Probe:
         """The probe for a target; one that cannot be built (an unreadable
@@ -309,12 +338,22 @@ class HealthMonitor:
         self._wake_at = math.inf
         assert self._engine is not None
         horizon = self._engine.begin() + _BATCH_WINDOW
-        times = self._due_times
+        times, buckets = self._due_times, self._due
+        budget = _STARTS_PER_SLICE
         try:
             while times and times[0] <= horizon:
-                for entry in self._due.pop(heapq.heappop(times)):
+                at = heapq.heappop(times)
+                bucket = buckets.pop(at)
+                for i, entry in enumerate(bucket):
                     if not entry.scheduled:
                         continue  # stopped since it was scheduled
+                    if budget == 0:  # the rest in the next slice
+                        buckets[at] = bucket[i:]
+                        heapq.heappush(times, at)
+                        self._wake_at = at
+                        self._wake = self._loop.call_soon(self._on_wake)
+                        return
+                    budget -= 1
                     entry.scheduled = False
                     if self._in_flight >= self._max_in_flight:
                         entry.waiting = True
@@ -329,13 +368,12 @@ class HealthMonitor:
     def _launch(self, entry: _Entry) -> None:
         assert self._loop is not None
         self._in_flight += 1
-        start = entry.start
-        if start is None:
+        if not entry.on_engine:
             entry.task = self._loop.create_task(self._run(entry))
             return
         # Socket probe on the engine (pulsed.checks.sockio): no task at all.
         try:
-            entry.exchange = start(self._engine, self._exchange_done, entry)
+            entry.exchange = entry.probe.start(self._engine, self._exchange_done, entry)
         except Exception as exc:
             log.exception("probe.crashed", **_labels(entry.key))
             crash = ProbeResult(False, f"error: {type(exc).__name__}", 0.0, "error")

@@ -7,6 +7,7 @@ probes are scripted so each test controls every result.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import math
 import random
@@ -326,7 +327,7 @@ async def _first_probes(tick: float, offsets: list[float], interval: float = 1.0
     script = Script()
     script.gate = asyncio.Event()  # hold each probe: only first probes are seen
     monitor = HealthMonitor(
-        lambda k, h: None, tick=tick, rng=_Offsets(offsets), probe_factory=script.factory
+        lambda k, h: None, max_tick=tick, rng=_Offsets(offsets), probe_factory=script.factory
     )
     check = CheckConfig(interval=Duration(interval), timeout=Duration(interval))
     monitor.update({key(n): target(n, check) for n in range(1, len(offsets) + 1)})
@@ -382,7 +383,7 @@ async def test_an_interval_off_the_tick_starts_at_the_next_tick_and_keeps_its_gr
     script = Script()
     starts: list[tuple[float, float]] = []
     count = asyncio.Event()
-    monitor = HealthMonitor(lambda k, h: None, tick=0.05, probe_factory=script.factory)
+    monitor = HealthMonitor(lambda k, h: None, max_tick=0.05, probe_factory=script.factory)
     check = CheckConfig(interval=Duration(0.52), timeout=Duration(0.1), jitter=Duration(0))
     monitor.update({key(1): target(1, check)})
     launch = monitor._launch
@@ -405,3 +406,24 @@ async def test_an_interval_off_the_tick_starts_at_the_next_tick_and_keeps_its_gr
     for grid, started in starts:
         assert started >= grid
         assert math.ceil(grid / 0.05 - 1e-6) * 0.05 <= started  # waited for its tick
+
+
+async def test_a_crowded_tick_starts_in_slices() -> None:
+    seen = await _first_probes(0.05, [0.005] * 150)
+    sizes = sorted(collections.Counter(wake for wake, *_ in seen).values())
+    assert sizes == [22, 64, 64]  # the loop runs between slices
+
+
+def test_the_tick_shrinks_as_the_check_rate_grows() -> None:
+    monitor = HealthMonitor(lambda k, h: None, max_tick=0.05)
+    second = CheckConfig(interval=Duration(1.0))
+    monitor.update({key(n): target(n, second) for n in range(1, 21)})
+    assert monitor.tick == 0.05  # 20 checks/s: the longest tick holds 1
+    many = {(SVC, DestKey(f"10.1.{n >> 8}.{n & 255}", 80)): target(n, second) for n in range(2000)}
+    monitor.update(many)
+    assert monitor.tick == pytest.approx(0.005)  # 2,000 checks/s: 10 per tick
+    fast = CheckConfig(interval=Duration(0.1))
+    monitor.update({k: Target(t.address, t.port, fast) for k, t in many.items()})
+    assert monitor.tick == 0.0  # 20,000 checks/s: every wake-up is full anyway
+    monitor.update({key(1): target(1, CheckConfig(type="none"))})
+    assert monitor.tick == 0.05  # nothing to probe
