@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from pulsed.addresses import split_host_port
+from pulsed.aioweb import web
 from pulsed.metrics import CONTENT_TYPE, ActivityRecorder, MetricsRenderer, attach_recorder
 from pulsed.model import DestKey
 from pulsed.overrides import MODES, RealKey, parse_service_key, real_key_text

@@ -147,6 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pulsed.logs import configure_logging
 
     configure_logging(config.daemon.log_format, config.daemon.log_level)
+    if config.api.enabled:
+        import pulsed.aioweb  # noqa: F401  # while no other thread runs: see its docstring
     return _loop_runner(config)(_run(args, config))
 
 

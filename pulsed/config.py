@@ -12,6 +12,7 @@ every check), so one bad entry does not hide the errors of the next.
 
 from __future__ import annotations
 
+import hashlib
 import typing
 from dataclasses import dataclass
 from functools import lru_cache
@@ -72,6 +73,7 @@ class DaemonConfig(_Section):
     resync_interval: Duration = Duration(10.0)
     full_resync_interval: Duration = Duration(30.0)
     retry_interval: Duration = Duration(1.0)
+    probe_tick_max: Duration = Duration(0.05)
     remove_on_shutdown: bool = False
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -530,8 +532,13 @@ class _Validator:
 
 
 def _fingerprint(raw: dict) -> bytes:
-    """Canonical bytes of a raw TOML table: equal bytes, equal table."""
-    return msgspec.json.encode(raw, order="deterministic")
+    """A digest of the canonical bytes of a raw TOML table: equal digest, equal table.
+
+    A 128-bit digest rather than the bytes themselves (~500 per service),
+    which the cache would keep for every service of the running config.
+    """
+    encoded = msgspec.json.encode(raw, order="deterministic")
+    return hashlib.blake2b(encoded, digest_size=16).digest()
 
 
 def _literal_choices(tp: type, parts: list[str | int]) -> tuple[Any, ...]:

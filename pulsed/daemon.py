@@ -41,14 +41,18 @@ class ReloadStatus:
     last_changed: bool = False
 
 
-def health_targets(config: Config) -> dict[RealKey, Target]:
-    """What to probe: every configured real server with its effective check."""
+def health_targets(config: Config, memo: WantedMemo | None = None) -> dict[RealKey, Target]:
+    """What to probe: every configured real server with its effective check.
+
+    With ``memo``, the keys hold the DestKey objects the wanted table uses.
+    """
+    memo = memo or WantedMemo()
     targets: dict[RealKey, Target] = {}
     for svc in config.service:
-        for real in svc.real:
-            address, port = svc.real_endpoint(real)
+        svc_key = svc.key
+        for real, dest in zip(svc.real, memo.dest_keys(svc), strict=True):
             check = real.check or svc.check
-            targets[(svc.key, DestKey(address, port))] = Target(address, port, check)
+            targets[(svc_key, dest)] = Target(dest.address, dest.port, check)
     return targets
 
 
@@ -103,7 +107,11 @@ class Daemon:
     def _make_monitor(self):
         from pulsed.checks.monitor import HealthMonitor
 
-        return HealthMonitor(on_change=self._on_health_change, on_result=self._on_probe_result)
+        return HealthMonitor(
+            on_change=self._on_health_change,
+            on_result=self._on_probe_result,
+            max_tick=self.config.daemon.probe_tick_max,
+        )
 
     def _on_health_change(self, key: RealKey, health: object) -> None:
         for observer in self.health_observers:
@@ -165,19 +173,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
         self._persist_owned()
-        # Servers the kernel already sends traffic to start up, so a restart
-        # over an unchanged table writes nothing and drops nothing.
-        actual = await self.backend.dump()
-        serving = {(svc.key, dest.key) for svc in actual for dest in svc.dests if dest.weight > 0}
-        self.monitor.update(health_targets(self.config), assume_up=serving)
-        await self.monitor.start()
-        first = await self.reconciler.reconcile_once(actual)
-        log.info(
-            "daemon.started",
-            services=len(self.config.service),
-            writes_at_start=len(first.ops),
-            errors=len(first.errors),
-        )
+        await self._first_pass()
         background = [asyncio.create_task(self.reconciler.run(), name="reconcile")]
         await self._start_extras()
         # Start-up objects (config, imports) live as long as the process:
@@ -189,6 +185,25 @@ class Daemon:
         finally:
             self._notify("STOPPING=1")
             await self._shutdown(background)
+
+    async def _first_pass(self) -> None:
+        # A method of its own so that the first dump and the first pass's
+        # operations (one per server at a cold start) are not kept alive by
+        # run()'s frame for the life of the process.
+        #
+        # Servers the kernel already sends traffic to start up, so a restart
+        # over an unchanged table writes nothing and drops nothing.
+        actual = await self.backend.dump()
+        serving = {(svc.key, dest.key) for svc in actual for dest in svc.dests if dest.weight > 0}
+        self.monitor.update(health_targets(self.config, self._wanted_memo), assume_up=serving)
+        await self.monitor.start()
+        first = await self.reconciler.reconcile_once(actual)
+        log.info(
+            "daemon.started",
+            services=len(self.config.service),
+            writes_at_start=len(first.ops),
+            errors=len(first.errors),
+        )
 
     def _spawn(self, coro) -> None:
         # The loop keeps only weak references to tasks: hold them until done.
@@ -295,7 +310,8 @@ class Daemon:
         self.config = new
         self._owned |= {s.key for s in new.service}
         self._persist_owned()
-        self.monitor.update(health_targets(new))
+        self.monitor.max_tick = new.daemon.probe_tick_max
+        self.monitor.update(health_targets(new, self._wanted_memo))
         self.reconciler.resync_interval = new.daemon.resync_interval
         self.reconciler.retry_interval = new.daemon.retry_interval
         self.reconciler.full_resync_interval = new.daemon.full_resync_interval

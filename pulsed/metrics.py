@@ -11,12 +11,13 @@ Why the text is written here and not by prometheus_client's
 ``generate_latest`` over a custom collector: at 10,000 real servers (about
 150,000 samples) that path took 1.9 s per scrape on the development
 machine, against a 100 ms target; it formats every label set of every
-sample anew. Here each server's label text is built once per config, and
-each family is written in blocks of servers by one ``%`` format per line
-(one per server for the 9-line histogram), from templates shared by all
-servers. ``chunks()`` yields the text in pieces of about 256 KiB, so the
-API streams it while it renders and the peak memory of a scrape stays
-small: a 12 MB document built whole left the process 50 MiB larger.
+sample anew. Here each server's label values (its service's escaped name,
+its ``address:port``) are found once per config, and each family is
+written in blocks of servers by one ``%`` format per line (one per server
+for the 9-line histogram), from templates shared by all servers.
+``chunks()`` yields the text in pieces of about 64 KiB, so the API streams
+it while it renders and the peak memory of a scrape stays small: a 12 MB
+document built whole left the process 50 MiB larger.
 prometheus_client still supplies the process metrics (imported at the first
 scrape: nothing else here needs it), and the tests parse this output with
 its parser and with ``promtool check metrics``.
@@ -42,8 +43,12 @@ from pulsed.status_view import indexed_reals
 RealKey = tuple[ServiceKey, DestKey]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-CHUNK_BYTES = 256 * 1024  # what chunks() yields at a time
-BLOCK = 256  # servers formatted per step (a histogram block is ~230 KB)
+# What chunks() yields at a time, and servers formatted per step (a block of
+# histograms is ~58 KB). Larger pieces are no faster to send and leave the
+# allocator holding more after a scrape: with 256 KiB and 256 servers, the
+# process stayed ~2 MiB larger at 10,000 servers.
+CHUNK_BYTES = 64 * 1024
+BLOCK = 64
 
 # Probe latency: loopback answers in well under a millisecond, a timeout is a
 # second or more. Six buckets keep 10,000 servers' histograms affordable
@@ -80,93 +85,125 @@ class Histogram:
         return list(self.counts)
 
 
-# Positions in RealRecord.counts: the histogram's cumulative bucket counts,
-# its total, then one count per probe result category.
+# Columns of ActivityRecorder.counts: the probe histogram's cumulative bucket
+# counts, then its total.
 _TOTAL = len(PROBE_BUCKETS)
 _RESULTS = _TOTAL + 1
-# Category -> position after _RESULTS. Categories are a small fixed set
-# (pulsed.checks.base.ProbeResult), shared by every record.
-_CATEGORIES: dict[str, int] = {}
-_NO_PROBES = array("q", bytes(8 * _RESULTS))
-
-
-class RealRecord:
-    """What events told about one real server, in ~265 bytes; made at its first event.
-
-    ``counts`` is one array of integers (see _TOTAL, _RESULTS) rather than a
-    histogram object, a list and a Counter (~470 bytes): at 10,000 servers
-    that is 2 MB less, and counts never become separate int objects.
-    """
-
-    __slots__ = ("counts", "last_up", "sum", "transitions")
-
-    def __init__(self, last_up: bool | None = None) -> None:
-        self.counts: array | None = None  # made at the first probe
-        self.sum = 0.0
-        self.transitions = 0
-        self.last_up = last_up
-
-    def observe(self, latency: float, category: str) -> None:
-        counts = self.counts
-        if counts is None:
-            counts = self.counts = array("q", _NO_PROBES)
-        for i in range(bisect.bisect_left(PROBE_BUCKETS, latency), _RESULTS):
-            counts[i] += 1
-        self.sum += latency
-        slot = _CATEGORIES.get(category)
-        if slot is None:
-            slot = _CATEGORIES[category] = len(_CATEGORIES)
-        at = _RESULTS + slot
-        if at >= len(counts):
-            counts.extend([0] * (at + 1 - len(counts)))
-        counts[at] += 1
-
-    def results(self) -> dict[str, int]:
-        """Probe count per result category (categories never seen are left out)."""
-        if self.counts is None:
-            return {}
-        names = list(_CATEGORIES)
-        return {names[j]: n for j, n in enumerate(self.counts[_RESULTS:]) if n}
+# ActivityRecorder.last_up: what the last health report said.
+_SEEN_NOTHING, _SEEN_DOWN, _SEEN_UP = 0, 1, 2
 
 
 class ActivityRecorder:
-    """What only events can tell: probe results, health transitions, reconcile passes."""
+    """What only events can tell: probe results, health transitions, reconcile passes.
+
+    Per-server figures are kept in columns, one array per figure, a server's
+    row being its slot in ``slots``, rather than in one object per server:
+    at 10,000 servers that is about 1.4 MB instead of 2.9 (an object, an
+    array of counts and a float each), and counts never become int objects.
+    ``layout`` puts the rows in the order the scrape writes them.
+    """
 
     def __init__(self) -> None:
-        self.reals: dict[RealKey, RealRecord] = {}
+        self.slots: dict[RealKey, int] = {}
+        self.counts: list[array] = [array("q") for _ in range(_RESULTS)]
+        self.sums = array("d")
+        self.transitions = array("q")
+        self.last_up = bytearray()
+        # Probe count per result category (a small fixed set, see
+        # pulsed.checks.base.ProbeResult), in the order first seen.
+        self.categories: dict[str, array] = {}
         self.reconcile = Histogram(RECONCILE_BUCKETS)
+        self._tails = self._bucket_tails()
 
-    def _record(self, key: RealKey) -> RealRecord:
-        record = self.reals.get(key)
-        if record is None:
-            record = self.reals[key] = RealRecord()
-        return record
+    def _bucket_tails(self) -> list[list[array]]:
+        # A probe in bucket i counts in buckets i.. and in the total.
+        return [self.counts[i:] for i in range(_RESULTS)]
+
+    def _slot(self, key: RealKey) -> int:
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = len(self.slots)
+            for column in (*self.counts, self.transitions, *self.categories.values()):
+                column.append(0)
+            self.sums.append(0.0)
+            self.last_up.append(_SEEN_NOTHING)
+        return slot
 
     def on_probe(self, key: RealKey, result: Any) -> None:
-        self._record(key).observe(max(0.0, float(result.latency)), str(result.category))
+        slot = self._slot(key)
+        latency = max(0.0, float(result.latency))
+        for column in self._tails[bisect.bisect_left(PROBE_BUCKETS, latency)]:
+            column[slot] += 1
+        self.sums[slot] += latency
+        category = str(result.category)
+        column = self.categories.get(category)
+        if column is None:
+            column = self.categories[category] = array("q", bytes(8 * len(self.slots)))
+        column[slot] += 1
 
     def on_health(self, key: RealKey, health: Any) -> None:
-        record = self._record(key)
+        slot = self._slot(key)
+        last = self.last_up[slot]
         # The monitor reports up/down flips and weight reports. For the first
         # report about a server the previous state is not known here; a flip
         # is the probe that made the transition (pulsed.checks.state sets
         # both times from the same clock reading).
-        if record.last_up is not None:
-            flipped = record.last_up != health.up
+        if last != _SEEN_NOTHING:
+            flipped = (last == _SEEN_UP) != health.up
         else:
             checked = getattr(health, "last_check", None)
             flipped = checked is not None and getattr(health, "last_transition", None) == checked
         if flipped:
-            record.transitions += 1
-        record.last_up = health.up
+            self.transitions[slot] += 1
+        self.last_up[slot] = _SEEN_UP if health.up else _SEEN_DOWN
 
     def on_pass(self, result: Any, elapsed: float) -> None:
         self.reconcile.observe(elapsed)
 
     def seed(self, health: Mapping[RealKey, Any]) -> None:
-        """Forget servers no longer monitored (records of the others come with events)."""
-        for key in [k for k in self.reals if k not in health]:
-            del self.reals[key]
+        """Rows for the monitored servers; forget the others."""
+        self.layout(list(health))
+
+    def layout(self, keys: list[RealKey]) -> None:
+        """Give ``keys`` the rows 0, 1, ... in this order; forget every other server.
+
+        Rows are moved into new arrays: a scrape under way keeps reading the
+        old ones.
+        """
+        if list(self.slots) == keys:
+            return
+        where = [self.slots.get(key, -1) for key in keys]
+
+        def moved(column: array) -> array:
+            return array(column.typecode, [column[j] if j >= 0 else 0 for j in where])
+
+        self.counts = [moved(c) for c in self.counts]
+        self.sums = moved(self.sums)
+        self.transitions = moved(self.transitions)
+        self.last_up = bytearray(self.last_up[j] if j >= 0 else _SEEN_NOTHING for j in where)
+        self.categories = {name: moved(c) for name, c in self.categories.items()}
+        self.slots = {key: i for i, key in enumerate(keys)}
+        self._tails = self._bucket_tails()
+
+    # Reading one server's figures (tests, debugging).
+
+    def histogram(self, key: RealKey) -> tuple[list[int], float]:
+        """Cumulative bucket counts (the last one is the total) and the sum of latencies."""
+        slot = self.slots.get(key)
+        if slot is None:
+            return [0] * _RESULTS, 0.0
+        return [c[slot] for c in self.counts], self.sums[slot]
+
+    def results(self, key: RealKey) -> dict[str, int]:
+        """Probe count per result category (categories never seen are left out)."""
+        slot = self.slots.get(key)
+        if slot is None:
+            return {}
+        return {name: c[slot] for name, c in self.categories.items() if c[slot]}
+
+    def transitions_of(self, key: RealKey) -> int:
+        slot = self.slots.get(key)
+        return 0 if slot is None else self.transitions[slot]
 
 
 def attach_recorder(daemon: Any, recorder: ActivityRecorder) -> None:
@@ -212,11 +249,11 @@ class _Family:
 
 
 def _line(name: str, extra: str = "", value: str = "%s") -> str:
-    """A one-sample template: ``%s`` takes the server's label text, then the value."""
-    return f"{name}{{%s{extra}}} {value}\n"
+    """A one-sample template: the service's name, the server's text, then the value."""
+    return f'{name}{{service="%s",server="%s"{extra}}} {value}\n'
 
 
-# One server's probe histogram: its label text goes in before every value.
+# One server's probe histogram: its name and server text go in before every value.
 _HISTOGRAM_TEMPLATE = (
     "".join(_line(f"{PROBE_HISTOGRAM}_bucket", f',le="{b!r}"', "%d") for b in PROBE_BUCKETS)
     + _line(f"{PROBE_HISTOGRAM}_bucket", ',le="+Inf"', "%d")
@@ -232,18 +269,21 @@ _TRANSITIONS = _line("pulsed_real_transitions_total", value="%d")
 
 
 class _Index:
-    """Per config: each real server's label text and key, grouped by service.
+    """Per config: each real server's label values and key, grouped by service.
 
     ``keys`` are the monitor's own key objects where it has them, so the
-    lookups in its health snapshot find them by identity.
+    lookups in its health snapshot find them by identity. A server's labels
+    are its service's escaped name (one string per service) and its
+    ``address:port`` text, which is the config's own string when that is
+    how the config wrote it: no label text per server (~1 MB at 10,000).
     """
 
-    __slots__ = ("config", "configured", "keys", "labels", "records", "services")
+    __slots__ = ("config", "configured", "keys", "names", "servers", "services")
 
-    def __init__(self, config: Any, health: Mapping[RealKey, Any], recorder: ActivityRecorder):
-        records = recorder.reals
+    def __init__(self, config: Any, health: Mapping[RealKey, Any]) -> None:
         self.config = config
-        self.labels: list[str] = []
+        self.names: list[str] = []
+        self.servers: list[str] = []
         self.keys: list[RealKey] = []
         self.configured: list[int] = []
         # Per service: (service, key, label text, first row, end row).
@@ -255,12 +295,11 @@ class _Index:
             for real, dest in zip(svc.real, dests, strict=True):
                 key = (svc_key, dest)
                 self.keys.append(canonical.get(key, key))
-                self.labels.append(f'service="{name}",server="{dest}"')
+                self.names.append(name)
+                server = str(dest)
+                self.servers.append(real.address if real.address == server else server)
                 self.configured.append(real.weight)
             self.services.append((svc, svc_key, f'service="{name}"', start, len(self.keys)))
-        # Records are dropped only when the config changes (seed), which
-        # rebuilds this index: a server's record stays the same object.
-        self.records: list[RealRecord | None] = [records.get(key) for key in self.keys]
 
 
 class MetricsRenderer:
@@ -309,16 +348,17 @@ class MetricsRenderer:
     def _index_for(self, config: Any, health: Mapping[RealKey, Any]) -> _Index:
         index = self._index
         if index is None or index.config is not config:
-            # A new config is the only way servers come and go.
-            self.recorder.seed(health)
-            index = self._index = _Index(config, health, self.recorder)
+            # A new config is the only way servers come and go. The recorder's
+            # rows follow the index: a server's row is its line number.
+            index = self._index = _Index(config, health)
+            self.recorder.layout(index.keys)
         return index
 
     def _pieces(self) -> Iterator[str]:
         d = self.daemon
         health = d.monitor.health()
         index = self._index_for(d.config, health)
-        real = _RealSnapshot(d, index, health, self.recorder.reals)
+        real = _RealSnapshot(d, index, health, self.recorder)
         yield "".join(f.text() for f in config_families(d))
         yield from real.pieces()
         yield "".join(
@@ -331,7 +371,7 @@ class _RealSnapshot:
     """Per-server values read at the start of a scrape, then written family by family."""
 
     def __init__(
-        self, d: Any, index: _Index, health: Mapping[RealKey, Any], records: Mapping
+        self, d: Any, index: _Index, health: Mapping[RealKey, Any], recorder: ActivityRecorder
     ) -> None:
         self.index = index
         keys = index.keys
@@ -341,11 +381,12 @@ class _RealSnapshot:
             states = [health.get(key) for key in keys]
         self.monitored = [h is not None for h in states]
         self.up = [1 if h is not None and h.up else 0 for h in states]
-        self.records = index.records
-        if None in self.records:  # servers the recorder had not seen when the index was built
-            for i, record in enumerate(self.records):
-                if record is None:
-                    self.records[i] = records.get(keys[i])
+        # The recorder's columns, row i being index line i (see _index_for).
+        # Held here: a layout for a new config during the scrape makes new ones.
+        self.counts = recorder.counts
+        self.sums = recorder.sums
+        self.transitions = recorder.transitions
+        self.categories = [(escape(name), c) for name, c in recorder.categories.items()]
         self.configured: list[int] = index.configured
         self.admin: list[str] = []
         overrides = d.overrides.all()
@@ -358,54 +399,59 @@ class _RealSnapshot:
                 if override.weight is not None:
                     self.configured[i] = override.weight
                 if override.mode != "enabled":
-                    self.admin.append(_ADMIN % (index.labels[i], override.mode))
+                    self.admin.append(_ADMIN % (index.names[i], index.servers[i], override.mode))
         pools = d.wanted.pools
         actual = d.reconciler.last_actual
-        labels, keys = index.labels, index.keys
-        self.effective: list[tuple[str, int]] = []
+        names, servers, keys = index.names, index.servers, index.keys
+        # Weight in the wanted table, by line (None: not in it).
+        self.effective: list[int | None] = [None] * len(keys)
         self.services: list[tuple[str, int, int, Any, Any]] = []
         self.kernel_reals: list[tuple[str, Stats]] = []
         for _svc, svc_key, svc_labels, start, end in index.services:
             pool = pools.get(svc_key)
             if pool is not None:
                 get = pool.weights.get
-                self.effective += [
-                    (labels[i], w) for i in range(start, end) if (w := get(keys[i][1])) is not None
-                ]
+                self.effective[start:end] = [get(keys[i][1]) for i in range(start, end)]
             kernel = actual.get(svc_key)
             self.services.append((svc_labels, sum(self.up[start:end]), end - start, pool, kernel))
             if kernel is not None and kernel.dests:
-                by_endpoint = {
-                    (keys[i][1].address, keys[i][1].port): labels[i] for i in range(start, end)
-                }
+                by_endpoint = {(keys[i][1].address, keys[i][1].port): i for i in range(start, end)}
                 for kd in kernel.dests:
-                    lab = by_endpoint.get((kd.address, kd.port))
-                    if lab is not None and kd.stats is not None:  # configured destinations only
+                    i = by_endpoint.get((kd.address, kd.port))
+                    if i is not None and kd.stats is not None:  # configured destinations only
+                        lab = f'service="{names[i]}",server="{servers[i]}"'
                         self.kernel_reals.append((lab, kd.stats))
 
     def pieces(self) -> Iterator[str]:
-        labels, n = self.index.labels, len(self.index.labels)
+        names, servers = self.index.names, self.index.servers
+        n = len(names)
         blocks = range(0, n, BLOCK)
         yield _head(
             "pulsed_real_up",
             "gauge",
             "1 if the real server passes its health check (after rise/fall), else 0.",
         )
-        yield from _per_server(_UP, labels, self.up)
+        yield from _per_server(_UP, names, servers, self.up)
         yield _head(
             "pulsed_real_configured_weight",
             "gauge",
             "Weight from the config, or the admin's weight override.",
         )
-        yield from _per_server(_CONFIGURED, labels, self.configured)
+        yield from _per_server(_CONFIGURED, names, servers, self.configured)
         yield _head(
             "pulsed_real_effective_weight",
             "gauge",
             "Weight pulsed programs into IPVS (0 while quiesced or drained; absent if removed).",
         )
         eff = self.effective
-        for a in range(0, len(eff), BLOCK):
-            yield "".join(map(_EFFECTIVE.__mod__, eff[a : a + BLOCK]))
+        for a in blocks:
+            yield "".join(
+                [
+                    _EFFECTIVE % (names[i], servers[i], w)
+                    for i, w in enumerate(eff[a : a + BLOCK], a)
+                    if w is not None
+                ]
+            )
         yield _head(
             "pulsed_real_admin_override",
             "gauge",
@@ -427,12 +473,13 @@ class _RealSnapshot:
             "counter",
             "Health transitions (up to down, down to up) since the daemon started.",
         )
+        transitions, monitored = self.transitions, self.monitored
         for a in blocks:
             yield "".join(
                 [
-                    _TRANSITIONS % (labels[i], r.transitions if r is not None else 0)
-                    for i, r in enumerate(self.records[a : a + BLOCK], a)
-                    if self.monitored[i]
+                    _TRANSITIONS % (names[i], servers[i], transitions[i])
+                    for i in range(a, min(n, a + BLOCK))
+                    if monitored[i]
                 ]
             )
         yield "".join(f.text() for f in self._service_families())
@@ -446,38 +493,34 @@ class _RealSnapshot:
         )
 
     def _histograms(self, start: int, end: int) -> str:
-        labels, records, monitored = self.index.labels, self.records, self.monitored
+        names, servers = self.index.names, self.index.servers
+        monitored, total = self.monitored, self.sums
+        c0, c1, c2, c3, c4, c5, c6 = self.counts
         out = []
         for i in range(start, end):
             if not monitored[i]:
                 continue
-            r = records[i]
-            if r is None or r.counts is None:
-                c, total = _NO_PROBES, 0.0
-            else:
-                c, total = r.counts, r.sum
-            lab = labels[i]
-            n = c[_TOTAL]
+            a, b = names[i], servers[i]
+            n = c6[i]
             # One format per server, its arguments written out: a loop costs more.
             # fmt: off
             out.append(_HISTOGRAM_TEMPLATE % (
-                lab, c[0], lab, c[1], lab, c[2], lab, c[3], lab, c[4], lab, c[5],
-                lab, n, lab, total, lab, n,
+                a, b, c0[i], a, b, c1[i], a, b, c2[i], a, b, c3[i], a, b, c4[i],
+                a, b, c5[i], a, b, n, a, b, total[i], a, b, n,
             ))
             # fmt: on
         return "".join(out)
 
     def _results(self, start: int, end: int) -> str:
-        labels, records = self.index.labels, self.records
-        names = [escape(c) for c in _CATEGORIES]
+        names, servers = self.index.names, self.index.servers
+        monitored, categories = self.monitored, self.categories
         out = []
         for i in range(start, end):
-            r = records[i]
-            if r is not None and r.counts is not None and self.monitored[i]:
-                lab = labels[i]
-                for j, count in enumerate(r.counts[_RESULTS:]):
+            if monitored[i]:
+                for category, counts in categories:
+                    count = counts[i]
                     if count:
-                        out.append(_RESULT % (lab, names[j], count))
+                        out.append(_RESULT % (names[i], servers[i], category, count))
         return "".join(out)
 
     def _service_families(self) -> list[_Family]:
@@ -513,11 +556,14 @@ class _RealSnapshot:
         return [svc_up, svc_total, failed_open, sorry, present]
 
 
-def _per_server(template: str, labels: list[str], values: list[Any]) -> Iterator[str]:
+def _per_server(
+    template: str, names: list[str], servers: list[str], values: list[Any]
+) -> Iterator[str]:
     """One line per server, BLOCK servers at a time, formatted without a Python loop."""
     fill = template.__mod__
-    for a in range(0, len(labels), BLOCK):
-        yield "".join(map(fill, zip(labels[a : a + BLOCK], values[a : a + BLOCK], strict=True)))
+    for a in range(0, len(names), BLOCK):
+        b = a + BLOCK
+        yield "".join(map(fill, zip(names[a:b], servers[a:b], values[a:b], strict=True)))
 
 
 _STATS = attrgetter(

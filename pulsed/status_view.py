@@ -212,7 +212,7 @@ def build_status(daemon: Any, now: float | None = None) -> dict[str, Any]:
     return {**parts.head, "services": list(parts.services()), "orphan_overrides": parts.orphans}
 
 
-def status_chunks(daemon: Any, size: int = 256 * 1024, now: float | None = None) -> Iterator[bytes]:
+def status_chunks(daemon: Any, size: int = 64 * 1024, now: float | None = None) -> Iterator[bytes]:
     """The /status document as JSON, in pieces of about ``size`` bytes.
 
     The same bytes as encoding ``build_status`` whole, but only one piece's

@@ -6,6 +6,8 @@ from pulsed.checks.base import ProbeResult, Target
 
 
 class NoneProbe:
+    __slots__ = ("target",)
+
     def __init__(self, target: Target) -> None:
         self.target = target
 

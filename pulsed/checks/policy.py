@@ -33,6 +33,9 @@ from pulsed.model import DestKey
 
 # Slow start begins at this fraction of the full weight and rises linearly.
 SLOW_START_FLOOR = 0.1
+# The RealHealth fields plan_pool reads: records equal in these give the
+# same plan (pulsed.desired reuses plans on this; keep it in step).
+PLAN_FIELDS = ("up", "weight_pct", "went_up_at", "went_down_at")
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,3 +131,31 @@ async def test_sorry_server_and_fail_open_are_logged_once(tmp_path):
     assert [e["event"] for e in logs if e["event"].startswith("pool.")] == ["pool.sorry_server_on"]
     # Not yet checked, so quiesced; the sorry server takes the traffic.
     assert r.weights() == {A: 0, B: 0, DestKey("10.0.0.9", 80): 1}
+
+
+async def test_start_up_objects_are_not_kept_and_keys_are_shared(tmp_path):
+    # The first pass's operations (one per server at a cold start) must not
+    # stay referenced for the life of the process, and the monitor, the memo
+    # and the plans use one DestKey object per configured server.
+    import gc
+
+    from pulsed.model import Op
+
+    path = tmp_path / "pulsed.toml"
+    path.write_text(CONFIG.format(state=tmp_path / "state", weight=100))
+    ready = asyncio.Event()
+    daemon = Daemon(
+        path, MemoryBackend(), load_config(path), notify=lambda m: "READY=1" in m and ready.set()
+    )
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        gc.unfreeze()  # the daemon froze start-up objects: get_objects() would not list them
+        gc.collect()
+        assert not [o for o in gc.get_objects() if isinstance(o, Op)]
+        monitored = {key[1]: key[1] for key in daemon.monitor.health()}
+        planned = daemon.wanted.pools[SVC].weights
+        assert monitored and all(monitored[k] is k for k in planned)
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 30)

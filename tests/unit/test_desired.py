@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from pulsed.checks.state import RealHealth
 from pulsed.config import parse_config
 from pulsed.desired import wanted_table
@@ -101,26 +103,78 @@ def test_failed_server_drains_while_connections_remain_then_goes():
     assert B not in dests(gone)
 
 
-def test_memo_gives_the_same_table_as_a_fresh_computation():
+# The same pool with slow start and min_healthy, which read when servers went up and down.
+RAMPING = parse_config(
+    """
+[[service]]
+name = "web"
+vip = "192.0.2.100"
+port = 80
+slow_start = "60s"
+min_healthy = 1
+[[service.real]]
+address = "10.0.0.2"
+weight = 100
+[[service.real]]
+address = "10.0.0.3:8080"
+weight = 50
+"""
+)
+
+
+@pytest.mark.parametrize("config", [CONFIG, RAMPING], ids=["remove-sorry", "slow-start"])
+def test_memo_gives_the_same_table_as_a_fresh_computation(config):
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
     from pulsed.desired import WantedMemo
 
-    states = st.sampled_from([UP, DOWN, RealHealth(up=True, weight_pct=50), None])
+    # Records that differ only in what the plan does not read (check time,
+    # latency, reason) as well as in what it does (went up or down when).
+    states = st.sampled_from(
+        [
+            UP,
+            DOWN,
+            RealHealth(up=True, weight_pct=50),
+            None,
+            RealHealth(up=True, last_check=5.0, latency=0.001, reason="ok"),
+            RealHealth(up=True, went_up_at=20.0),
+            RealHealth(up=True, went_up_at=20.0, last_check=9.0),
+            RealHealth(up=False, went_down_at=100.0, last_check=7.0, reason="timeout"),
+            RealHealth(up=False, went_down_at=300.0),
+            RealHealth(up=False, last_ok=False, reason="connect refused"),
+        ]
+    )
     modes = st.sampled_from([None, Override(mode="drain"), Override(weight=3)])
     steps = st.lists(st.tuples(states, states, modes, st.sampled_from([0.0, 120.0, 500.0])))
 
-    @settings(max_examples=100, deadline=None)
+    @settings(max_examples=300, deadline=None)
     @given(steps)
     def check(sequence):
         memo = WantedMemo()
-        for health_a, health_b, override, now in sequence:
+        clock = 0.0
+        for health_a, health_b, override, step in sequence:
+            now = clock = max(clock, step)  # monotonic time never goes back
             health = {k: h for k, h in (((SVC, A), health_a), ((SVC, B), health_b)) if h}
             overrides = {(SVC, A): override} if override else {}
-            fresh = wanted_table(CONFIG, health=health, overrides=overrides, now=now)
-            cached = wanted_table(CONFIG, health=health, overrides=overrides, now=now, memo=memo)
+            fresh = wanted_table(config, health=health, overrides=overrides, now=now)
+            cached = wanted_table(config, health=health, overrides=overrides, now=now, memo=memo)
             assert cached.table == fresh.table
             assert cached.pools == fresh.pools
 
     check()
+
+
+def test_memo_keeps_the_dest_objects_of_servers_that_did_not_change():
+    from pulsed.desired import WantedMemo
+
+    memo = WantedMemo()  # RAMPING quiesces a failed server: it stays, at weight 0
+    before = wanted_table(RAMPING, health={(SVC, A): UP, (SVC, B): UP}, memo=memo)
+    after = wanted_table(RAMPING, health={(SVC, A): DOWN, (SVC, B): UP}, memo=memo)
+    assert dests(after)[A] != dests(before)[A]
+    assert dests(after)[B] is dests(before)[B]
+    # Only what the plan does not read changed: the very same service and plan.
+    checked = replace(UP, last_check=50.0, latency=0.002)
+    again = wanted_table(RAMPING, health={(SVC, A): DOWN, (SVC, B): checked}, memo=memo)
+    assert again.table.get(SVC) is after.table.get(SVC)
+    assert again.pools[SVC] is after.pools[SVC]

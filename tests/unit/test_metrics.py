@@ -109,7 +109,7 @@ def test_removed_server_loses_every_series(tmp_path):
     text = renderer.render().decode()
     assert 'server="10.0.0.3:80"' not in text
     assert 'server="10.0.0.2:80"' in text
-    assert all(str(k[1]) != "10.0.0.3:80" for k in recorder.reals)
+    assert all(str(k[1]) != "10.0.0.3:80" for k in recorder.slots)
 
 
 def test_probe_histogram_and_results(tmp_path):
@@ -146,7 +146,7 @@ def test_transitions_count_flips_only(tmp_path):
             recorder.on_health(key, health)
             reports += 1
     assert reports == 4
-    assert recorder.reals[key].transitions == 3
+    assert recorder.transitions_of(key) == 3
 
 
 def test_first_report_of_a_server_counts_only_if_it_flipped(tmp_path):
@@ -156,8 +156,8 @@ def test_first_report_of_a_server_counts_only_if_it_flipped(tmp_path):
     recorder.on_health(("svc", "a"), weight_report)
     down = apply_result(start, ProbeResult(False, "timeout", 1.0, "timeout"), 1, 1, 101.0, 1.0)
     recorder.on_health(("svc", "b"), down)
-    assert recorder.reals[("svc", "a")].transitions == 0
-    assert recorder.reals[("svc", "b")].transitions == 1
+    assert recorder.transitions_of(("svc", "a")) == 0
+    assert recorder.transitions_of(("svc", "b")) == 1
 
 
 def test_reconcile_passes_feed_the_duration_histogram(tmp_path):

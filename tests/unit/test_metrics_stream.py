@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pulsed.checks.base import ProbeResult
-from pulsed.metrics import ActivityRecorder, MetricsRenderer, RealRecord, attach_recorder
+from pulsed.metrics import BLOCK, ActivityRecorder, MetricsRenderer, attach_recorder
 from pulsed.status_view import build_status, service_status, status_chunks
 from tests.unit.pop_snapshot import snapshot
 
@@ -40,8 +40,8 @@ def test_pieces_make_the_same_document_as_one_render(tmp_path):
     _, renderer = probed(tmp_path, services=30, reals=10)
     pieces = list(renderer.chunks(size=8192))
     assert len(pieces) > 10
-    # A piece holds at most one block past the size (a block of 256 histograms, ~230 KB).
-    assert max(len(p) for p in pieces[:-1]) < 8192 + 256 * 1024
+    # A piece holds at most one block past the size (a block of 64 histograms, ~58 KB).
+    assert max(len(p) for p in pieces[:-1]) < 8192 + BLOCK * 1024
     whole = renderer.render()
     assert samples(b"".join(pieces).decode()) == samples(whole.decode())
     assert whole.count(b"# TYPE pulsed_real_probe_duration_seconds ") == 1
@@ -75,13 +75,36 @@ def test_a_server_not_probed_yet_has_an_empty_histogram(tmp_path):
     assert not any(name == "pulsed_real_probe_results_total" for name, _ in got)
 
 
-def test_record_keeps_cumulative_buckets_and_counts_per_category():
-    record = RealRecord()
+def test_recorder_keeps_cumulative_buckets_and_counts_per_category():
+    recorder = ActivityRecorder()
+    key, other = ("svc", "a"), ("svc", "b")
     for latency, category in ((0.0005, "ok"), (0.02, "ok"), (3.0, "timeout")):
-        record.observe(latency, category)
-    assert list(record.counts[:7]) == [1, 1, 2, 2, 2, 2, 3]
-    assert record.sum == pytest.approx(3.0205)
-    assert record.results() == {"ok": 2, "timeout": 1}
+        recorder.on_probe(key, ProbeResult(category == "ok", category, latency, category))
+    recorder.on_probe(other, ProbeResult(False, "connect refused", 0.2, "refused"))
+    counts, total = recorder.histogram(key)
+    assert counts == [1, 1, 2, 2, 2, 2, 3]
+    assert total == pytest.approx(3.0205)
+    assert recorder.results(key) == {"ok": 2, "timeout": 1}
+    assert recorder.results(other) == {"refused": 1}
+    assert recorder.histogram(other) == ([0, 0, 0, 0, 1, 1, 1], 0.2)
+
+
+def test_recorder_layout_moves_rows_and_forgets_servers_left_out():
+    recorder = ActivityRecorder()
+    a, b, c = ("svc", "a"), ("svc", "b"), ("svc", "c")
+    recorder.on_probe(a, ProbeResult(True, "ok", 0.002, "ok"))
+    recorder.on_probe(b, ProbeResult(False, "timeout", 1.0, "timeout"))
+    recorder.on_probe(b, ProbeResult(False, "timeout", 1.0, "timeout"))
+    before = recorder.counts
+    recorder.layout([c, b])
+    assert list(recorder.slots) == [c, b]
+    assert recorder.results(b) == {"timeout": 2} and recorder.histogram(b)[1] == 2.0
+    assert recorder.results(c) == {} and recorder.histogram(c) == ([0] * 7, 0.0)
+    assert a not in recorder.slots and recorder.results(a) == {}
+    # A scrape under way keeps the old columns: new ones were made.
+    assert all(old is not new for old, new in zip(before, recorder.counts, strict=True))
+    recorder.on_probe(c, ProbeResult(True, "ok", 0.002, "ok"))
+    assert recorder.results(c) == {"ok": 1}
 
 
 def test_status_pieces_make_the_same_json_as_the_whole_document(tmp_path):
