@@ -41,18 +41,39 @@ class ReloadStatus:
     last_changed: bool = False
 
 
-def health_targets(config: Config, memo: WantedMemo | None = None) -> dict[RealKey, Target]:
+# A service's probe targets, kept with the ServiceConfig they were made from.
+TargetMemo = dict[object, tuple[object, list[tuple[RealKey, Target]]]]
+
+
+def health_targets(
+    config: Config, memo: WantedMemo | None = None, targets_memo: TargetMemo | None = None
+) -> dict[RealKey, Target]:
     """What to probe: every configured real server with its effective check.
 
     With ``memo``, the keys hold the DestKey objects the wanted table uses.
+    With ``targets_memo``, a service whose config object is unchanged (the
+    parser hands back the same object for a service a reload left alone)
+    keeps its Target objects, and the monitor finds them equal at once.
     """
     memo = memo or WantedMemo()
     targets: dict[RealKey, Target] = {}
     for svc in config.service:
         svc_key = svc.key
-        for real, dest in zip(svc.real, memo.dest_keys(svc), strict=True):
-            check = real.check or svc.check
-            targets[(svc_key, dest)] = Target(dest.address, dest.port, check)
+        known = targets_memo.get(svc_key) if targets_memo is not None else None
+        if known is not None and known[0] is svc:
+            targets.update(known[1])
+            continue
+        made = [
+            ((svc_key, dest), Target(dest.address, dest.port, real.check or svc.check))
+            for real, dest in zip(svc.real, memo.dest_keys(svc), strict=True)
+        ]
+        targets.update(made)
+        if targets_memo is not None:
+            targets_memo[svc_key] = (svc, made)
+    if targets_memo is not None and len(targets_memo) > len(config.service):
+        current = {svc.key for svc in config.service}
+        for key in [k for k in targets_memo if k not in current]:
+            del targets_memo[key]
     return targets
 
 
@@ -78,6 +99,7 @@ class Daemon:
         self._owned: set[ServiceKey] = self._load_owned() | {s.key for s in config.service}
         self.wanted: Wanted = Wanted(Table())
         self._wanted_memo = WantedMemo()
+        self._targets_memo: TargetMemo = {}
         self.started_at = time.time()
         self._notify = notify or (lambda _msg: None)
         self._stop = asyncio.Event()
@@ -195,7 +217,8 @@ class Daemon:
         # over an unchanged table writes nothing and drops nothing.
         actual = await self.backend.dump()
         serving = {(svc.key, dest.key) for svc in actual for dest in svc.dests if dest.weight > 0}
-        self.monitor.update(health_targets(self.config, self._wanted_memo), assume_up=serving)
+        targets = health_targets(self.config, self._wanted_memo, self._targets_memo)
+        self.monitor.update(targets, assume_up=serving)
         await self.monitor.start()
         first = await self.reconciler.reconcile_once(actual)
         log.info(
@@ -308,10 +331,12 @@ class Daemon:
     def _apply_config(self, new: Config) -> None:
         old = self.config
         self.config = new
-        self._owned |= {s.key for s in new.service}
-        self._persist_owned()
+        owned = self._owned | {s.key for s in new.service}
+        if owned != self._owned:  # a reload that adds no service writes nothing
+            self._owned = owned
+            self._persist_owned()
         self.monitor.max_tick = new.daemon.probe_tick_max
-        self.monitor.update(health_targets(new, self._wanted_memo))
+        self.monitor.update(health_targets(new, self._wanted_memo, self._targets_memo))
         self.reconciler.resync_interval = new.daemon.resync_interval
         self.reconciler.retry_interval = new.daemon.retry_interval
         self.reconciler.full_resync_interval = new.daemon.full_resync_interval

@@ -178,7 +178,8 @@ class HealthMonitor:
         """
         for key in list(self._entries):
             entry = self._entries[key]
-            if targets.get(key) != entry.target:
+            target = targets.get(key)
+            if target is not entry.target and target != entry.target:
                 self._stop_entry(entry)
         wall = time.time()
         # Health records are frozen, so new servers share these three.
