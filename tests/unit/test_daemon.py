@@ -159,3 +159,21 @@ async def test_start_up_objects_are_not_kept_and_keys_are_shared(tmp_path):
     finally:
         daemon.request_stop()
         await asyncio.wait_for(task, 30)
+
+
+def test_a_reload_keeps_the_probe_targets_of_unchanged_services(tmp_path):
+    from pulsed.config import ParseCache, parse_config
+    from pulsed.daemon import health_targets
+    from pulsed.desired import WantedMemo
+
+    other = '\n[[service]]\nname = "api"\nvip = "192.0.2.101"\nport = 80\n'
+    other += '[[service.real]]\naddress = "10.0.0.4:80"\n'
+    cache, memo = ParseCache(), WantedMemo()
+    old = parse_config(CONFIG.format(state=tmp_path, weight=1) + other, "a", cache)
+    known = health_targets(old, memo)
+    new = parse_config(CONFIG.format(state=tmp_path, weight=2) + other, "b", cache)
+    targets = health_targets(new, memo, old, known)
+    api = (ServiceKey.for_address("tcp", "192.0.2.101", 80), DestKey("10.0.0.4", 80))
+    assert targets[api] is known[api]  # "api" is unchanged: same objects
+    assert targets[(SVC, A)] is not known[(SVC, A)]  # "web" changed: made anew
+    assert targets == known  # ... and equal, as no check changed
