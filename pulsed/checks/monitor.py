@@ -325,6 +325,15 @@ class HealthMonitor:
         if due < self._wake_at:
             self._arm()
 
+    def _requeue(self, at: float, entries: list[_Entry]) -> None:
+        """Put entries back at the head of the bucket for ``at``."""
+        bucket = self._due.get(at)
+        if bucket is None:
+            self._due[at] = entries
+            heapq.heappush(self._due_times, at)
+        else:
+            bucket[:0] = entries
+
     def _arm(self) -> None:
         if self._wake is not None:
             self._wake.cancel()
@@ -349,8 +358,7 @@ class HealthMonitor:
                     if not entry.scheduled:
                         continue  # stopped since it was scheduled
                     if budget == 0:  # the rest in the next slice
-                        buckets[at] = bucket[i:]
-                        heapq.heappush(times, at)
+                        self._requeue(at, bucket[i:])
                         self._wake_at = at
                         self._wake = self._loop.call_soon(self._on_wake)
                         return
