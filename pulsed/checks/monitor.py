@@ -202,7 +202,7 @@ class HealthMonitor:
             self._entries[key] = entry
             self._health[key] = health
             added.append(entry)
-        self._retune()
+        self._retune(added)
         if self._loop is not None:
             for entry in added:
                 self._schedule_first(entry)
@@ -218,21 +218,25 @@ class HealthMonitor:
 
     @max_tick.setter
     def max_tick(self, seconds: float) -> None:
-        self._max_tick = max(0.0, seconds)
-        self._retune()
+        seconds = max(0.0, seconds)
+        if seconds != self._max_tick:  # a reload that keeps it costs no pass
+            self._max_tick = seconds
+            self._retune()
 
-    def _retune(self) -> None:
-        """Fit the tick to the check rate. Servers keep their grid when it
-        changes: those not on the new tick start at the first tick after each
-        due time."""
+    def _retune(self, added: Collection[_Entry] = ()) -> None:
+        """Fit the tick to the check rate, and mark which entries align to it
+        (every entry when the tick changed, else only the ``added`` ones).
+        Servers keep their grid when it changes: those not on the new tick
+        start at the first tick after each due time."""
         rate = sum(1.0 / e.interval for e in self._entries.values() if e.interval > 0)
         tick = min(self._max_tick, _PROBES_PER_TICK / rate) if rate else self._max_tick
         # Below the batch window, waking per probe already batches as well.
-        self._tick = tick if tick > _BATCH_WINDOW else 0.0
-        for entry in self._entries.values():
-            entry.aligned = self._tick > 0 and entry.interval >= (
-                _TICKS_PER_ALIGNED_INTERVAL * self._tick
-            )
+        tick = tick if tick > _BATCH_WINDOW else 0.0
+        if tick != self._tick:
+            self._tick = tick
+            added = self._entries.values()
+        for entry in added:
+            entry.aligned = tick > 0 and entry.interval >= _TICKS_PER_ALIGNED_INTERVAL * tick
 
     def _build_probe(self, key: RealKey, target: Target) -> Probe:
         """The probe for a target; one that cannot be built (an unreadable

@@ -419,6 +419,10 @@ def test_the_tick_shrinks_as_the_check_rate_grows() -> None:
     second = CheckConfig(interval=Duration(1.0))
     monitor.update({key(n): target(n, second) for n in range(1, 21)})
     assert monitor.tick == 0.05  # 20 checks/s: the longest tick holds 1
+    assert all(e.aligned for e in monitor._entries.values())
+    monitor.max_tick = 0.2  # 1 s is under 10 ticks of 0.2 s: no server aligns any more
+    assert monitor.tick == 0.2 and not any(e.aligned for e in monitor._entries.values())
+    monitor.max_tick = 0.05
     many = {(SVC, DestKey(f"10.1.{n >> 8}.{n & 255}", 80)): target(n, second) for n in range(2000)}
     monitor.update(many)
     assert monitor.tick == pytest.approx(0.005)  # 2,000 checks/s: 10 per tick
