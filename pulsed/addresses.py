@@ -36,7 +36,8 @@ def split_host_port(text: str, default_port: int | None = None) -> tuple[str, in
         if default_port is None:
             raise ValueError(f"{text!r} needs a port, e.g. '{text}:80'")
         return address, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # isascii: str.isdigit() also takes digits such as "²" that int() refuses.
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"port {port_text!r} in {text!r} is not between 1 and 65535")
     return address, int(port_text)
 

@@ -27,7 +27,8 @@ import tomli
 
 from pulsed.addresses import split_host_port
 from pulsed.checks.config import CheckConfig, check_problems
-from pulsed.durations import Duration, parse_duration
+from pulsed.durations import Duration, format_duration, parse_duration
+from pulsed.files import MAX_CONFIG_BYTES, FileProblem, check_executable, check_file, read_file
 from pulsed.ha.config import VrrpConfig, vrrp_problems
 from pulsed.model import AF_INET, AF_INET6, ServiceKey, family_of, normalize_address
 
@@ -83,7 +84,9 @@ class DaemonConfig(_Section):
 class ApiConfig(_Section):
     enabled: bool = True
     listen: str = "127.0.0.1:9480"
-    token_file: str = "/etc/pulsed/api-token"
+    # Empty: admin calls are off. A named file must exist, be a regular file
+    # and be readable by its owner only (checked like every referenced file).
+    token_file: str = ""
     status_refresh: Duration = Duration(2.0)
 
 
@@ -200,33 +203,94 @@ class ParseCache:
         self.services: dict[Any, tuple[bytes, ServiceConfig]] = {}
 
 
-def load_config(path: str | Path, cache: ParseCache | None = None) -> Config:
-    """Read and validate ``path``; raise ConfigError listing every problem."""
-    path = Path(path)
+# Deepest nesting of tables and arrays a config may have. pulsed's own
+# schema needs 5 (service.real.check.headers); the cap keeps the parser and
+# the validator far from Python's recursion limit.
+MAX_DEPTH = 16
+
+
+def load_config(
+    path: str | Path, cache: ParseCache | None = None, *, services_required: bool = True
+) -> Config:
+    """Read and validate ``path``; raise ConfigError listing every problem.
+
+    The file is opened without blocking (a FIFO or device is refused, never
+    waited on) and its size is capped: see pulsed.files.
+    """
+    name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            [ConfigIssue(str(path), "", _MISSING, f"cannot read: {exc.strerror}")]
-        ) from None
+        data = read_file(path, what="config file", max_bytes=MAX_CONFIG_BYTES)
+    except FileProblem as exc:
+        raise ConfigError([ConfigIssue(name, "", _MISSING, exc.reason)]) from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            [ConfigIssue(str(path), "", _MISSING, f"not UTF-8 text: {exc.reason}")]
+            [ConfigIssue(name, "", _MISSING, f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
         ) from None
-    return parse_config(text, str(path), cache)
+    return parse_config(text, name, cache, services_required=services_required)
 
 
-def parse_config(text: str, filename: str = "<config>", cache: ParseCache | None = None) -> Config:
-    """Validate TOML ``text``; raise ConfigError listing every problem."""
-    try:
-        raw = tomli.loads(text)
-    except tomli.TOMLDecodeError as exc:
-        raise ConfigError([ConfigIssue(filename, "", _MISSING, f"invalid TOML: {exc}")]) from None
+def parse_config(
+    text: str,
+    filename: str = "<config>",
+    cache: ParseCache | None = None,
+    *,
+    services_required: bool = True,
+) -> Config:
+    """Validate TOML ``text``; raise ConfigError listing every problem.
+
+    The one validation behind ``check-config``, start-up and every reload:
+    what it accepts, the daemon can run. ``services_required=False`` is for
+    tools that never touch IPVS (``python -m pulsed.ha``): for them a file
+    without services cannot empty a table.
+    """
+    raw = _parse_toml(text, filename, services_required)
     validator = _Validator(filename, cache.services if cache else {})
     config = validator.validate(raw)
     if cache is not None:
         cache.services = validator.validated
     return config
+
+
+def _parse_toml(text: str, filename: str, services_required: bool) -> dict[str, Any]:
+    def fail(message: str) -> ConfigError:
+        return ConfigError([ConfigIssue(filename, "", _MISSING, message)])
+
+    if len(text) > MAX_CONFIG_BYTES:
+        raise fail(f"larger than {MAX_CONFIG_BYTES} bytes")
+    if not text.strip():
+        # A truncated write must never read as "no services": that would
+        # delete the whole table. A config with none says service = [].
+        raise fail("the file is empty; a config with no services says so: service = []")
+    try:
+        raw = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
+        raise fail(f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise fail(f"invalid TOML: nested deeper than {MAX_DEPTH} levels") from None
+    if _depth(raw) > MAX_DEPTH:
+        raise fail(f"tables and arrays nested deeper than {MAX_DEPTH} levels")
+    if services_required and "service" not in raw:
+        raise fail("no [[service]] table; a config with no services must say so: service = []")
+    return raw
+
+
+def _depth(root: Any) -> int:
+    """The nesting depth of dicts and lists in ``root``, without recursion."""
+    deepest = 0
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_DEPTH:
+                return deepest
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return deepest if isinstance(root, dict | list) else 0
 
 
 def _dec_hook(tp: type, obj: Any) -> Any:
@@ -269,12 +333,79 @@ class _Validator:
                 for rel, value, message in vrrp_problems(vrrp):
                     self.fail(f"vrrp.{rel}", value, message)
         services = self.services(raw.get("service", []))
+        if daemon is not None:
+            self.ranges(daemon, "daemon", _DAEMON_RANGES)
         if api is not None:
             self.check_listen(api.listen)
+            self.ranges(api, "api", _API_RANGES)
+            if api.enabled and api.token_file:
+                self.file("api.token_file", api.token_file, "API token file", secret=True)
+        if vrrp is not None and "service" in raw:
+            self.tracked_services(vrrp, services)
+        self.referenced_files(services)
         if self.issues:
             raise ConfigError(self.issues)
         assert daemon is not None and api is not None
         return Config(daemon=daemon, api=api, vrrp=vrrp, service=tuple(services))
+
+    def ranges(self, section: Any, path: str, table: dict[str, tuple[float, float]]) -> None:
+        """Every number and duration within the range the code can live with."""
+        for key, (low, high) in table.items():
+            value = getattr(section, key)
+            if value is None or low <= value <= high:
+                continue
+            if isinstance(value, Duration):
+                shown: Any = str(value)
+                span = f"between {format_duration(low)} and {format_duration(high)}"
+            else:
+                shown, span = value, f"between {low:g} and {high:g}"
+            self.fail(f"{path}.{key}", shown, f"must be {span}")
+
+    def tracked_services(self, vrrp: VrrpConfig, services: list[ServiceConfig]) -> None:
+        names = {s.name for s in services}
+        for i, tracked in enumerate(vrrp.track_services):
+            if tracked.service and tracked.service not in names:
+                known = ", ".join(sorted(names)[:10]) or "none"
+                self.fail(
+                    f"vrrp.track_services[{i}].service",
+                    tracked.service,
+                    f"no service has this name (services: {known})",
+                )
+
+    def file(self, path: str, name: str, what: str, *, secret: bool = False) -> None:
+        problem = check_file(name, what=what, secret=secret, max_bytes=_MAX_REFERENCED_BYTES)
+        if problem:
+            self.fail(path, name, problem)
+
+    def referenced_files(self, services: list[ServiceConfig]) -> None:
+        """Certificates, keys and exec commands: each distinct file checked once.
+
+        Outside the per-service cache on purpose: a file that went away since
+        the last reload is found even when its service's table did not change.
+        """
+        checked: dict[tuple[str, str], str | None] = {}
+        for i, svc in enumerate(services):
+            checks = [(f"service[{i}].check", svc.check)]
+            checks += [
+                (f"service[{i}].real[{j}].check", r.check)
+                for j, r in enumerate(svc.real)
+                if r.check is not None
+            ]
+            for base, check in checks:
+                for key, name, kind in _files_of(check):
+                    if (kind, name) not in checked:
+                        if kind == "command":
+                            checked[kind, name] = check_executable(name, what="exec command")
+                        else:
+                            checked[kind, name] = check_file(
+                                name,
+                                what=kind,
+                                secret=kind == "client key",
+                                max_bytes=_MAX_REFERENCED_BYTES,
+                            )
+                    problem = checked[kind, name]
+                    if problem:
+                        self.fail(f"{base}.{key}", name, problem)
 
     def convert(self, raw: Any, tp: type, path: str) -> Any:
         """``raw`` as a ``tp``, or None after recording every problem in it.
@@ -415,6 +546,7 @@ class _Validator:
 
     def service_rules(self, svc: ServiceConfig, path: str, reals: list[RealConfig]) -> None:
         self.identity_rules(svc, path)
+        self.ranges(svc, path, _SERVICE_RANGES)
         if svc.scheduler not in SCHEDULERS:
             self.fail(
                 f"{path}.scheduler",
@@ -516,8 +648,8 @@ class _Validator:
                     value,
                     'expected a count like 2 or a percentage like "50%"',
                 )
-        elif value < 0:
-            self.fail(f"{path}.min_healthy", value, "must not be negative")
+        elif not 0 <= value <= 65535:
+            self.fail(f"{path}.min_healthy", value, "must be between 0 and 65535")
         if svc.sorry_server is not None:
             try:
                 split_host_port(svc.sorry_server, svc.port if svc.port else None)
@@ -529,6 +661,43 @@ class _Validator:
             split_host_port(listen)
         except ValueError as exc:
             self.fail("api.listen", listen, str(exc))
+
+
+# Most bytes of a certificate, key or token named by the config.
+_MAX_REFERENCED_BYTES = 1 << 20
+
+# (low, high) of each number and duration, in seconds for durations: what the
+# code can live with. A resync of 0s would spin a core; days-long timers or
+# counters that never finish are mistakes, not settings.
+_DAEMON_RANGES: dict[str, tuple[float, float]] = {
+    "resync_interval": (0.1, 3600.0),
+    "full_resync_interval": (1.0, 86400.0),
+    "retry_interval": (0.01, 3600.0),
+    "probe_tick_max": (0.0, 1.0),
+}
+_API_RANGES: dict[str, tuple[float, float]] = {
+    "status_refresh": (0.1, 3600.0),
+}
+_SERVICE_RANGES: dict[str, tuple[float, float]] = {
+    # The kernel keeps persistence in jiffies of an unsigned int.
+    "persistence": (0.0, 31 * 86400.0),
+    "drain_timeout": (0.0, 7 * 86400.0),
+    "slow_start": (0.0, 86400.0),
+}
+
+
+def _files_of(check: CheckConfig) -> list[tuple[str, str, str]]:
+    """(key, file name, kind) of every file a check names."""
+    found = []
+    if check.type == "https":
+        for key, kind in (("ca_file", "CA file"), ("client_cert", "client certificate")):
+            if getattr(check, key):
+                found.append((key, getattr(check, key), kind))
+        if check.client_key:
+            found.append(("client_key", check.client_key, "client key"))
+    if check.type == "exec" and check.command:
+        found.append(("command[0]", check.command[0], "command"))
+    return found
 
 
 def _fingerprint(raw: dict) -> bytes:

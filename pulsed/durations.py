@@ -30,7 +30,19 @@ def parse_duration(text: str) -> float:
             f"invalid duration {text!r}: use a number and a unit (us ms s m h d),"
             " e.g. '250ms', '2s', '1m'"
         )
+    # Hundreds of nines make float('inf'); no timer can live with that, nor
+    # with years. Each setting has its own narrower range (config.py).
+    if not total <= MAX_DURATION:
+        raise ValueError(f"duration {_clip(text)!r} is longer than {MAX_DURATION_TEXT}")
     return total
+
+
+MAX_DURATION = 365 * 86400.0
+MAX_DURATION_TEXT = "365d"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def format_duration(seconds: float) -> str:

@@ -28,7 +28,14 @@ _OPEN_TO_OTHERS = 0o077
 
 
 class FileProblem(ValueError):
-    """A file that cannot be used; the message is one line naming the file and why."""
+    """A file that cannot be used; the message is one line naming the file and why.
+
+    ``reason`` is the why alone, for callers that name the file themselves.
+    """
+
+    def __init__(self, what: str, path: str, reason: str) -> None:
+        super().__init__(f"{what} {path}: {reason}" if path else f"{what}: {reason}")
+        self.reason = reason
 
 
 def _kind(mode: int) -> str:
@@ -46,14 +53,15 @@ def _kind(mode: int) -> str:
 
 def _check_stat(path: str, st: os.stat_result, what: str, secret: bool, max_bytes: int) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise FileProblem(f"{what} {path} is {_kind(st.st_mode)}, not a regular file")
+        raise FileProblem(what, path, f"is {_kind(st.st_mode)}, not a regular file")
     if secret and st.st_mode & _OPEN_TO_OTHERS:
         raise FileProblem(
-            f"{what} {path} is open to others (mode {stat.S_IMODE(st.st_mode):04o});"
-            f" run: chmod 600 {path}"
+            what,
+            path,
+            f"is open to others (mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}",
         )
     if st.st_size > max_bytes:
-        raise FileProblem(f"{what} {path} is {st.st_size} bytes, more than {max_bytes}")
+        raise FileProblem(what, path, f"is {st.st_size} bytes, more than {max_bytes}")
 
 
 def read_file(
@@ -67,11 +75,11 @@ def read_file(
     not a regular file, too large, or (``secret``) readable by others."""
     text = os.fspath(path)
     if not text:
-        raise FileProblem(f"{what}: no file named")
+        raise FileProblem(what, "", "no file named")
     try:
         fd = os.open(text, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise FileProblem(f"cannot open {what} {text}: {_strerror(exc)}") from None
+        raise FileProblem(what, text, f"cannot read: {_strerror(exc)}") from None
     try:
         _check_stat(text, os.fstat(fd), what, secret, max_bytes)
         chunks: list[bytes] = []
@@ -83,11 +91,11 @@ def read_file(
             chunks.append(chunk)
             size += len(chunk)
     except OSError as exc:
-        raise FileProblem(f"cannot read {what} {text}: {_strerror(exc)}") from None
+        raise FileProblem(what, text, f"cannot read: {_strerror(exc)}") from None
     finally:
         os.close(fd)
     if size > max_bytes:  # grew after the stat
-        raise FileProblem(f"{what} {text} is more than {max_bytes} bytes")
+        raise FileProblem(what, text, f"is more than {max_bytes} bytes")
     return b"".join(chunks)
 
 
@@ -107,7 +115,7 @@ async def read_file_async(
                 read_file, path, what=what, secret=secret, max_bytes=max_bytes
             )
     except TimeoutError:
-        raise FileProblem(f"{what} {os.fspath(path)} could not be read in {timeout:g}s") from None
+        raise FileProblem(what, os.fspath(path), f"could not be read in {timeout:g}s") from None
 
 
 def check_file(
@@ -140,4 +148,4 @@ def check_executable(command: str, *, what: str = "command") -> str | None:
 
 
 def _strerror(exc: OSError) -> str:
-    return (exc.strerror or type(exc).__name__).lower()
+    return exc.strerror or type(exc).__name__

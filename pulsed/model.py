@@ -43,6 +43,10 @@ USER_FLAGS_MASK = SVC_F_ONEPACKET | SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
 @lru_cache(maxsize=1 << 16)
 def _parsed(address: str) -> tuple[int, str]:
     # ipaddress parsing costs ~9 µs; a 10,000-service config asks many times.
+    if not isinstance(address, str) or "%" in address:
+        # ipaddress takes "fe80::1%lo", which the kernel's address
+        # attributes (and inet_pton) cannot carry: refuse it here, at the root.
+        raise ValueError(f"{address!r}: a scoped address (with %) is not an IPVS address")
     parsed = ip_address(address)
     return (AF_INET6 if parsed.version == 6 else AF_INET), str(parsed)
 

@@ -8,15 +8,21 @@ with the key path relative to the check table.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Literal
 
 import msgspec
 
 from pulsed.durations import Duration
+from pulsed.files import check_executable, check_file
 
 CheckType = Literal["http", "https", "tcp", "exec", "none"]
+
+MIN_INTERVAL = 0.01
+MIN_TIMEOUT = 0.001
+MAX_INTERVAL = 86400.0
+MAX_RUN = 1000  # rise and fall
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 # RFC 9110 token characters, for the method and header names.
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -104,18 +110,20 @@ def check_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
 
     if check.port is not None and not 1 <= check.port <= 65535:
         bad("port", check.port, "must be between 1 and 65535")
-    if check.interval <= 0:
-        bad("interval", check.interval, "must be more than 0")
-    if check.timeout <= 0:
-        bad("timeout", check.timeout, "must be more than 0")
-    elif check.timeout > check.interval > 0:
+    # Ranges the probe engine can live with: a probe more often than every
+    # 10 ms is a flood, and timers of days are mistakes.
+    if not MIN_INTERVAL <= check.interval <= MAX_INTERVAL:
+        bad("interval", check.interval, "must be between 10ms and 1d")
+    if not MIN_TIMEOUT <= check.timeout <= MAX_INTERVAL:
+        bad("timeout", check.timeout, "must be between 1ms and 1d")
+    elif check.timeout > check.interval >= MIN_INTERVAL:
         bad("timeout", check.timeout, f"must not exceed interval ({check.interval})")
-    if check.rise < 1:
-        bad("rise", check.rise, "must be at least 1")
-    if check.fall < 1:
-        bad("fall", check.fall, "must be at least 1")
-    if check.jitter is not None and check.jitter < 0:
-        bad("jitter", check.jitter, "must not be negative")
+    if not 1 <= check.rise <= MAX_RUN:
+        bad("rise", check.rise, f"must be between 1 and {MAX_RUN}")
+    if not 1 <= check.fall <= MAX_RUN:
+        bad("fall", check.fall, f"must be between 1 and {MAX_RUN}")
+    if check.jitter is not None and not 0 <= check.jitter <= MAX_INTERVAL:
+        bad("jitter", check.jitter, "must be between 0s and 1d")
 
     if check.type in ("http", "https"):
         _http_problems(check, bad)
@@ -123,6 +131,8 @@ def check_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
         _tls_problems(check, bad)
     if check.type == "exec" and not check.command:
         bad("command", list(check.command), "exec check needs a command (a list of arguments)")
+    elif check.type == "exec" and (problem := check_executable(check.command[0])):
+        bad("command[0]", check.command[0], problem)
     return problems
 
 
@@ -153,17 +163,21 @@ def _http_problems(check: CheckConfig, bad) -> None:
             re.compile(check.body_regex.encode())
         except re.error as exc:
             bad("body_regex", check.body_regex, f"is not a valid regular expression: {exc}")
-    if check.max_bytes < 256:
-        bad("max_bytes", check.max_bytes, "must be at least 256")
+    if not 256 <= check.max_bytes <= MAX_RESPONSE_BYTES:
+        bad("max_bytes", check.max_bytes, f"must be between 256 and {MAX_RESPONSE_BYTES}")
     if check.weight_header is not None and not _TOKEN.match(check.weight_header):
         bad("weight_header", check.weight_header, "is not a valid header name")
 
 
 def _tls_problems(check: CheckConfig, bad) -> None:
-    for key in ("ca_file", "client_cert", "client_key"):
+    # The config loader checks these files again outside its per-service
+    # cache, so a file gone since the last reload is found as well.
+    for key, secret in (("ca_file", False), ("client_cert", False), ("client_key", True)):
         path = getattr(check, key)
-        if path is not None and not os.access(path, os.R_OK):
-            bad(key, path, "file does not exist or is not readable")
+        if path is not None:
+            problem = check_file(path, what=key, secret=secret, max_bytes=1 << 20)
+            if problem:
+                bad(key, path, problem)
     if check.client_key is not None and check.client_cert is None:
         bad("client_key", check.client_key, "needs client_cert as well")
 

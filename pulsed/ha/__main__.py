@@ -26,7 +26,7 @@ from pulsed.logs import configure_logging
 def load_vrrp_config(path: str) -> VrrpConfig:
     """The [vrrp] table of ``path``; ValueError naming every problem on failure."""
     try:
-        config = load_config(path)
+        config = load_config(path, services_required=False)
     except ConfigError as e:
         raise ValueError("; ".join(str(issue) for issue in e.issues)) from None
     if config.vrrp is None:

@@ -26,6 +26,7 @@ def config(tmp_path):
     up = LoopbackServer(up=True)
     token = tmp_path / "token"
     token.write_text(TOKEN)
+    token.chmod(0o600)  # a secret: owner only, or the config is refused
     yield config_text(tmp_path / "state", free_port(), token, [up.port])
     up.close()
 
