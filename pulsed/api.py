@@ -15,6 +15,7 @@ the service's). The schema is docs/openapi.yaml.
 from __future__ import annotations
 
 import hmac
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -313,13 +314,21 @@ class ApiServer:
         await self.runner.cleanup()
 
 
-async def start_api(daemon: Any) -> ApiServer:
-    """Serve the API on ``daemon.config.api.listen``; the daemon calls this at start."""
+async def start_api(daemon: Any, sock: socket.socket | None = None) -> ApiServer:
+    """Serve the API on ``daemon.config.api.listen``; the daemon calls this at start.
+
+    ``sock``: the listening socket, already bound (the daemon binds it before
+    its first kernel write, so a taken port fails the start cleanly).
+    """
     host, port = split_host_port(daemon.config.api.listen)
     app = make_app(daemon)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site: web.BaseSite
+    if sock is not None:
+        site = web.SockSite(runner, sock)
+    else:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
     started = time.perf_counter()
     await site.start()
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

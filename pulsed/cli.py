@@ -173,7 +173,7 @@ def _loop_runner(config: Config):
 async def _run(args: argparse.Namespace, config: Config) -> int:
     import structlog
 
-    from pulsed.daemon import Daemon
+    from pulsed.daemon import Daemon, StartupError
     from pulsed.ipvs.base import IPVSUnavailable
 
     log = structlog.get_logger("pulsed")
@@ -206,7 +206,13 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     )
     if notify is not None:
         notify.attach(daemon)
-    await daemon.run()
+    try:
+        await daemon.run()
+    except StartupError as exc:
+        log.error("daemon.start_failed", error=str(exc))
+        print(f"pulsed: cannot start: {exc}", file=sys.stderr)
+        await backend.close()
+        return EXIT_ERROR
     return EXIT_OK
 
 

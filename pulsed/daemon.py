@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +32,15 @@ from pulsed.overrides import Mode, OverrideStore, RealKey
 from pulsed.reconcile import PassResult, Reconciler, diff
 
 log = structlog.get_logger(__name__)
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one line saying why. Raised
+    before the first kernel write, so a failed start changes nothing."""
+
+
+class ReloadRefused(Exception):
+    """The new config cannot be brought up; the old one keeps running."""
 
 
 @dataclass
@@ -111,6 +122,8 @@ class Daemon:
             full_resync_interval=config.daemon.full_resync_interval,
         )
         self.vrrp = None  # set when [vrrp] is configured (see _start_vrrp)
+        self._vrrp_prepared: object | None = None  # read by _preflight / a reload
+        self._api_socket: socket.socket | None = None  # bound by _preflight
         self._tasks: set[asyncio.Future] = set()
         self.api = None
         self.pass_observers: list[Callable[[PassResult, float], None]] = []
@@ -180,11 +193,16 @@ class Daemon:
     # Lifecycle ------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until a stop is requested; then shut down cleanly."""
+        """Run until a stop is requested; then shut down cleanly.
+
+        StartupError (one line) when a start-up check fails: then nothing
+        was written to the kernel.
+        """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        self._preflight()
         self._persist_owned()
         await self._first_pass()
         background = [asyncio.create_task(self.reconciler.run(), name="reconcile")]
@@ -198,6 +216,30 @@ class Daemon:
         finally:
             self._notify("STOPPING=1")
             await self._shutdown(background)
+
+    def _preflight(self) -> None:
+        """Every start-up check that can fail, before the first kernel write:
+        a failed start leaves the kernel table as it found it."""
+        state_dir = Path(self.config.daemon.state_dir)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(
+                f"daemon.state_dir {state_dir}: cannot create: {exc.strerror}"
+            ) from None
+        if not state_dir.is_dir() or not os.access(state_dir, os.W_OK | os.X_OK):
+            raise StartupError(f"daemon.state_dir {state_dir}: not a writable directory")
+        try:
+            self._vrrp_prepared = _prepare_vrrp(self.config)
+        except ReloadRefused as exc:
+            raise StartupError(str(exc)) from None
+        if self.config.api.enabled:
+            from pulsed.listen import ListenError, bind_tcp
+
+            try:
+                self._api_socket = bind_tcp(self.config.api.listen)
+            except ListenError as exc:
+                raise StartupError(f"api.listen {exc}") from None
 
     async def _first_pass(self) -> None:
         # A method of its own so that the first dump and the first pass's
@@ -229,7 +271,8 @@ class Daemon:
         if self.config.api.enabled:
             from pulsed.api import start_api
 
-            self.api = await start_api(self)
+            self.api = await start_api(self, sock=self._api_socket)
+            self._api_socket = None
         await self._start_vrrp()
 
     async def _start_vrrp(self) -> None:
@@ -242,6 +285,7 @@ class Daemon:
             healthy_fraction=self.healthy_fraction,
             on_role_change=self._on_role_change,
         )
+        self._vrrp_prepared = None
         await self.vrrp.start()
 
     def _on_role_change(self, old: str, new: str, reason: str) -> None:
@@ -294,51 +338,81 @@ class Daemon:
     # Reload ---------------------------------------------------------------
 
     async def reload(self) -> bool:
-        """Re-read the config file. On any error keep the running config."""
+        """Re-read the config file and switch to it as one transaction.
+
+        Everything the new config needs is built first; only then is anything
+        swapped. Any failure, foreseen or not, leaves the old config and its
+        runtime as they were, logs one line and is reported in
+        ``reload_status``. RELOADING=1 is always followed by READY=1.
+        """
         async with self._reload_lock:
             self._notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
             status = self.reload_status
             status.last_time = time.time()
             try:
-                new = await asyncio.to_thread(load_config, self.config_path, self._parse_cache)
-            except ConfigError as exc:
-                status.last_ok = False
-                status.last_error = f"{len(exc.issues)} problem(s): {exc.issues[0]}"
-                log.error("reload.failed", problems=len(exc.issues), first=str(exc.issues[0]))
-                self._notify("READY=1\nSTATUS=reload failed, old config kept")
-                return False
-            changed = new != self.config
-            status.last_ok, status.last_error, status.last_changed = True, "", changed
-            if changed:
-                self._apply_config(new)
-                # The new config lives until the next reload: like start-up's,
-                # keep the cyclic collector from re-scanning it (at 10,000
-                # services a full collection during a parse took ~100 ms).
-                gc.freeze()
-                status.generation += 1
-                log.info("reload.applied", generation=status.generation, services=len(new.service))
+                changed = await self._reload_transaction()
+            except ReloadRefused as exc:
+                reason = str(exc)
+            except Exception as exc:  # a bug must not leave the reload half done
+                reason = f"internal error: {type(exc).__name__}: {_one_line(exc)}"
             else:
-                log.info("reload.unchanged", generation=status.generation)
-            self._notify("READY=1\nSTATUS=" + self.status_line())
-            return True
+                status.last_ok, status.last_error, status.last_changed = True, "", changed
+                if changed:
+                    log.info(
+                        "reload.applied",
+                        generation=status.generation,
+                        services=len(self.config.service),
+                    )
+                else:
+                    log.info("reload.unchanged", generation=status.generation)
+                self._notify("READY=1\nSTATUS=" + self.status_line())
+                return True
+            status.last_ok, status.last_error, status.last_changed = False, reason, False
+            log.error("reload.failed", error=reason)
+            self._notify("READY=1\nSTATUS=reload failed, old config kept: " + reason[:200])
+            return False
 
-    def _apply_config(self, new: Config) -> None:
+    async def _reload_transaction(self) -> bool:
+        """Whether the config changed; ReloadRefused when it cannot be used."""
+        try:
+            new = await asyncio.to_thread(load_config, self.config_path, self._parse_cache)
+        except ConfigError as exc:
+            # One line for the log and /status; `pulsed check-config` lists them all.
+            raise ReloadRefused(f"{len(exc.issues)} problem(s): {exc.issues[0]}") from None
+        if new == self.config:
+            return False
+        # Build: nothing of the running config is touched yet.
+        vrrp_changed = new.vrrp != self.config.vrrp
+        prepared = await asyncio.to_thread(_prepare_vrrp, new) if vrrp_changed else None
         old = self.config
+        old_targets = self.monitor.targets()
+        targets = health_targets(new, self._wanted_memo, old, old_targets)
+        # Swap. Only the monitor can still fail here; it is put back if it does.
+        try:
+            self.monitor.update(targets)
+        except Exception as exc:
+            self.monitor.update(old_targets)
+            raise ReloadRefused(f"cannot start the new checks: {_one_line(exc)}") from None
         self.config = new
+        self.monitor.max_tick = new.daemon.probe_tick_max
         owned = self._owned | {s.key for s in new.service}
         if owned != self._owned:  # a reload that adds no service writes nothing
             self._owned = owned
             self._persist_owned()
-        self.monitor.max_tick = new.daemon.probe_tick_max
-        targets = health_targets(new, self._wanted_memo, old, self.monitor.targets())
-        self.monitor.update(targets)
         self.reconciler.resync_interval = new.daemon.resync_interval
         self.reconciler.retry_interval = new.daemon.retry_interval
         self.reconciler.full_resync_interval = new.daemon.full_resync_interval
-        if new.vrrp != old.vrrp:
+        if vrrp_changed:
             log.warning("reload.vrrp_restarted", configured=new.vrrp is not None)
+            self._vrrp_prepared = prepared
             self._spawn(self._restart_vrrp())
         self.reconciler.mark_dirty()
+        # The new config lives until the next reload: like start-up's, keep
+        # the cyclic collector from re-scanning it (at 10,000 services a full
+        # collection during a parse took ~100 ms).
+        gc.freeze()
+        self.reload_status.generation += 1
+        return True
 
     # Admin ------------------------------------------------------------------
 
@@ -399,3 +473,22 @@ class Daemon:
             tmp.replace(self._owned_path)
         except OSError as exc:
             log.warning("daemon.state_dir_unwritable", path=str(self._owned_path), error=str(exc))
+
+
+def _prepare_vrrp(config: Config) -> object | None:
+    """What the VRRP node needs from files (its key), read and checked now,
+    so that a reload or start that cannot bring VRRP up fails before it
+    swaps anything. ReloadRefused names the problem."""
+    if config.vrrp is None or not config.vrrp.auth.key_file:
+        return None
+    from pulsed.ha.auth import load_key
+
+    try:
+        return load_key(config.vrrp.auth.key_file)
+    except ValueError as exc:
+        raise ReloadRefused(f"vrrp.auth.key_file: {exc}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

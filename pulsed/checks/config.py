@@ -9,6 +9,7 @@ with the key path relative to the check table.
 from __future__ import annotations
 
 import re
+import ssl
 from typing import Literal
 
 import msgspec
@@ -172,14 +173,48 @@ def _http_problems(check: CheckConfig, bad) -> None:
 def _tls_problems(check: CheckConfig, bad) -> None:
     # The config loader checks these files again outside its per-service
     # cache, so a file gone since the last reload is found as well.
+    files_ok = True
     for key, secret in (("ca_file", False), ("client_cert", False), ("client_key", True)):
         path = getattr(check, key)
         if path is not None:
             problem = check_file(path, what=key, secret=secret, max_bytes=1 << 20)
             if problem:
                 bad(key, path, problem)
+                files_ok = False
     if check.client_key is not None and check.client_cert is None:
         bad("client_key", check.client_key, "needs client_cert as well")
+    elif files_ok:
+        # Readable is not enough: a file of garbage would fail every probe
+        # as "bad check setup" and take the servers down. Load it as the
+        # probe will (pulsed.checks.http.tls_context).
+        problem = tls_setup_problem(check.ca_file, check.client_cert, check.client_key)
+        if problem:
+            bad(problem[0], getattr(check, problem[0]), problem[1])
+
+
+def tls_setup_problem(
+    ca_file: str | None, client_cert: str | None, client_key: str | None
+) -> tuple[str, str] | None:
+    """(key, why) when the CA file or the client certificate and key cannot be loaded."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return "ca_file", f"cannot load as CA certificates: {_ssl_reason(exc)}"
+    if client_cert is not None:
+        ctx = ctx or ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            ctx.load_cert_chain(client_cert, client_key)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            return "client_cert", f"cannot load certificate and key: {_ssl_reason(exc)}"
+    return None
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or exc.strerror or "TLS error"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc) or type(exc).__name__
 
 
 def _has_space_or_newline(text: str) -> bool:
