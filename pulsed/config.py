@@ -13,6 +13,9 @@ every check), so one bad entry does not hide the errors of the next.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import json
+import re
 import typing
 from dataclasses import dataclass
 from functools import lru_cache
@@ -184,7 +187,13 @@ _MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
 
 
 def _show(value: Any) -> str:
-    text = f'"{value}"' if isinstance(value, str | Duration) else repr(value)
+    if isinstance(value, Duration):
+        text = f'"{value}"'
+    elif isinstance(value, str):
+        # Escaped: a value with a line break must not break the one-line message.
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -545,6 +554,13 @@ class _Validator:
         return reals
 
     def service_rules(self, svc: ServiceConfig, path: str, reals: list[RealConfig]) -> None:
+        if not _NAME.fullmatch(svc.name):
+            # Names go into API paths (SERVICE/REAL), log lines and metric labels.
+            self.fail(
+                f"{path}.name",
+                svc.name,
+                "use 1-64 characters, without '/', line breaks or spaces at either end",
+            )
         self.identity_rules(svc, path)
         self.ranges(svc, path, _SERVICE_RANGES)
         if svc.scheduler not in SCHEDULERS:
@@ -588,6 +604,9 @@ class _Validator:
                 endpoint = split_host_port(real.address, svc.port if svc.port else None)
             except ValueError as exc:
                 self.fail(f"{rpath}.address", real.address, str(exc))
+                continue
+            if problem := destination_problem(endpoint[0]):
+                self.fail(f"{rpath}.address", real.address, problem)
                 continue
             if endpoint in seen:
                 self.fail(
@@ -652,9 +671,12 @@ class _Validator:
             self.fail(f"{path}.min_healthy", value, "must be between 0 and 65535")
         if svc.sorry_server is not None:
             try:
-                split_host_port(svc.sorry_server, svc.port if svc.port else None)
+                host, _ = split_host_port(svc.sorry_server, svc.port if svc.port else None)
             except ValueError as exc:
                 self.fail(f"{path}.sorry_server", svc.sorry_server, str(exc))
+            else:
+                if problem := destination_problem(host):
+                    self.fail(f"{path}.sorry_server", svc.sorry_server, problem)
 
     def check_listen(self, listen: str) -> None:
         try:
@@ -662,6 +684,9 @@ class _Validator:
         except ValueError as exc:
             self.fail("api.listen", listen, str(exc))
 
+
+# Visible characters and inner spaces; no "/", which separates SERVICE/REAL in API paths.
+_NAME = re.compile(r"(?=[^\s])[^/\x00-\x1f\x7f]{1,64}(?<=[^\s])")
 
 # Most bytes of a certificate, key or token named by the config.
 _MAX_REFERENCED_BYTES = 1 << 20
@@ -698,6 +723,29 @@ def _files_of(check: CheckConfig) -> list[tuple[str, str, str]]:
     if check.type == "exec" and check.command:
         found.append(("command[0]", check.command[0], "command"))
     return found
+
+
+def destination_problem(address: str) -> str | None:
+    """Why the kernel would refuse ``address`` as a real server, or None.
+
+    The kernel takes only unicast (or local) destinations: IPv4 in 0.0.0.0/8,
+    multicast or the limited broadcast, and IPv6 that is not unicast (any,
+    multicast, v4-mapped) or is link-local, get EINVAL on every pass.
+    """
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv4Address):
+        if ip in _V4_ZERONET or ip.is_multicast or ip == _V4_BROADCAST:
+            return "not a unicast address (the kernel takes only unicast real servers)"
+        return None
+    if ip.is_unspecified or ip.is_multicast or ip.ipv4_mapped is not None:
+        return "not a unicast address (the kernel takes only unicast real servers)"
+    if ip.is_link_local:
+        return "a link-local address cannot be a real server (it has no scope in IPVS)"
+    return None
+
+
+_V4_ZERONET = ipaddress.ip_network("0.0.0.0/8")
+_V4_BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 
 def _fingerprint(raw: dict) -> bytes:

@@ -3,6 +3,7 @@ and then broke ``run`` or a reload is refused here, in one line, with its key.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -135,6 +136,32 @@ def test_a_scoped_real_server_is_refused(address):
 )
 def test_a_listen_address_int_cannot_read_is_refused(listen):
     assert "api.listen" in one_problem(f'[api]\nlisten = "{listen}"\n' + SERVICE)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "0.0.0.0:80",
+        "0.1.2.3:80",
+        "224.0.0.1:80",
+        "255.255.255.255:80",
+        "[::]:80",
+        "[ff02::1]:80",
+        "[fe80::2]:80",
+        "[::ffff:10.0.0.2]:80",
+    ],
+)
+def test_a_real_server_the_kernel_would_refuse_is_refused(address):
+    text = SERVICE.replace('address = "10.0.0.2:80"', f'address = "{address}"')
+    assert "service[0].real[0].address" in one_problem(text)
+    sorry = SERVICE.replace("port = 80\n", f'port = 80\nsorry_server = "{address}"\n', 1)
+    assert "service[0].sorry_server" in one_problem(sorry)
+
+
+@pytest.mark.parametrize("name", ["", " web", "web ", "a/b", "x" * 65, "tab\there", "nl\nhere"])
+def test_a_service_name_that_cannot_be_a_path_or_label_is_refused(name):
+    text = SERVICE.replace('name = "web"', f"name = {json.dumps(name)}")
+    assert "service[0].name" in one_problem(text)
 
 
 # References -----------------------------------------------------------------------------
