@@ -16,11 +16,13 @@ import errno
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import trustme
 
 from pulsed.checks import sockio
 from pulsed.checks.base import ProbeResult, Target
@@ -46,8 +48,9 @@ class HttpServer:
         self.port = 0
 
     async def __aenter__(self) -> HttpServer:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
+        if self.server is None:
+            self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -175,6 +178,29 @@ async def test_a_refused_socket_keeps_an_up_server_up(monkeypatch, code, fault, 
             assert health.up and health.weight_pct == 50 and health.consecutive_fail == 0
             assert health.local_errors >= 5
             assert errno.errorcode[code] in health.local_error
+        finally:
+            await monitor.stop()
+
+
+async def test_https_keeps_an_up_server_up_when_socket_creation_fails(monkeypatch) -> None:
+    """HTTPS probes run on asyncio's transports, not the probe engine: the same rule."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    tls = HttpServer()
+    tls.server = await asyncio.start_server(tls._handle, "127.0.0.1", 0, ssl=context)
+    tls.port = tls.server.sockets[0].getsockname()[1]
+    async with tls:
+        monitor, watch, key = await started(tls, http_check(type="https", tls_verify=False))
+        try:
+            monkeypatch.setattr(socket, "socket", refusing_socket(errno.EMFILE))
+            await watch.until(lambda: monitor.local_faults().totals["emfile"] >= 3)
+            monkeypatch.undo()
+            seen = len(watch.results)
+            await watch.until(lambda: any(r.ok for r in watch.results[seen:]))
+            assert watch.changes == [(key, True)]
+            health = monitor.health()[key]
+            assert health.up and health.weight_pct == 50 and health.consecutive_fail == 0
         finally:
             await monitor.stop()
 
