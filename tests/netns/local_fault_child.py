@@ -1,7 +1,7 @@
 """A HealthMonitor in a process of its own, then a real local fault in that process.
 
-Run as ``python -m tests.netns.local_fault_child MODE TCP_PORT HTTP_PORT`` with
-MODE one of:
+Run as ``python -m tests.netns.local_fault_child MODE TCP_PORT HTTP_PORT LOOP``
+(LOOP: asyncio or uvloop), with MODE one of:
 
 - ``emfile``: the soft RLIMIT_NOFILE is set to 1,024 (what systemd gives a
   unit without LimitNOFILE), then idle TCP connections are opened until the
@@ -161,5 +161,10 @@ async def main(mode: str, tcp_port: int, http_port: int) -> dict:
 
 
 if __name__ == "__main__":
-    mode, tcp_port, http_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    print(json.dumps(asyncio.run(main(mode, tcp_port, http_port))), flush=True)
+    mode, tcp_port, http_port, loop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    runner = asyncio.run
+    if loop == "uvloop":
+        import uvloop
+
+        runner = uvloop.run
+    print(json.dumps(runner(main(mode, tcp_port, http_port))), flush=True)
