@@ -224,7 +224,7 @@ def _snapshot_with(tmp_path):
         MemoryError(),
     ],
 )
-async def test_a_probe_that_raises_a_local_error_keeps_the_server(tmp_path, exc):
+async def test_a_probe_that_raises_a_local_error_keeps_the_server(tmp_path, capsys, exc):
     _daemon, key = _snapshot_with(tmp_path)
     probe = ScriptedProbe([OK50], exc)
     monitor, changes, results = await run_monitor(key, probe, 8)
@@ -240,6 +240,11 @@ async def test_a_probe_that_raises_a_local_error_keeps_the_server(tmp_path, exc)
     faults = monitor.local_faults()
     assert faults.totals[local_fault(exc)] == len(local)
     assert faults.last_key == key
+    # Logged once (rate-limited), one line, no traceback.
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    logged = [line for line in lines if line["event"] == "probe.local_error"]
+    assert len(logged) == 1 and logged[0]["fault"] == local_fault(exc)
+    assert not any("exception" in line or "crashed" in line["event"] for line in lines)
 
 
 async def test_an_engine_probe_whose_start_raises_emfile_keeps_the_server(tmp_path):
