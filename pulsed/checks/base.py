@@ -118,9 +118,11 @@ def local_result(fault: str, detail: str, latency: float) -> ProbeResult:
     return ProbeResult(False, f"local error: {detail}", latency, "local", None, fault)
 
 
-def local_error_result(exc: BaseException, latency: float, fault: str | None = None) -> ProbeResult:
-    """local_result() for an exception (``fault`` defaults to local_fault(exc))."""
-    label = fault or local_fault(exc) or "socket"
+def local_error_result(exc: BaseException, latency: float) -> ProbeResult:
+    """local_result() for an exception: labelled by local_fault(exc), or "socket"
+    for an error that is local only because of where it happened (creating
+    the probe's socket, see pulsed.checks.sockio)."""
+    label = local_fault(exc) or "socket"
     if isinstance(exc, OSError) and exc.errno is not None:
         name = errno.errorcode.get(exc.errno, str(exc.errno))
         detail = f"{_errno_text(exc)} ({name})"

@@ -18,6 +18,12 @@ probes (tcp, http) run on one ProbeEngine (pulsed.checks.sockio) and need no
 task; others run as a task each. A probe that would start while
 ``max_in_flight`` probes are running waits for a free slot; its timeout
 counts from when it starts.
+
+A probe that fails for the router's own reason (a result of category
+"local": out of descriptors or memory, refused by a sandbox, or a timeout
+while the loop was stalled, see STALL_SHARE) is a local error: counted
+(local_faults()), kept on the server's record (RealHealth.local_error*) and
+logged at most once per LOCAL_LOG_EVERY, and it moves nothing else.
 """
 
 from __future__ import annotations

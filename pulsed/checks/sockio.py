@@ -24,7 +24,9 @@ ones.
 Contract: ``ProbeEngine.open()`` returns at once; ``done(token, result)`` is
 called exactly once, from the event loop and never from inside ``open()``,
 unless the exchange is cancelled first. Nothing here raises into the loop:
-any unexpected error becomes a failed result.
+any unexpected error becomes a failed result. An error creating or
+registering the socket never reached the network: it is a local error
+(pulsed.checks.base.local_error_result), not the server's failure.
 """
 
 from __future__ import annotations
