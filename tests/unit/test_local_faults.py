@@ -33,7 +33,7 @@ from pulsed.checks.base import (
 )
 from pulsed.checks.config import CheckConfig
 from pulsed.checks.monitor import HealthMonitor
-from pulsed.checks.sockio import StallMeter
+from pulsed.checks.sockio import STALL_NOISE, StallMeter
 from pulsed.checks.state import apply_result, initial_health, note_local_error
 from pulsed.durations import Duration
 from pulsed.limits import (
@@ -338,6 +338,37 @@ def test_stall_meter_merges_and_measures():
     assert meter.lost(0.0, 10.0) == pytest.approx(2.7 + 0.5)
     assert meter.lost(3.0, 5.2) == pytest.approx(0.2 + 0.2)
     assert meter.lost(3.3, 4.9) == 0.0
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 5), st.floats(0, 3)),  # (time since the last note, lateness)
+        max_size=30,
+    ),
+    st.floats(0, 100),
+    st.floats(0, 100),
+)
+def test_stall_meter_measures_the_union_of_stalls(notes, a, b):
+    """lost(a, b) is the length of [a, b] covered by the noted stalls, each
+    counted once however many timers saw it (notes come in the order they ran)."""
+    meter = StallMeter(None, lambda: False, keep=64)
+    ran = 0.0
+    kept = []
+    for gap, lateness in notes:
+        ran += gap
+        meter.note(ran - lateness, ran)
+        if lateness > STALL_NOISE:
+            kept.append((ran - lateness, ran))
+    start, end = min(a, b), max(a, b)
+    # Brute force: merge the intervals, then intersect with [start, end].
+    merged: list[list[float]] = []
+    for first, last in sorted(kept):
+        if merged and first <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    expected = sum(max(0.0, min(last, end) - max(first, start)) for first, last in merged)
+    assert meter.lost(start, end) == pytest.approx(expected, abs=1e-9)
 
 
 def test_stall_meter_that_forgot_counts_the_unknown_as_lost():
