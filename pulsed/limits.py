@@ -50,7 +50,10 @@ def api_connection_budget(
 ) -> int:
     """How many API connections may be open at once without eating into the
     probes' descriptors (0 when there is nothing left; the caller caps it
-    further with its own setting)."""
+    further with its own setting). An unlimited soft limit (RLIM_INFINITY, -1;
+    Linux never grants it for descriptors) counts as SOFT_LIMIT_CAP."""
+    if nofile_soft == resource.RLIM_INFINITY or nofile_soft < 0:
+        nofile_soft = SOFT_LIMIT_CAP
     return max(0, nofile_soft - probe_reserve(n_servers, max_in_flight))
 
 

@@ -391,6 +391,7 @@ def test_probe_reserve_follows_the_servers_up_to_max_in_flight():
 def test_api_budget_is_what_the_probes_leave():
     assert api_connection_budget(1024, 2) == 1024 - BASE_RESERVE - 2 * FDS_PER_PROBE
     assert api_connection_budget(100, 5000) == 0
+    assert api_connection_budget(resource.RLIM_INFINITY, 2) == api_connection_budget(1 << 20, 2)
     assert nofile_needed(2, 1000) == probe_reserve(2) + 1000
     for soft in (64, 1024, 65536):
         for n in (0, 2, 500, 10_000):
