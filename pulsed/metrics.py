@@ -24,7 +24,10 @@ its parser and with ``promtool check metrics``.
 
 Labels: ``service`` is the service's name from the config, ``server`` the
 real server's ``address:port``; ``result`` is a probe's category (a small
-fixed set, see pulsed.checks.base.ProbeResult).
+fixed set, see pulsed.checks.base.ProbeResult); ``reason`` of
+``pulsed_probe_local_errors_total`` is one of pulsed.checks.base.LOCAL_FAULTS.
+A server's local errors are its ``pulsed_real_probe_results_total`` with
+``result="local"``.
 """
 
 from __future__ import annotations
@@ -131,11 +134,14 @@ class ActivityRecorder:
 
     def on_probe(self, key: RealKey, result: Any) -> None:
         slot = self._slot(key)
-        latency = max(0.0, float(result.latency))
-        for column in self._tails[bisect.bisect_left(PROBE_BUCKETS, latency)]:
-            column[slot] += 1
-        self.sums[slot] += latency
         category = str(result.category)
+        # A local error (the router's fault) is counted as a result, but its
+        # duration says nothing about the server: kept out of the histogram.
+        if category != "local":
+            latency = max(0.0, float(result.latency))
+            for column in self._tails[bisect.bisect_left(PROBE_BUCKETS, latency)]:
+                column[slot] += 1
+            self.sums[slot] += latency
         column = self.categories.get(category)
         if column is None:
             column = self.categories[category] = array("q", bytes(8 * len(self.slots)))
@@ -361,6 +367,7 @@ class MetricsRenderer:
         real = _RealSnapshot(d, index, health, self.recorder)
         yield "".join(f.text() for f in config_families(d))
         yield from real.pieces()
+        yield "".join(f.text() for f in probe_families(d))
         yield "".join(
             p if isinstance(p, str) else p.text() for p in reconcile_families(d, self.recorder)
         )
@@ -675,6 +682,23 @@ def config_families(d: Any) -> list[_Family]:
         ),
         _gauge("pulsed_start_time_seconds", "Unix time the daemon started.", float(d.started_at)),
     ]
+
+
+def probe_families(d: Any) -> list[_Family]:
+    """Daemon-wide probe figures: local errors by reason (every reason, 0 included)."""
+    local_faults = getattr(d.monitor, "local_faults", None)
+    if local_faults is None:
+        return []
+    faults = local_faults()
+    family = _Family(
+        "pulsed_probe_local_errors_total",
+        "counter",
+        "Probes that failed for a reason on the router (descriptors, memory, sandbox, a "
+        "stalled engine), by reason; they never count against a server.",
+    )
+    for reason, count in faults.totals.items():
+        family.add(f'reason="{escape(reason)}"', count)
+    return [family]
 
 
 def reconcile_families(d: Any, recorder: ActivityRecorder) -> list[Any]:

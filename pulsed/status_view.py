@@ -68,6 +68,10 @@ def real_view(
         state, reason = "pending", health.reason
     else:
         state, reason = ("up" if health.up else "down"), health.reason
+    local_at = getattr(health, "local_error_at", None)
+    if local_at is not None and local_at >= (health.last_check or 0.0):
+        # The latest probe said nothing about the server; the state stands.
+        reason = f"{reason}; latest probe unknown ({health.local_error})"
     if override.mode == "disable":
         reason = f"disabled by admin; health: {reason}"
     elif override.mode == "drain":
@@ -84,6 +88,9 @@ def real_view(
         "last_check": getattr(health, "last_check", None),
         "last_transition": getattr(health, "last_transition", None),
         "latency": getattr(health, "latency", None),
+        "local_errors": getattr(health, "local_errors", 0),
+        "last_local_error": getattr(health, "local_error", None),
+        "last_local_error_at": local_at,
         "check": (real.check or svc.check).type,
         "mode": override.mode,
         "weight_override": override.weight,
@@ -289,6 +296,7 @@ class _StatusParts:
                 "reason": _reconcile_reason(rs),
             },
             "ha": ha_view(getattr(d, "vrrp", None)),
+            "probes": probes_view(d.monitor),
         }
 
     def services(self, only: ServiceKey | None = None) -> Iterator[dict[str, Any]]:
@@ -305,6 +313,32 @@ class _StatusParts:
                 self.actual.get(key),
                 self.failing.get(key),
             )
+
+
+def probes_view(monitor: Any) -> dict[str, Any] | None:
+    """The monitor's local errors: probes that failed for a reason on the router
+    (they never count against a server; see pulsed.checks.base.local_fault)."""
+    local_faults = getattr(monitor, "local_faults", None)
+    if local_faults is None:
+        return None
+    faults = local_faults()
+    total = faults.total
+    if total:
+        reason = f"{total} probe(s) failed for a local reason; last: {faults.last_reason}"
+    else:
+        reason = "no local errors"
+    return {
+        "local_errors": total,
+        "local_errors_by_reason": {k: v for k, v in faults.totals.items() if v},
+        "last_local_error": faults.last_reason,
+        "last_local_error_fault": faults.last_fault,
+        "last_local_error_server": None
+        if faults.last_key is None
+        else real_key_text(faults.last_key),
+        "last_check": faults.last_at,
+        "last_transition": faults.last_at,
+        "reason": reason,
+    }
 
 
 def _reconcile_reason(rs: Any) -> str:

@@ -35,9 +35,13 @@ class ProbeResult(msgspec.Struct, frozen=True):
     ``reason`` is short human text ("connect refused", "status 503").
     ``category`` is one of a small fixed set, safe as a metric label:
     ok, refused, timeout, reset, closed, unreachable, tls, status, body,
-    protocol, exit, error.
+    protocol, exit, error, and ``local``.
     ``weight_pct`` is the weight the server reported for itself, in percent
     of its configured weight, or None when it reported none.
+    ``fault`` is set only for category ``local``: the probe could not be
+    run or judged because of the router itself (one of LOCAL_FAULTS). Such a
+    result says nothing about the server: the monitor records it apart and
+    it moves neither the rise/fall counters nor the weight.
     """
 
     ok: bool
@@ -45,6 +49,7 @@ class ProbeResult(msgspec.Struct, frozen=True):
     latency: float
     category: str = "ok"
     weight_pct: int | None = None
+    fault: str = ""
 
 
 class Probe(Protocol):
@@ -70,13 +75,76 @@ def timeout_result(timeout: float, latency: float) -> ProbeResult:
     return ProbeResult(False, f"timeout after {seconds_text(timeout)}", latency, "timeout")
 
 
+# Errors that name a shortage or a refusal on the router, never the server's
+# doing: descriptors (EMFILE per process, ENFILE system-wide), kernel memory
+# (ENOBUFS, ENOMEM), a sandbox or local firewall refusing socket() or
+# connect() (EPERM, EACCES: no ICMP error from the network maps to these),
+# no free local port or source address (EADDRNOTAVAIL; EAGAIN from connect()
+# or fork()). Values are metric labels.
+_LOCAL_ERRNOS = {
+    errno.EMFILE: "emfile",
+    errno.ENFILE: "enfile",
+    errno.ENOBUFS: "enobufs",
+    errno.ENOMEM: "enomem",
+    errno.EPERM: "eperm",
+    errno.EACCES: "eacces",
+    errno.EADDRNOTAVAIL: "eaddrnotavail",
+    errno.EAGAIN: "eagain",
+}
+# Every ``fault`` label: the errnos above, MemoryError ("memory"), a socket
+# the router could not set up for another reason ("socket", e.g. a sandbox's
+# EAFNOSUPPORT), and a timeout the router caused by not running in time
+# ("saturated", see pulsed.checks.monitor).
+LOCAL_FAULTS = (*_LOCAL_ERRNOS.values(), "memory", "socket", "saturated")
+
+
+def local_fault(exc: BaseException) -> str | None:
+    """The LOCAL_FAULTS label when ``exc`` is the router's own fault, else None.
+
+    For any probe that catches an exception (socket, TLS, exec spawn): a
+    non-None answer means "unknown, not down"; build the result with
+    local_result(). TLS errors are never local (ssl.SSLError is an OSError
+    whose errno is an SSL code, 1 being SSL_ERROR_SSL, not EPERM).
+    """
+    if isinstance(exc, MemoryError):
+        return "memory"
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
+        return _LOCAL_ERRNOS.get(exc.errno)  # type: ignore[arg-type]
+    return None
+
+
+def local_result(fault: str, detail: str, latency: float) -> ProbeResult:
+    """A result that says nothing about the server: ``fault`` is a LOCAL_FAULTS label."""
+    return ProbeResult(False, f"local error: {detail}", latency, "local", None, fault)
+
+
+def local_error_result(exc: BaseException, latency: float) -> ProbeResult:
+    """local_result() for an exception: labelled by local_fault(exc), or "socket"
+    for an error that is local only because of where it happened (creating
+    the probe's socket, see pulsed.checks.sockio)."""
+    label = local_fault(exc) or "socket"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        detail = f"{_errno_text(exc)} ({name})"
+    elif isinstance(exc, MemoryError):
+        detail = "out of memory"
+    else:
+        detail = type(exc).__name__
+    return local_result(label, detail, latency)
+
+
 def error_result(exc: BaseException, latency: float) -> ProbeResult:
-    """Map a socket or TLS error to a short reason and a category."""
+    """Map a socket or TLS error to a short reason and a category (``local``
+    for the router's own faults, see local_fault)."""
+    if local_fault(exc) is not None:
+        return local_error_result(exc, latency)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = exc.verify_message or exc.reason or "certificate verify failed"
+        detail = exc.verify_message or getattr(exc, "reason", None) or "certificate verify failed"
         return ProbeResult(False, f"tls: {detail}", latency, "tls")
     if isinstance(exc, ssl.SSLError):
-        return ProbeResult(False, f"tls: {exc.reason or exc.strerror or 'error'}", latency, "tls")
+        # .reason is set only on errors the ssl module raised itself.
+        detail = getattr(exc, "reason", None) or exc.strerror or "error"
+        return ProbeResult(False, f"tls: {detail}", latency, "tls")
     if isinstance(exc, ConnectionRefusedError):
         return ProbeResult(False, "connect refused", latency, "refused")
     if isinstance(exc, ConnectionResetError):

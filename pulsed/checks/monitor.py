@@ -18,6 +18,12 @@ probes (tcp, http) run on one ProbeEngine (pulsed.checks.sockio) and need no
 task; others run as a task each. A probe that would start while
 ``max_in_flight`` probes are running waits for a free slot; its timeout
 counts from when it starts.
+
+A probe that fails for the router's own reason (a result of category
+"local": out of descriptors or memory, refused by a sandbox, or a timeout
+while the loop was stalled, see STALL_SHARE) is a local error: counted
+(local_faults()), kept on the server's record (RealHealth.local_error*) and
+logged at most once per LOCAL_LOG_EVERY, and it moves nothing else.
 """
 
 from __future__ import annotations
@@ -35,14 +41,24 @@ from typing import Protocol
 
 import structlog
 
-from pulsed.checks.base import Probe, ProbeResult, Target
+from pulsed.checks.base import (
+    LOCAL_FAULTS,
+    Probe,
+    ProbeResult,
+    Target,
+    local_error_result,
+    local_fault,
+    local_result,
+    seconds_text,
+)
 from pulsed.checks.probes import make_probe
-from pulsed.checks.sockio import ProbeEngine
+from pulsed.checks.sockio import ProbeEngine, StallMeter
 from pulsed.checks.state import (
     RealHealth,
     apply_result,
     changed_for_table,
     initial_health,
+    note_local_error,
     repeated,
     settled,
 )
@@ -81,6 +97,20 @@ _ON_TICK = 1e-6
 # of checks a second) is started in slices, with the loop free in between to
 # time the answers of probes already started and serve the API.
 _STARTS_PER_SLICE = 64
+# A timeout is the server's only if the router was attentive: when the loop
+# was stalled (pulsed.checks.sockio.StallMeter) for at least this share of
+# the probe's timeout while it ran, the timeout is a local error
+# ("saturated"), not a failure. The server was owed the whole timeout of a
+# listening router; having lost a quarter of it, it may have answered in time
+# and not been read, or been sent its request late. Below that share the
+# verdict stands, so a router with a little jitter still sees dead servers.
+STALL_SHARE = 0.25
+# The stall meter's watch period: fine enough to measure a quarter of the
+# shortest timeout (a stall is measured to within one period), at most this.
+_WATCH_PERIOD = 0.05
+# Local errors are logged at most once per this many seconds (one line each,
+# with how many were held back since the last line).
+LOCAL_LOG_EVERY = 10.0
 
 
 @dataclass(eq=False, slots=True)
@@ -106,6 +136,21 @@ class _Entry:
     repeat_latency: float = 0.0
     repeat_at: float = 0.0  # monotonic
     listed: bool = False  # in HealthMonitor._unfolded
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFaults:
+    """The monitor's local errors (probes the router could not run or judge)."""
+
+    totals: Mapping[str, int]  # by LOCAL_FAULTS label, every label present
+    last_fault: str | None = None
+    last_reason: str | None = None
+    last_at: float | None = None  # wall clock
+    last_key: RealKey | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.totals.values())
 
 
 def _labels(key: RealKey) -> dict[str, str]:
@@ -162,6 +207,12 @@ class HealthMonitor:
         # already takes, resynchronised at most once a second.
         self._wall_offset = 0.0
         self._wall_synced_at = -math.inf
+        self._meter: StallMeter | None = None
+        self._watch_period = _WATCH_PERIOD
+        self._local_totals = dict.fromkeys(LOCAL_FAULTS, 0)
+        self._local_last: tuple[str, str, float, RealKey] | None = None
+        self._local_logged_at = -math.inf
+        self._local_held = 0
 
     # --- API used by the daemon -------------------------------------------------
 
@@ -229,6 +280,11 @@ class HealthMonitor:
         Servers keep their grid when it changes: those not on the new tick
         start at the first tick after each due time."""
         rate = sum(1.0 / e.interval for e in self._entries.values() if e.interval > 0)
+        timeouts = [e.target.check.timeout for e in self._entries.values() if e.interval > 0]
+        shortest = float(min(timeouts)) if timeouts else _WATCH_PERIOD
+        self._watch_period = max(0.001, min(_WATCH_PERIOD, shortest * STALL_SHARE / 2))
+        if self._meter is not None:
+            self._meter.period = self._watch_period
         tick = min(self._max_tick, _PROBES_PER_TICK / rate) if rate else self._max_tick
         # Below the batch window, waking per probe already batches as well.
         tick = tick if tick > _BATCH_WINDOW else 0.0
@@ -265,9 +321,17 @@ class HealthMonitor:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def local_faults(self) -> LocalFaults:
+        """Counts of local errors since the monitor was made, and the last one."""
+        last = self._local_last
+        if last is None:
+            return LocalFaults(dict(self._local_totals))
+        return LocalFaults(dict(self._local_totals), *last)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._engine = ProbeEngine(self._loop)
+        self._meter = StallMeter(self._loop, self._busy, self._watch_period)
+        self._engine = ProbeEngine(self._loop, self._meter)
         for entry in self._entries.values():
             self._schedule_first(entry)
 
@@ -285,6 +349,9 @@ class HealthMonitor:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+        if self._meter is not None:
+            self._meter.close()
+            self._meter = None
         self._loop = None
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -375,8 +442,13 @@ class HealthMonitor:
                         self._launch(entry)
         finally:
             self._engine.end()
+            if self._in_flight and self._meter is not None:
+                self._meter.kick()
         if self._wake is None:
             self._arm()
+
+    def _busy(self) -> bool:
+        return self._in_flight > 0
 
     def _launch(self, entry: _Entry) -> None:
         assert self._loop is not None
@@ -388,17 +460,19 @@ class HealthMonitor:
         try:
             entry.exchange = entry.probe.start(self._engine, self._exchange_done, entry)
         except Exception as exc:
-            log.exception("probe.crashed", **_labels(entry.key))
-            crash = ProbeResult(False, f"error: {type(exc).__name__}", 0.0, "error")
-            entry.exchange = _Crashed()
+            crash = _crash_result(exc, entry.key)
+            entry.exchange = _Crashed(self._engine.clock())
             self._loop.call_soon(self._exchange_done, entry, crash)
 
     def _exchange_done(self, entry: _Entry, result: ProbeResult) -> None:
-        if entry.exchange is None:
+        exchange = entry.exchange
+        if exchange is None:
             return  # cancelled
         entry.exchange = None
         self._in_flight -= 1
         now = self._engine.clock() if self._engine is not None else time.monotonic()
+        if result.category == "timeout":
+            result = self._judge_timeout(entry, result, exchange.started, now)
         self._record(entry, result, now)
         if self._queue:
             self._release_slot()
@@ -406,12 +480,15 @@ class HealthMonitor:
 
     async def _run(self, entry: _Entry) -> None:
         try:
+            started = time.monotonic()
             try:
                 result = await entry.probe.probe()
             except Exception as exc:  # a probe bug must not stop monitoring
-                log.exception("probe.crashed", **_labels(entry.key))
-                result = ProbeResult(False, f"error: {type(exc).__name__}", 0.0, "error")
-            self._record(entry, result, time.monotonic())
+                result = _crash_result(exc, entry.key)
+            now = time.monotonic()
+            if result.category == "timeout":
+                result = self._judge_timeout(entry, result, started, now)
+            self._record(entry, result, now)
         finally:
             entry.task = None
             self._in_flight -= 1
@@ -425,12 +502,30 @@ class HealthMonitor:
                 waiting.waiting = False
                 self._launch(waiting)
 
+    def _judge_timeout(
+        self, entry: _Entry, result: ProbeResult, started: float, now: float
+    ) -> ProbeResult:
+        """``result`` (a timeout), or a local error when the router stalled for
+        STALL_SHARE of the timeout or more while the probe ran."""
+        if self._meter is None:
+            return result
+        self._meter.settle(now)
+        lost = self._meter.lost(started, now)
+        timeout = float(entry.target.check.timeout)
+        if lost < timeout * STALL_SHARE:
+            return result
+        detail = f"router stalled {seconds_text(lost)} of a {seconds_text(timeout)} timeout"
+        return local_result("saturated", detail, result.latency)
+
     def _record(self, entry: _Entry, result: ProbeResult, mono: float) -> None:
         if not entry.live:
             return  # removed or replaced while the probe ran
         if mono - self._wall_synced_at > 1.0:
             self._wall_offset = time.time() - mono
             self._wall_synced_at = mono
+        if result.category == "local":
+            self._record_local(entry, result, mono)
+            return
         if settled(entry.health, result):
             entry.repeats += 1
             entry.repeat_latency = result.latency
@@ -453,6 +548,31 @@ class HealthMonitor:
             log.info(event, reason=new.reason, **_labels(entry.key))
         if changed_for_table(old, new):
             self._call(self._on_change, entry, new)
+
+    def _record_local(self, entry: _Entry, result: ProbeResult, mono: float) -> None:
+        """A probe the router could not run or judge: count it, show it, log it
+        (rate-limited), and move nothing: no rise/fall step, no up/down, no
+        weight, no table change."""
+        wall = mono + self._wall_offset
+        entry.health = note_local_error(self._fold(entry), result, wall)
+        self._health[entry.key] = entry.health
+        fault = result.fault if result.fault in self._local_totals else "socket"
+        self._local_totals[fault] += 1
+        self._local_last = (fault, result.reason, wall, entry.key)
+        if self._on_result is not None:
+            self._call(self._on_result, entry, result)
+        if mono - self._local_logged_at < LOCAL_LOG_EVERY:
+            self._local_held += 1
+            return
+        self._local_logged_at = mono
+        held, self._local_held = self._local_held, 0
+        log.warning(
+            "probe.local_error",
+            fault=fault,
+            reason=result.reason,
+            held_back=held,
+            **_labels(entry.key),
+        )
 
     def _fold(self, entry: _Entry) -> RealHealth:
         """The entry's health with its pending repeats folded in."""
@@ -489,8 +609,22 @@ class HealthMonitor:
 class _Crashed:
     """Stands in for an exchange whose start() raised; its failure is queued."""
 
+    __slots__ = ("started",)
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+
     def cancel(self) -> None:
         pass
+
+
+def _crash_result(exc: Exception, key: RealKey) -> ProbeResult:
+    """The result of a probe that raised: a local error when the router is
+    short of something (MemoryError, EMFILE...), else a probe bug, logged."""
+    if local_fault(exc) is not None:
+        return local_error_result(exc, 0.0)
+    log.exception("probe.crashed", **_labels(key))
+    return ProbeResult(False, f"error: {type(exc).__name__}", 0.0, "error")
 
 
 class _FailingProbe:

@@ -24,7 +24,9 @@ ones.
 Contract: ``ProbeEngine.open()`` returns at once; ``done(token, result)`` is
 called exactly once, from the event loop and never from inside ``open()``,
 unless the exchange is cancelled first. Nothing here raises into the loop:
-any unexpected error becomes a failed result.
+any unexpected error becomes a failed result. An error creating or
+registering the socket never reached the network: it is a local error
+(pulsed.checks.base.local_error_result), not the server's failure.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pulsed.checks.base import ProbeResult, error_result, timeout_result
+from pulsed.checks.base import ProbeResult, error_result, local_error_result, timeout_result
 
 Done = Callable[[Any, ProbeResult], None]
 
@@ -154,8 +156,12 @@ class Exchange:
         latency = self._engine.clock() - self.started
         self._finish(timeout_result(self.timeout, latency))
 
-    def fail(self, exc: BaseException) -> None:
-        self._finish(error_result(exc, self._engine.clock() - self.started))
+    def fail(self, exc: BaseException, setup: bool = False) -> None:
+        """Report ``exc``. ``setup``: it came from creating or registering the
+        socket, which never reaches the network, so it is the router's fault
+        whatever its errno (a sandbox refuses socket() with EAFNOSUPPORT)."""
+        latency = self._engine.clock() - self.started
+        self._finish(local_error_result(exc, latency) if setup else error_result(exc, latency))
 
     def send_now(self) -> bool:
         """Right after connect: send if the connection is up already.
@@ -217,8 +223,9 @@ class ProbeEngine:
     """Every in-flight socket probe of one monitor: one epoll set, one loop reader,
     one loop timer for all timeouts."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, meter: StallMeter | None = None) -> None:
         self._loop = loop
+        self.meter = meter
         self._epoll = select.epoll()
         self._exchanges: dict[int, Exchange] = {}
         # One queue per timeout value: exchanges expire in the order they started.
@@ -261,18 +268,22 @@ class ProbeEngine:
         """Start one exchange; ``done(token, result)`` follows from the loop."""
         started = self.now if self._in_batch else _now()
         exchange = Exchange(self, timeout, request, reader, done, token, started)
+        setup = True  # socket() and epoll registration never reach the network
         try:
             sock = exchange._sock = _RawSocket(family, _STREAM_NONBLOCK)
             exchange._fd = sock.fileno()
+            setup = False
             err = sock.connect_ex((address, port))
             if err and err != errno.EINPROGRESS:
                 raise OSError(err, os.strerror(err))
             events = _EPOLLIN if request and exchange.send_now() else _EPOLLOUT
+            setup = True
             self._epoll.register(exchange._fd, events)
         except Exception as exc:
-            # Reported from the loop, never from inside open().
+            # Reported from the loop, never from inside open(); the socket,
+            # if any, is closed then.
             exchange._state = _SENDING  # anything but closed
-            self._loop.call_soon(exchange.fail, exc)
+            self._loop.call_soon(exchange.fail, exc, setup)
             self._add_expiry(exchange)
             return exchange
         self._exchanges[exchange._fd] = exchange
@@ -314,9 +325,12 @@ class ProbeEngine:
             self._in_batch = False
 
     def _on_timer(self) -> None:
+        due = self._timer_at
         self._timer = None
         self._timer_at = float("inf")
         now = self.begin()
+        if self.meter is not None:
+            self.meter.note(due, now)  # before expiring: a late timer is the router's
         try:
             for queue in self._expiry.values():
                 while queue and (not queue[0].active or queue[0].deadline <= now):
@@ -355,6 +369,90 @@ class ProbeEngine:
             self._timer.cancel()
         self._timer_at = first
         self._timer = self._loop.call_at(first, self._on_timer)
+
+
+class StallMeter:
+    """When the event loop could not run: the router's own stalls, for judging timeouts.
+
+    A loop blocked by a long callback, starved of CPU or swapped out runs
+    every timer late; a probe timing out then says more about the router
+    than about the server (see pulsed.checks.monitor for the rule). Timers
+    report their lateness here (``note``); while probes are in flight
+    (``busy()``) a watch timer runs every ``period`` so that a stall is seen
+    whether or not a deadline falls in it, measured to within one period.
+    Stalls are kept merged, in time order, the most recent ``keep`` of them.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        busy: Callable[[], bool],
+        period: float = 0.05,
+        keep: int = 64,
+    ) -> None:
+        self._loop = loop
+        self._busy = busy
+        self.period = period
+        self.stalls: deque[tuple[float, float]] = deque(maxlen=keep)
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._closed = False
+
+    def note(self, due: float, ran: float) -> None:
+        """A callback due at ``due`` ran at ``ran`` (both time.monotonic())."""
+        if ran - due <= STALL_NOISE:
+            return
+        stalls = self.stalls
+        # Notes come in the order callbacks ran; one stall seen by several
+        # timers is merged into one interval, never counted twice.
+        while stalls and due <= stalls[-1][1]:
+            due = min(due, stalls.pop()[0])
+        stalls.append((due, ran))
+
+    def lost(self, start: float, end: float) -> float:
+        """Seconds between ``start`` and ``end`` during which the loop was stalled.
+
+        Stalls older than the ``keep`` kept are forgotten; if the oldest kept
+        one is inside the window, the whole window before it counts as lost
+        (when unsure, do not blame the server)."""
+        total = 0.0
+        stalls = self.stalls
+        for first, last in reversed(stalls):
+            if last <= start:
+                return total
+            total += min(last, end) - max(first, start) if first < end else 0.0
+        if len(stalls) == stalls.maxlen and stalls[0][0] > start:
+            total += stalls[0][0] - start
+        return total
+
+    def settle(self, now: float) -> None:
+        """Count the stall still under way: a watch that was due before ``now``
+        and has not run yet means the loop has not been free since then (the
+        callback asking may be the one that ended a stall)."""
+        if self._timer is not None:
+            self.note(self._due, now)
+
+    def kick(self) -> None:
+        """Probes are in flight: make sure the watch timer runs."""
+        if self._timer is None and not self._closed:
+            self._due = _now() + self.period  # the loop's clock (see module doc)
+            self._timer = self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.note(self._due, _now())
+        if self._busy():
+            self.kick()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+# Timer lateness below this is the loop's ordinary jitter, not a stall.
+STALL_NOISE = 0.002
 
 
 async def run_exchange(start: Callable[[ProbeEngine, Done], Exchange]) -> ProbeResult:

@@ -8,7 +8,7 @@ and min_healthy ordering, which must not jump with the wall clock).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pulsed.checks.base import ProbeResult
 from pulsed.checks.hysteresis import Hysteresis, step
@@ -30,6 +30,12 @@ class RealHealth:
     weight_pct: int | None = None
     went_up_at: float | None = None  # monotonic; None: up since monitoring began
     went_down_at: float | None = None  # monotonic; None: never was up
+    # Probes that failed for the router's own reasons (a ProbeResult of
+    # category "local"): they say nothing about the server, so they are kept
+    # here and move nothing above. The last one's reason and wall-clock time.
+    local_errors: int = 0
+    local_error: str | None = None
+    local_error_at: float | None = None
 
     @property
     def checked(self) -> bool:
@@ -65,6 +71,21 @@ def apply_result(
         weight_pct=result.weight_pct if result.ok else health.weight_pct,
         went_up_at=mono if changed and after.up else health.went_up_at,
         went_down_at=mono if changed and not after.up else health.went_down_at,
+        local_errors=health.local_errors,
+        local_error=health.local_error,
+        local_error_at=health.local_error_at,
+    )
+
+
+def note_local_error(health: RealHealth, result: ProbeResult, wall: float) -> RealHealth:
+    """Health after a probe that failed for a local reason (result.category
+    "local"): only the local-error record changes; up/down, the rise/fall
+    counters, the reported weight and the last verdict stay as they were."""
+    return replace(
+        health,
+        local_errors=health.local_errors + 1,
+        local_error=result.reason,
+        local_error_at=wall,
     )
 
 
@@ -105,6 +126,9 @@ def repeated(health: RealHealth, times: int, latency: float, wall: float) -> Rea
         weight_pct=health.weight_pct,
         went_up_at=health.went_up_at,
         went_down_at=health.went_down_at,
+        local_errors=health.local_errors,
+        local_error=health.local_error,
+        local_error_at=health.local_error_at,
     )
 
 
