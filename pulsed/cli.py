@@ -147,9 +147,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pulsed.logs import configure_logging
 
     configure_logging(config.daemon.log_format, config.daemon.log_level)
+    _raise_descriptor_limit(config)
     if config.api.enabled:
         import pulsed.aioweb  # noqa: F401  # while no other thread runs: see its docstring
     return _loop_runner(config)(_run(args, config))
+
+
+def _raise_descriptor_limit(config: Config) -> None:
+    """The soft RLIMIT_NOFILE up to the hard one, and a warning when even that
+    leaves the probes short (docs/operations.md, the descriptor budget)."""
+    import structlog
+
+    from pulsed.limits import budget_problem, raise_nofile_limit
+
+    log = structlog.get_logger("pulsed")
+    nofile = raise_nofile_limit()
+    if nofile.raised_from is not None:
+        log.info("daemon.nofile_raised", soft=nofile.soft, was=nofile.raised_from)
+    if nofile.problem:
+        log.warning("daemon.nofile", problem=nofile.problem)
+    if problem := budget_problem(nofile.soft, sum(len(s.real) for s in config.service)):
+        log.warning("daemon.descriptor_budget", problem=problem)
 
 
 def _loop_runner(config: Config):
