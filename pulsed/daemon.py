@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +26,7 @@ from pulsed.desired import Wanted, WantedMemo, wanted_table
 from pulsed.ipvs.base import Backend
 from pulsed.model import DestKey, OpKind, ServiceKey, Table
 from pulsed.overrides import Mode, OverrideStore, RealKey
+from pulsed.owned import OwnedServices
 from pulsed.reconcile import PassResult, Reconciler, diff
 
 log = structlog.get_logger(__name__)
@@ -87,7 +87,7 @@ class Daemon:
         self.reload_status = ReloadStatus(generation=1, last_time=time.time())
         self.overrides = OverrideStore(config.daemon.state_dir)
         self.overrides.load()
-        self._owned_path = Path(config.daemon.state_dir) / "owned-services.json"
+        self._owned_store = OwnedServices(config.daemon.state_dir)
         self._owned: set[ServiceKey] = self._load_owned() | {s.key for s in config.service}
         self.wanted: Wanted = Wanted(Table())
         self._wanted_memo = WantedMemo()
@@ -381,21 +381,9 @@ class Daemon:
         return line
 
     def _load_owned(self) -> set[ServiceKey]:
-        from pulsed.overrides import parse_service_key
-
-        try:
-            raw = json.loads(self._owned_path.read_text(encoding="utf-8"))
-            return {parse_service_key(k) for k in raw.get("services", [])}
-        except (OSError, ValueError, TypeError):
-            return set()
+        return self._owned_store.load()
 
     def _persist_owned(self) -> None:
         # Remembered across restarts so a service dropped from the config
         # while pulsed was down is still cleaned up, and a foreign one never is.
-        try:
-            self._owned_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._owned_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"services": sorted(str(k) for k in self._owned)}))
-            tmp.replace(self._owned_path)
-        except OSError as exc:
-            log.warning("daemon.state_dir_unwritable", path=str(self._owned_path), error=str(exc))
+        self._owned_store.save(self._owned)
