@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
@@ -240,7 +240,44 @@ def _judge(state_dir: Path, content: bytes | None = None) -> tuple[OverrideStore
             type(override.weight) is int and 0 <= override.weight <= MAX_WEIGHT
         )
         assert not override.is_default
+    if content is not None:
+        assert used == (_expected(content) is not None)
+        assert store.all() == (_expected(content) or {})
     return store, used
+
+
+def _number(value: object, low: float, high: float) -> bool:
+    return type(value) in (int, float) and low <= value <= high
+
+
+def _expected(content: bytes) -> dict | None:
+    """The schema, written out independently: what a file must hold to be used."""
+    try:
+        doc = json.loads(content)
+        if not isinstance(doc, dict) or set(doc) != {"version", "overrides"}:
+            return None
+        if type(doc["version"]) is not int or doc["version"] != 1:
+            return None
+        if not isinstance(doc["overrides"], dict):
+            return None
+        loaded: dict = {}
+        for text, entry in doc["overrides"].items():
+            key = parse_real_key(text)
+            if not isinstance(entry, dict) or not set(entry) <= {"mode", "weight", "updated_at"}:
+                return None
+            mode = entry.get("mode", "enabled")
+            weight = entry.get("weight")
+            updated_at = entry.get("updated_at", 0.0)
+            if mode not in MODES or key in loaded:
+                return None
+            if weight is not None and not (type(weight) is int and 0 <= weight <= MAX_WEIGHT):
+                return None
+            if not _number(updated_at, 0, 2.0**53):
+                return None
+            loaded[key] = Override(mode, weight, float(updated_at))
+        return {k: v for k, v in loaded.items() if not v.is_default}
+    except (ValueError, RecursionError):
+        return None
 
 
 @pytest.mark.parametrize("content", BAD_FILES.values(), ids=BAD_FILES.keys())
@@ -306,22 +343,27 @@ VALID_OVERRIDES = st.builds(
 ).filter(lambda o: not o.is_default)
 
 # Files an operator might write by hand: close to valid, with anything wrong.
-NEAR_KEYS = VALID_REAL_KEYS.map(real_key_text) | st.text(max_size=40)
+NEAR_KEYS = VALID_REAL_KEYS.map(real_key_text) | st.text(max_size=40) | JSON.map(str)
 NEAR_ENTRIES = st.fixed_dictionaries(
     {},
     optional={
-        "mode": st.sampled_from([*MODES, "up", "", "Drain", None, 1]),
-        "weight": st.none()
+        "mode": st.sampled_from([*MODES, *MODES, "up", "", "Drain", None, 1]),
+        "weight": st.integers(0, MAX_WEIGHT)
+        | st.none()
         | st.integers()
         | st.floats()
         | st.sampled_from([1e12, 65535, 65536, -1, "5", True]),
-        "updated_at": st.floats() | st.integers(min_value=-(2**70), max_value=2**70),
-        "extra": st.integers(),
+        "updated_at": st.floats(0, 2e9)
+        | st.floats()
+        | st.integers(min_value=-(2**70), max_value=2**70),
     },
 )
 NEAR_FILES = st.fixed_dictionaries(
-    {"overrides": st.dictionaries(NEAR_KEYS, NEAR_ENTRIES | JSON, max_size=4) | JSON},
-    optional={"version": st.sampled_from([1, 1, 1, 0, 2, "1", None, 1.0, -1])},
+    {
+        "version": st.sampled_from([1, 1, 1, 1, 1, 0, 2, "1", None, 1.0, -1]),
+        "overrides": st.dictionaries(NEAR_KEYS, NEAR_ENTRIES, max_size=3) | JSON,
+    },
+    optional={"extra": JSON},
 )
 
 
@@ -329,6 +371,7 @@ def _in_fresh_dir(content: bytes) -> tuple[dict, bool]:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "overrides.json").write_bytes(content)
         store, used = _judge(Path(tmp), content)
+        event("used" if used else "moved aside")
         return store.all(), used
 
 

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
@@ -144,7 +144,26 @@ def _judge(state_dir: Path, content: bytes | None = None) -> tuple[set[ServiceKe
         used = False
     for key in loaded:  # only keys the kernel could hold
         assert parse_service_key(str(key)) == key
+    if content is not None:
+        assert used == (_expected(content) is not None)
+        assert loaded == (_expected(content) or set())
     return loaded, used
+
+
+def _expected(content: bytes) -> set[ServiceKey] | None:
+    """The schema, written out independently: what a file must hold to be used."""
+    try:
+        doc = json.loads(content)
+        if not isinstance(doc, dict) or not set(doc) <= {"version", "services"}:
+            return None
+        if doc.get("version", 1) != 1 or type(doc.get("version", 1)) is not int:
+            return None
+        services = doc["services"]
+        if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
+            return None
+        return {parse_service_key(s) for s in services}
+    except (ValueError, KeyError, RecursionError):
+        return None
 
 
 @pytest.mark.parametrize("content", BAD_FILES.values(), ids=BAD_FILES.keys())
@@ -196,7 +215,8 @@ NEAR_FILES = st.fixed_dictionaries(
 def _in_fresh_dir(content: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "owned-services.json").write_bytes(content)
-        _judge(Path(tmp), content)
+        _, used = _judge(Path(tmp), content)
+        event("used" if used else "moved aside")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
