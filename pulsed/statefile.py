@@ -70,7 +70,7 @@ def load_json_state(
     """The decoded content of ``path``; None if it is missing or unusable.
 
     ``decode`` turns the bytes into a value or raises ValueError/TypeError
-    (msgspec's errors are ValueErrors) naming the problem. An unusable file
+    (msgspec's errors are ValueErrors) or RecursionError naming the problem. An unusable file
     is moved aside and logged at error in one line; nothing is raised.
     """
     path = Path(path)
@@ -79,13 +79,23 @@ def load_json_state(
     except FileNotFoundError:
         return None  # never written: empty state
     except OSError as exc:
-        return _reject(path, what, f"cannot stat: {_strerror(exc)}")
+        # Nothing there can be read or moved (e.g. the state directory is a
+        # file, or not searchable): say so once and start empty.
+        log.error(
+            "state.unreadable",
+            file=str(path),
+            what=what,
+            problem=_strerror(exc),
+            action="starting with empty state",
+        )
+        return None
     try:
         data = read_file(path, what=what, max_bytes=MAX_STATE_BYTES)
         return decode(data)
     except FileProblem as exc:
         return _reject(path, what, str(exc))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
+        # msgspec raises RecursionError for deep nesting, even in a value it skips.
         return _reject(path, what, _one_line(exc))
 
 

@@ -204,6 +204,11 @@ BAD_FILES = {
     "binary": b"\x00\x01\x02\xff\xfe",
     "NaN": b'{"version": 1, "overrides": {"' + KEY_TEXT.encode() + b'": {"updated_at": NaN}}}',
     "deep nesting": b"[" * 100_000 + b"]" * 100_000,
+    # msgspec raises RecursionError here, even for a value it only skips.
+    "deep nesting in an entry": (
+        b'{"version": 1, "overrides": {"k": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    ),
+    "deep nesting in an unknown field": b'{"x": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001,
     "trailing garbage": _doc({"mode": "drain"}) + b"}",
 }
 

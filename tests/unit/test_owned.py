@@ -119,6 +119,8 @@ BAD_FILES = {
     "not UTF-8": b'{"services": ["tcp:192.0.2.1:80\xff"]}',
     "binary": b"\x00\xff\xfe",
     "deep nesting": b"[" * 100_000 + b"]" * 100_000,
+    "deep nesting in the list": b'{"services": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
+    "deep nesting in an unknown field": b'{"x": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001,
 }
 
 

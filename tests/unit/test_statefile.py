@@ -186,6 +186,15 @@ def test_an_unusable_file_is_moved_aside_with_one_error_line(tmp_path, make, pro
     assert line["moved_to"] == str(aside[0])
 
 
+def test_a_state_directory_that_is_a_file_gives_one_line(tmp_path):
+    (tmp_path / "state").write_text("")
+    with capture_logs() as logs:
+        assert load_json_state(tmp_path / "state" / "x.json", _decode_text) is None
+    [line] = logs
+    assert (line["log_level"], line["event"]) == ("error", "state.unreadable")
+    assert line["problem"] == "not a directory"
+
+
 def test_a_decoder_type_error_is_a_bad_file_too(tmp_path):
     path = tmp_path / "state.json"
     path.write_bytes(b"x")
@@ -322,15 +331,15 @@ GONE = ServiceKey.for_address("tcp", "192.0.2.200", 80)  # pulsed's, dropped fro
 A, B = DestKey("10.0.0.2", 80), DestKey("10.0.0.3", 80)
 
 
-async def _start_and_dump(tmp_path: Path, overrides: bytes | None, owned: bytes | None) -> Table:
+async def _start_and_dump(base: Path, overrides: bytes | None, owned: bytes | None) -> Table:
     """The kernel table after the first pass of a daemon started over these files."""
-    state = tmp_path / "state"
-    state.mkdir()
+    state = base / "state"
+    state.mkdir(parents=True)
     if overrides is not None:
         (state / "overrides.json").write_bytes(overrides)
     if owned is not None:
         (state / "owned-services.json").write_bytes(owned)
-    path = tmp_path / "pulsed.toml"
+    path = base / "pulsed.toml"
     path.write_text(CONFIG.format(state=state))
     kernel = Table({GONE: Service(GONE, dests=(Dest("10.0.0.9", 80),))})
     backend = MemoryBackend(kernel)
@@ -369,6 +378,7 @@ async def test_a_daemon_over_corrupt_state_files_programs_the_config_alone(tmp_p
         table = await _start_and_dump(tmp_path, bad_overrides, b"null")
     # As if no state existed: configured weights, and the service the
     # (unreadable) owned file named is not touched.
+    assert table == await _start_and_dump(tmp_path / "clean", None, None)
     assert _weights(table, SVC) == {A: 100, B: 1}
     assert _weights(table, GONE) == {DestKey("10.0.0.9", 80): 1}
     corrupt = [e for e in logs if e["event"] == "state.corrupt"]
