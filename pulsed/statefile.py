@@ -199,8 +199,8 @@ def check_state_dir(path: str | os.PathLike[str]) -> str | None:
     Creates the directory (mode 0700) if it is missing, and proves it is
     writable by creating and removing a file in it: only a real write meets
     every reason one can fail (a read-only mount, an immutable flag, a
-    sandbox), where ``os.access`` says yes to root. Meant for start-up,
-    before the first kernel write.
+    sandbox), where ``os.access`` says yes to root. A directory others may
+    write to is refused. Meant for start-up, before the first kernel write.
     """
     path = Path(path)
     try:
@@ -220,6 +220,13 @@ def check_state_dir(path: str | os.PathLike[str]) -> str | None:
         os.unlink(probe)
     except OSError as exc:
         return f"state directory {path}: cannot remove a file: {_strerror(exc)}"
+    # Whoever can write here can plant an overrides.json that disables every
+    # server at the next start: refuse it, as ssh refuses an open ~/.ssh.
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o022:
+        return (
+            f"state directory {path} is writable by others (mode {mode:04o}); run: chmod 700 {path}"
+        )
     return None
 
 

@@ -280,6 +280,21 @@ def test_a_usable_state_directory_passes(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777])
+def test_a_state_directory_others_can_write_to_is_refused(tmp_path, mode):
+    path = tmp_path / "state"
+    path.mkdir()
+    path.chmod(mode)
+    assert check_state_dir(path) == (
+        f"state directory {path} is writable by others (mode {mode:04o}); run: chmod 700 {path}"
+    )
+
+
+def test_a_state_directory_others_can_read_is_accepted(tmp_path):
+    (tmp_path / "state").mkdir(mode=0o755)
+    assert check_state_dir(tmp_path / "state") is None
+
+
 def test_a_file_in_place_of_the_state_directory_is_refused(tmp_path):
     (tmp_path / "state").write_text("")
     assert check_state_dir(tmp_path / "state") == (
