@@ -69,9 +69,10 @@ def load_json_state(
 ) -> T | None:
     """The decoded content of ``path``; None if it is missing or unusable.
 
-    ``decode`` turns the bytes into a value or raises ValueError/TypeError
-    (msgspec's errors are ValueErrors) or RecursionError naming the problem. An unusable file
-    is moved aside and logged at error in one line; nothing is raised.
+    ``decode`` turns the bytes into a value, or raises ValueError or
+    TypeError (msgspec's errors are ValueErrors) naming the problem. An
+    unusable file is moved aside and logged at error in one line; nothing
+    is raised.
     """
     path = Path(path)
     try:
@@ -110,7 +111,7 @@ def _reject(path: Path, what: str, problem: str) -> None:
             problem=problem,
             moved_to=None,
             move_error=_strerror(exc),
-            action="starting with empty state; the file will be replaced at the next write",
+            action="starting with empty state",
         )
         return None
     log.error(
