@@ -380,7 +380,7 @@ def _in_fresh_dir(content: bytes) -> tuple[dict, bool]:
         return store.all(), used
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(JSON)
 def test_any_json_value_either_loads_within_range_or_is_moved_aside(value):
     _in_fresh_dir(json.dumps(value).encode())
@@ -398,7 +398,7 @@ def test_any_bytes_either_load_within_range_or_are_moved_aside(content):
     _in_fresh_dir(content)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)  # each example writes and fsyncs
 @given(st.dictionaries(VALID_REAL_KEYS, VALID_OVERRIDES, max_size=8))
 def test_what_the_store_writes_it_reads_back(overrides):
     with tempfile.TemporaryDirectory() as tmp:

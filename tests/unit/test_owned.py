@@ -221,7 +221,7 @@ def _in_fresh_dir(content: bytes) -> None:
         event("used" if used else "moved aside")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(JSON)
 def test_any_json_value_either_loads_or_is_moved_aside(value):
     _in_fresh_dir(json.dumps(value).encode())
@@ -239,7 +239,7 @@ def test_any_bytes_either_load_or_are_moved_aside(content):
     _in_fresh_dir(content)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)  # each example writes and fsyncs
 @given(st.sets(SERVICE_KEYS, max_size=8))
 def test_what_is_saved_is_read_back(services):
     with tempfile.TemporaryDirectory() as tmp:
