@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
-import os
 import signal
 import socket
 import time
@@ -29,7 +27,9 @@ from pulsed.desired import Wanted, WantedMemo, wanted_table
 from pulsed.ipvs.base import Backend
 from pulsed.model import DestKey, OpKind, ServiceKey, Table
 from pulsed.overrides import Mode, OverrideStore, RealKey
+from pulsed.owned import OwnedServices
 from pulsed.reconcile import PassResult, Reconciler, diff
+from pulsed.statefile import check_state_dir
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +98,7 @@ class Daemon:
         self.reload_status = ReloadStatus(generation=1, last_time=time.time())
         self.overrides = OverrideStore(config.daemon.state_dir)
         self.overrides.load()
-        self._owned_path = Path(config.daemon.state_dir) / "owned-services.json"
+        self._owned_store = OwnedServices(config.daemon.state_dir)
         self._owned: set[ServiceKey] = self._load_owned() | {s.key for s in config.service}
         self.wanted: Wanted = Wanted(Table())
         self._wanted_memo = WantedMemo()
@@ -220,15 +220,8 @@ class Daemon:
     def _preflight(self) -> None:
         """Every start-up check that can fail, before the first kernel write:
         a failed start leaves the kernel table as it found it."""
-        state_dir = Path(self.config.daemon.state_dir)
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StartupError(
-                f"daemon.state_dir {state_dir}: cannot create: {exc.strerror}"
-            ) from None
-        if not state_dir.is_dir() or not os.access(state_dir, os.W_OK | os.X_OK):
-            raise StartupError(f"daemon.state_dir {state_dir}: not a writable directory")
+        if problem := check_state_dir(self.config.daemon.state_dir):
+            raise StartupError(f"daemon.state_dir: {problem}")
         try:
             self._vrrp_prepared = _prepare_vrrp(self.config)
         except ReloadRefused as exc:
@@ -455,24 +448,12 @@ class Daemon:
         return line
 
     def _load_owned(self) -> set[ServiceKey]:
-        from pulsed.overrides import parse_service_key
-
-        try:
-            raw = json.loads(self._owned_path.read_text(encoding="utf-8"))
-            return {parse_service_key(k) for k in raw.get("services", [])}
-        except (OSError, ValueError, TypeError):
-            return set()
+        return self._owned_store.load()
 
     def _persist_owned(self) -> None:
         # Remembered across restarts so a service dropped from the config
         # while pulsed was down is still cleaned up, and a foreign one never is.
-        try:
-            self._owned_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._owned_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"services": sorted(str(k) for k in self._owned)}))
-            tmp.replace(self._owned_path)
-        except OSError as exc:
-            log.warning("daemon.state_dir_unwritable", path=str(self._owned_path), error=str(exc))
+        self._owned_store.save(self._owned)
 
 
 def _prepare_vrrp(config: Config) -> object | None:

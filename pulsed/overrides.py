@@ -2,30 +2,31 @@
 
 Overrides are runtime state, not config: they are keyed by the real server's
 stable identity and survive reloads and restarts. The file is replaced
-atomically (write, fsync, rename) so a crash never leaves half a file.
+atomically (write, fsync, rename) so a crash never leaves half a file, and is
+checked field by field on load (modes, weights in the kernel's range, keys):
+a damaged or hand-broken file is moved aside and pulsed starts without
+overrides (see pulsed.statefile).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-import structlog
+import msgspec
 
 from pulsed.addresses import join_host_port, split_host_port
 from pulsed.model import AF_INET6, DestKey, ServiceKey
-
-log = structlog.get_logger(__name__)
+from pulsed.statefile import StateProblem, check_version, load_json_state, write_atomic
 
 Mode = Literal["enabled", "drain", "disable"]
 MODES: tuple[Mode, ...] = ("enabled", "drain", "disable")
 RealKey = tuple[ServiceKey, DestKey]
+MAX_WEIGHT = 65535  # the kernel's range, as config.Weight
+MAX_FWMARK = 2**32 - 1  # as config.Fwmark
+FILE_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ def parse_real_key(text: str) -> RealKey:
     service_text, sep, dest_text = text.rpartition("/")
     if not sep:
         raise ValueError(f"{text!r}: expected SERVICE/REAL, e.g. tcp:192.0.2.1:80/10.0.0.2:80")
-    address, port = split_host_port(dest_text)
+    address, port = split_host_port(_unscoped(dest_text))
     return parse_service_key(service_text), DestKey(address, port)
 
 
@@ -67,14 +68,25 @@ def parse_service_key(text: str) -> ServiceKey:
     if not sep:
         raise ValueError(f"{text!r}: expected PROTO:VIP:PORT or fwmark:N")
     if protocol == "fwmark":
-        mark, _, fam = rest.partition("/")
-        if not mark.isdigit():
+        mark, sep, fam = rest.partition("/")
+        if not (mark.isascii() and mark.isdigit()):
             raise ValueError(f"{text!r}: fwmark must be a number")
+        if not 1 <= int(mark) <= MAX_FWMARK:
+            raise ValueError(f"{text!r}: fwmark must be between 1 and {MAX_FWMARK}")
+        if sep and fam != "ipv6":
+            raise ValueError(f"{text!r}: expected fwmark:N or fwmark:N/ipv6")
         return ServiceKey.for_fwmark(int(mark), AF_INET6 if fam == "ipv6" else 2)
     if protocol not in ("tcp", "udp", "sctp"):
         raise ValueError(f"{text!r}: protocol must be tcp, udp, sctp or fwmark")
-    address, port = split_host_port(rest)
+    address, port = split_host_port(_unscoped(rest))
     return ServiceKey.for_address(protocol, address, port)
+
+
+def _unscoped(text: str) -> str:
+    # ipaddress takes "fe80::1%eth0", the kernel's IPVS table has no scope.
+    if "%" in text:
+        raise ValueError(f"{text!r}: an address with a scope (%) cannot be in the IPVS table")
+    return text
 
 
 class OverrideStore:
@@ -85,21 +97,8 @@ class OverrideStore:
         self._overrides: dict[RealKey, Override] = {}
 
     def load(self) -> None:
-        """Read the file if present. A damaged file is logged and kept aside."""
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            loaded = {parse_real_key(k): Override(**v) for k, v in raw.get("overrides", {}).items()}
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, TypeError) as exc:
-            aside = self.path.with_suffix(f".damaged.{int(time.time())}")
-            log.error(
-                "overrides.unreadable", path=str(self.path), error=str(exc), moved_to=str(aside)
-            )
-            with contextlib.suppress(OSError):
-                self.path.rename(aside)
-            return
-        self._overrides = loaded
+        """Read the file if present. A damaged file is moved aside, logged, and not used."""
+        self._overrides = load_json_state(self.path, decode_overrides, what="overrides file") or {}
 
     def all(self) -> dict[RealKey, Override]:
         return dict(self._overrides)
@@ -108,9 +107,16 @@ class OverrideStore:
         return self._overrides.get(key, Override())
 
     def set_mode(self, key: RealKey, mode: Mode) -> Override:
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         return self._put(key, replace(self.get(key), mode=mode, updated_at=time.time()))
 
     def set_weight(self, key: RealKey, weight: int | None) -> Override:
+        # The API checks this too; here it guards the file and the kernel.
+        if weight is not None and (
+            isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT
+        ):
+            raise ValueError(f"weight {weight!r} is not an integer between 0 and {MAX_WEIGHT}")
         return self._put(key, replace(self.get(key), weight=weight, updated_at=time.time()))
 
     def _put(self, key: RealKey, override: Override) -> Override:
@@ -124,23 +130,57 @@ class OverrideStore:
         return override
 
     def _write(self, overrides: dict[RealKey, Override]) -> None:
-        payload = {
-            "version": 1,
-            "overrides": {real_key_text(k): asdict(v) for k, v in sorted(overrides.items())},
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".overrides.")
+        write_atomic(self.path, encode_overrides(overrides))
+
+
+# The file, as msgspec checks it. Every field is typed and ranged: a weight the
+# kernel would refuse with ERANGE never gets past here.
+Weight = Annotated[int, msgspec.Meta(ge=0, le=MAX_WEIGHT)]
+UpdatedAt = Annotated[float, msgspec.Meta(ge=0, le=2.0**53)]  # finite, not before 1970
+
+
+class _OverrideEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    mode: Mode = "enabled"
+    weight: Weight | None = None
+    updated_at: UpdatedAt = 0.0
+
+
+class _OverridesFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    version: int
+    # Each entry is decoded on its own, so an error names the entry's key.
+    overrides: dict[str, msgspec.Raw]
+
+
+def decode_overrides(data: bytes) -> dict[RealKey, Override]:
+    """The overrides in an ``overrides.json``; StateProblem or msgspec's error if invalid."""
+    check_version(data, FILE_VERSION)
+    doc = msgspec.json.decode(data, type=_OverridesFile)
+    loaded: dict[RealKey, Override] = {}
+    for text, raw in doc.overrides.items():
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(payload, f, indent=2, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            key = parse_real_key(text)
+            entry = msgspec.json.decode(raw, type=_OverrideEntry)
+        except ValueError as exc:  # msgspec's errors are ValueErrors
+            raise StateProblem(f"overrides[{text!r}]: {exc}") from None
+        if key in loaded:
+            raise StateProblem(f"overrides[{text!r}]: the same real server as another entry")
+        override = Override(entry.mode, entry.weight, entry.updated_at)
+        if not override.is_default:
+            loaded[key] = override
+    return loaded
+
+
+def encode_overrides(overrides: dict[RealKey, Override]) -> bytes:
+    doc = _OverridesFile(
+        version=FILE_VERSION,
+        overrides={
+            real_key_text(k): msgspec.Raw(
+                msgspec.json.encode(
+                    _OverrideEntry(mode=v.mode, weight=v.weight, updated_at=v.updated_at)
+                )
+            )
+            for k, v in sorted(overrides.items())
+        },
+    )
+    # Indented: operators read this file, and sometimes edit it.
+    return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
