@@ -85,6 +85,12 @@ class ApiConfig(_Section):
     listen: str = "127.0.0.1:9480"
     token_file: str = "/etc/pulsed/api-token"
     status_refresh: Duration = Duration(2.0)
+    # Budgets: a flood on the API must not take the probes' descriptors, and a
+    # slow client must not hold a connection (see pulsed/api_guard.py).
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 256
+    header_timeout: Duration = Duration(10.0)
+    body_timeout: Duration = Duration(10.0)
+    response_timeout: Duration = Duration(60.0)
 
 
 class RealConfig(_Section):

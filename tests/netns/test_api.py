@@ -20,6 +20,7 @@ def env(tmp_path, servers):
     up, down = servers
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     state = tmp_path / "state"
     port = free_port()
 
