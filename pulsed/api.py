@@ -58,6 +58,7 @@ MAX_QUOTED = 200
 # Next to this file (package data); not importlib.resources, which costs
 # zipfile and its readers at start for a path that is always on disk.
 STATIC_DIR = Path(__file__).resolve().with_name("static")
+STATIC_FILES = frozenset(("app.js", "style.css", "index.html"))
 
 
 class ApiError(Exception):
@@ -100,9 +101,12 @@ async def json_errors(request: web.Request, handler):
         async with asyncio.timeout(limit) as deadline:
             response = await _answer(request, handler)
             # Sent here, not by aiohttp after the middleware, so the deadline
-            # covers a client that does not read.
-            await response.prepare(request)
-            await response.write_eof()
+            # covers a client that does not read. Not a FileResponse (the
+            # page's few small files): its prepare() cannot be called twice,
+            # and aiohttp calls it again; the head deadline covers those.
+            if not isinstance(response, web.FileResponse):
+                await response.prepare(request)
+                await response.write_eof()
     except ConnectionError:  # the client went away; aiohttp drops the connection
         pass
     except TimeoutError:
@@ -207,6 +211,17 @@ async def _stream(
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def static_file(request: web.Request) -> web.FileResponse:
+    """One of the page's files, by exact name; anything else is a JSON 404.
+
+    Not aiohttp's static route: it answers a missing file with an empty
+    body, and its path handling is more than a page of three files needs."""
+    name = request.match_info["name"]
+    if name not in STATIC_FILES:
+        raise ApiError(404, f"no such file: /static/{quoted(name)}")
+    return web.FileResponse(STATIC_DIR / name)
 
 
 # Admin -------------------------------------------------------------------------
@@ -384,7 +399,7 @@ def make_app(daemon: Any, renderer: MetricsRenderer | None = None) -> web.Applic
     app[RENDERER] = renderer
     app[TOKENS] = TokenReader()
     app.router.add_get("/", index)
-    app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    app.router.add_get("/static/{name}", static_file)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
@@ -433,9 +448,8 @@ async def serve_api(
     api = daemon.config.api
     handler_args = {
         "access_log": None,
-        # Backstop for the guard's head deadline: aiohttp also closes a
-        # connection left idle this long.
-        "keepalive_timeout": float(api.header_timeout),
+        # A backstop only: the guard's head deadline acts first (pulsed.api_guard).
+        "keepalive_timeout": 2 * float(api.header_timeout),
         # A body the handler did not read is drained for at most this long.
         "lingering_time": float(api.body_timeout),
         "max_line_size": MAX_LINE,
