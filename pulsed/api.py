@@ -113,16 +113,28 @@ async def json_errors(request: web.Request, handler):
         if not deadline.expired():
             raise
         log.warning("api.response_timeout", path=quoted(request.path), seconds=limit)
-        if response is not None and response.prepared:
-            if request.transport is not None:  # cut off: never end it as if whole
-                request.transport.abort()
-        else:
-            response = error_response(503, f"no answer within {limit:g}s (api.response_timeout)")
-            response.force_close()
+        # A streamed answer starts inside the handler (see _mark_started).
+        if request.get(STARTED) and request.transport is not None:
+            request.transport.abort()  # cut off: never end it as if whole
+        response = error_response(503, f"no answer within {limit:g}s (api.response_timeout)")
+        response.force_close()  # (not sent when the connection was cut off)
     finally:
         request_done(connection)
     assert response is not None
     return response
+
+
+# web.RequestKey is aiohttp 3.13+; a plain key works (with a warning) before it.
+STARTED: Any = (
+    web.RequestKey("response_started", bool)
+    if hasattr(web, "RequestKey")
+    else "pulsed.response_started"
+)
+
+
+async def _mark_started(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: from here on, an error cannot be sent on this request."""
+    request[STARTED] = True
 
 
 async def _answer(request: web.Request, handler) -> web.StreamResponse:
@@ -242,7 +254,7 @@ async def authorize(request: web.Request) -> None:
     try:
         expected = await request.app[TOKENS].token(daemon.config.api.token_file)
     except TokenUnavailable as exc:
-        raise ApiError(503, f"admin calls are off, cannot read the token: {exc}") from None
+        raise ApiError(503, f"admin calls are off: {exc}") from None
     # Header values are bytes: aiohttp decodes them as UTF-8 with surrogate
     # escapes, so this gives back exactly the bytes the client sent.
     sent = given.strip().encode("utf-8", "surrogateescape")
@@ -391,6 +403,7 @@ async def _persist(action) -> None:
 
 def make_app(daemon: Any, renderer: MetricsRenderer | None = None) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    app.on_response_prepare.append(_mark_started)
     if renderer is None:
         recorder = ActivityRecorder()
         attach_recorder(daemon, recorder)

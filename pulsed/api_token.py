@@ -44,8 +44,9 @@ class TokenReader:
             self._report(str(exc))
             raise
         if not token:
-            self._report(f"API token file {path} is empty")
-            raise TokenUnavailable(f"API token file {path} is empty")
+            problem = f"the token file {path} is empty"
+            self._report(problem)
+            raise TokenUnavailable(problem)
         if self._reported is not None:
             log.info("api.token_readable", file=path)
             self._reported = None
@@ -60,7 +61,8 @@ class TokenReader:
                 # Join the read in flight (it may just be slow).
                 return await self._wait(reading, path)
             raise TokenUnavailable(
-                f"a read of {self._reading_path} has not returned; the file system may be hung"
+                f"cannot read the token: a read of {self._reading_path} has not returned;"
+                " the file system may be hung"
             )
         reading = asyncio.ensure_future(
             asyncio.to_thread(read_file, path, what="API token file", secret=True)
@@ -76,10 +78,11 @@ class TokenReader:
                 data = await asyncio.shield(reading)
         except TimeoutError:
             raise TokenUnavailable(
-                f"API token file {path} could not be read in {self.timeout:g}s"
+                f"cannot read the token: API token file {path} could not be read"
+                f" in {self.timeout:g}s"
             ) from None
         except FileProblem as exc:
-            raise TokenUnavailable(str(exc)) from None
+            raise TokenUnavailable(f"cannot read the token: {exc}") from None
         return data.strip()
 
     def _report(self, problem: str) -> None:

@@ -11,6 +11,7 @@ a read that hangs), and the bind step's one-line errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import pulsed.api_token
@@ -25,7 +27,9 @@ from pulsed.api import bind_api, serve_api
 from pulsed.api_guard import BindError
 from pulsed.config import load_config
 from pulsed.daemon import Daemon
+from pulsed.durations import Duration
 from pulsed.ipvs.memory import MemoryBackend
+from tests.unit.pop_snapshot import snapshot
 
 TOKEN = b"unit-test-token-0123"
 REAL = "/api/v1/reals/web/127.0.0.1:8080"
@@ -394,3 +398,48 @@ async def test_a_hung_token_read_fails_calls_while_healthz_answers(tmp_path, mon
         assert len(reads) == 1
         release.set()
         assert (await exchange(port, request("POST", REAL + "/drain", token=TOKEN)))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [("", "api.token_file is not set"), ("empty", "is empty")],
+)
+async def test_unset_or_empty_token_turns_admin_off(tmp_path, setting, words):
+    daemon = make_daemon(tmp_path)
+    path = ""
+    if setting == "empty":
+        path = str(tmp_path / "empty-token")
+        Path(path).touch(mode=0o600)
+    api = msgspec.structs.replace(daemon.config.api, token_file=path)
+    daemon.config = msgspec.structs.replace(daemon.config, api=api)
+    async with serving(daemon) as server:
+        status, doc = await exchange(port_of(server), request("POST", REAL + "/drain", token=TOKEN))
+    assert status == 503 and doc["error"].startswith("admin calls are off: ")
+    assert words in doc["error"]
+
+
+async def test_a_client_that_stops_reading_is_cut_off(tmp_path, capsys):
+    daemon = snapshot(tmp_path, services=100, reals=50)  # /metrics of several MB
+    api = msgspec.structs.replace(daemon.config.api, response_timeout=Duration(0.5))
+    daemon.config = msgspec.structs.replace(daemon.config, api=api)
+    bound = await bind_api(f"127.0.0.1:{free_port()}")
+    server = await serve_api(daemon, bound)
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port_of(server)))
+        sock.send(request("GET", "/metrics"))
+        # Not reading: the daemon's writes stall until the deadline drops the connection.
+        while server.guard.open:
+            await asyncio.sleep(0.05)
+        got = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await asyncio.get_running_loop().sock_recv(sock, 1 << 20):
+                got += chunk
+        sock.close()
+        assert got.startswith(b"HTTP/1.1 200") and not got.endswith(b"\r\n0\r\n\r\n")
+    finally:
+        await server.cleanup()
+    events = log_events(capsys)
+    assert any(e["event"] == "api.response_timeout" for e in events)
