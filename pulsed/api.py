@@ -108,7 +108,9 @@ async def json_errors(request: web.Request, handler):
                 await response.prepare(request)
                 await response.write_eof()
     except ConnectionError:  # the client went away; aiohttp drops the connection
-        pass
+        if response is None:
+            response = error_response(400, "the client closed the connection")
+            response.force_close()
     except TimeoutError:
         if not deadline.expired():
             raise
@@ -151,10 +153,12 @@ async def _answer(request: web.Request, handler) -> web.StreamResponse:
         path = quoted(request.path)
         message = {
             404: f"no such endpoint: {request.method} {path}",
-            405: f"method {request.method} not allowed on {path}",
+            405: f"method {quoted(request.method)} not allowed on {path}",
         }.get(exc.status, exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, message, headers)
+    except ConnectionError:
+        raise  # the client went away mid-request: not an error of ours (see json_errors)
     except (UnicodeError, RecursionError) as exc:
         # Bytes that are not text, or input nested deeper than Python recurses:
         # the request is malformed, whatever part of the code met it first.

@@ -443,3 +443,24 @@ async def test_a_client_that_stops_reading_is_cut_off(tmp_path, capsys):
         await server.cleanup()
     events = log_events(capsys)
     assert any(e["event"] == "api.response_timeout" for e in events)
+
+
+async def test_a_client_leaving_mid_body_is_not_an_error(tmp_path, capsys):
+    daemon = make_daemon(tmp_path)
+    async with serving(daemon) as server:
+        port = port_of(server)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"PUT {REAL}/weight HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ".encode()
+            + TOKEN
+            + b'\r\nContent-Length: 50\r\n\r\n{"weight":'
+        )
+        await writer.drain()
+        while not server.guard.open or server.guard._waiting:  # the handler reads the body
+            await asyncio.sleep(0.01)
+        writer.close()
+        while server.guard.open:
+            await asyncio.sleep(0.01)
+        assert (await exchange(port, request("GET", "/healthz")))[0] == 200
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and '"api.error"' not in err, err
