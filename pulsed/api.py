@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -501,9 +502,14 @@ async def serve_api(
     return ApiServer(runner, bound.url, guard)
 
 
-async def start_api(daemon: Any) -> ApiServer:
-    """Bind and serve in one go (``bind_api`` then ``serve_api``)."""
-    return await serve_api(daemon, await bind_api(daemon.config.api.listen))
+async def start_api(
+    daemon: Any, sock: socket.socket | None = None, *, max_connections: int | None = None
+) -> ApiServer:
+    """Serve the API: on ``sock`` when the daemon bound it already (before its
+    first kernel write), else bind ``api.listen`` now (``bind_api`` then ``serve_api``)."""
+    listen = daemon.config.api.listen
+    bound = BoundSocket(sock, listen) if sock is not None else await bind_api(listen)
+    return await serve_api(daemon, bound, max_connections=max_connections)
 
 
 __all__ = ["ApiServer", "BindError", "bind_api", "make_app", "serve_api", "start_api"]

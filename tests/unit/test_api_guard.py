@@ -23,7 +23,7 @@ import msgspec
 import pytest
 
 import pulsed.api_token
-from pulsed.api import bind_api, serve_api
+from pulsed.api import bind_api, serve_api, start_api
 from pulsed.api_guard import BindError
 from pulsed.config import load_config
 from pulsed.daemon import Daemon
@@ -181,6 +181,20 @@ async def test_bound_before_serving_then_answers(tmp_path):
         assert status == 200
     finally:
         writer.close()
+        await server.cleanup()
+
+
+async def test_start_api_serves_a_socket_the_daemon_bound(tmp_path):
+    daemon = make_daemon(tmp_path)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    sock.setblocking(False)
+    server = await start_api(daemon, sock=sock, max_connections=8)
+    try:
+        assert server.url == f"http://127.0.0.1:{sock.getsockname()[1]}"
+        assert (await exchange(port_of(server), request("GET", "/healthz")))[0] == 200
+    finally:
         await server.cleanup()
 
 
@@ -449,7 +463,7 @@ async def test_a_client_leaving_mid_body_is_not_an_error(tmp_path, capsys):
     daemon = make_daemon(tmp_path)
     async with serving(daemon) as server:
         port = port_of(server)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
             f"PUT {REAL}/weight HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ".encode()
             + TOKEN
