@@ -20,7 +20,7 @@ def env(tmp_path, servers):
     up, down = servers
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
+    token_file.chmod(0o600)  # a secret: owner only, or the config is refused
     state = tmp_path / "state"
     port = free_port()
 
@@ -342,6 +342,7 @@ def test_cli_errors_are_one_line(env, servers, tmp_path):
     real = f"web/127.0.0.1:{servers[0].port}"
     bad_token = tmp_path / "bad-token"
     bad_token.write_text("nope\n")
+    bad_token.chmod(0o600)  # a secret: owner only, or the config is refused
     out = cli("drain", real, "-c", str(env.config_path), "--token-file", str(bad_token))
     assert out.returncode == 1 and out.stderr.strip() == "pulsed: 403: wrong token"
     out = cli("drain", "web/127.0.0.1:1", "-c", str(env.config_path))

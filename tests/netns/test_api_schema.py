@@ -26,7 +26,7 @@ def daemon(tmp_path_factory):
     up, down = LoopbackServer(up=True), LoopbackServer(up=False)
     token_file = tmp / "token"
     token_file.write_text(TOKEN)
-    token_file.chmod(0o600)
+    token_file.chmod(0o600)  # a secret: owner only, or the config is refused
     config = config_text(tmp / "state", free_port(), token_file, [up.port, down.port])
     process = Pulsed(tmp, config).start()
     try:

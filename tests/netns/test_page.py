@@ -157,7 +157,7 @@ def cell(port: int, name: str) -> str:
 def daemon(tmp_path, servers):
     token = tmp_path / "token"
     token.write_text(TOKEN)
-    token.chmod(0o600)
+    token.chmod(0o600)  # a secret: owner only, or the config is refused
     ports = [s.port for s in servers]
     process = Pulsed(
         tmp_path, config_text(tmp_path / "state", free_port(), token, ports, extra_service=True)
