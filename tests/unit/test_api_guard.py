@@ -362,9 +362,11 @@ async def test_hostile_bodies_get_a_400(tmp_path, capsys, body, words):
 
 
 async def test_fifo_token_file_fails_the_call_not_the_loop(tmp_path):
-    fifo = tmp_path / "token"
-    os.mkfifo(fifo, 0o600)
     daemon = make_daemon(tmp_path)
+    # Replaced after the config was checked (check-config refuses a FIFO too).
+    fifo = tmp_path / "token"
+    fifo.unlink()
+    os.mkfifo(fifo, 0o600)
     async with serving(daemon) as server:
         port = port_of(server)
         status, doc = await exchange(port, request("POST", REAL + "/drain", token=TOKEN))
