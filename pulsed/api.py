@@ -83,8 +83,12 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 def quoted(text: str) -> str:
-    """Client input, shortened, for an error message."""
-    return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + "..."
+    """Client input for an error message: shortened, on one line (a path may
+    carry %0A), control characters and undecodable bytes escaped."""
+    short = text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + "..."
+    if short.isprintable():
+        return short
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in short)
 
 
 @web.middleware
