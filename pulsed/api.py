@@ -446,6 +446,7 @@ class ApiServer:
 
     async def cleanup(self) -> None:
         await self.runner.cleanup()
+        self.guard.close()
 
 
 async def bind_api(listen: str) -> BoundSocket:

@@ -151,6 +151,7 @@ class ConnectionGuard:
         self.timed_out = 0
         self._logged = (0, 0, 0)
         self._log_at = 0.0
+        self._log_later: asyncio.TimerHandle | None = None
 
     @property
     def open(self) -> int:
@@ -207,7 +208,14 @@ class ConnectionGuard:
     def _log_summary(self) -> None:
         now = time.monotonic()
         counts = (self.refused, self.evicted, self.timed_out)
-        if now < self._log_at or counts == self._logged:
+        if counts == self._logged:
+            return
+        if now < self._log_at:
+            # Throttled: the totals are logged once the interval ends.
+            if self._log_later is None:
+                self._log_later = asyncio.get_running_loop().call_later(
+                    self._log_at - now, self._log_deferred
+                )
             return
         self._log_at = now + LOG_EVERY
         self._logged = counts
@@ -219,6 +227,15 @@ class ConnectionGuard:
             open=self._open,
             limit=self._budget().max_connections,
         )
+
+    def _log_deferred(self) -> None:
+        self._log_later = None
+        self._log_summary()
+
+    def close(self) -> None:
+        if self._log_later is not None:
+            self._log_later.cancel()
+            self._log_later = None
 
 
 class GuardedHandler(web.RequestHandler):

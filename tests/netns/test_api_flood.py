@@ -155,6 +155,14 @@ def test_an_idle_flood_of_1100_connections_moves_no_server(start_daemon, servers
         for s in flood:
             s.close()
     assert_no_blame(daemon, since)
+    # The daemon says what it shed (a summary at most every 10 s).
+    deadline = time.monotonic() + 60
+    while True:
+        shed = [e for e in log_events(daemon, since) if e.get("event") == "api.connections_shed"]
+        if shed and shed[-1]["evicted_idle"] + shed[-1]["refused"] >= FLOOD - 256:
+            break
+        assert time.monotonic() < deadline, shed
+        time.sleep(0.5)
 
 
 async def _slowloris(port: int, count: int) -> int:
