@@ -464,9 +464,10 @@ async def serve_api(
 ) -> ApiServer:
     """Step 2: serve the API on the socket from ``bind_api``.
 
-    ``max_connections`` overrides ``api.max_connections`` (for a limit derived
-    from the descriptor budget); the other limits are read from the running
-    config for each new connection and request, so a reload applies them.
+    ``max_connections`` caps ``api.max_connections`` (the descriptors left
+    after the probes' reserve: ``pulsed.limits.api_connection_budget``); the
+    limits are read from the running config for each new connection and
+    request, so a reload applies them.
     """
     api = daemon.config.api
     handler_args = {
@@ -489,10 +490,11 @@ async def serve_api(
 
     def budget() -> Budget:
         current = daemon.config.api
-        return Budget(
-            max_connections=max_connections or current.max_connections,
-            header_timeout=float(current.header_timeout),
-        )
+        limit = current.max_connections
+        if max_connections is not None:
+            # At least one: /healthz must stay reachable even with no descriptors to spare.
+            limit = max(1, min(limit, max_connections))
+        return Budget(max_connections=limit, header_timeout=float(current.header_timeout))
 
     guard = ConnectionGuard(budget, lambda: GuardedHandler(server, loop=loop, **handler_args))
     site = GuardedSite(runner, bound, guard)
