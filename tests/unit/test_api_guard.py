@@ -193,6 +193,7 @@ async def test_start_api_serves_a_socket_the_daemon_bound(tmp_path):
     server = await start_api(daemon, sock=sock, max_connections=8)
     try:
         assert server.url == f"http://127.0.0.1:{sock.getsockname()[1]}"
+        assert server.guard._budget().max_connections == 8  # the cap under api.max_connections
         assert (await exchange(port_of(server), request("GET", "/healthz")))[0] == 200
     finally:
         await server.cleanup()
