@@ -14,7 +14,9 @@ the service's). The schema is docs/openapi.yaml.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -25,6 +27,21 @@ import structlog
 
 from pulsed.addresses import split_host_port
 from pulsed.aioweb import web
+from pulsed.api_guard import (
+    MAX_FIELD,
+    MAX_HEADERS,
+    MAX_LINE,
+    BindError,
+    BoundSocket,
+    Budget,
+    ConnectionGuard,
+    GuardedHandler,
+    GuardedSite,
+    bind_listen,
+    request_done,
+    request_started,
+)
+from pulsed.api_token import TokenReader, TokenUnavailable
 from pulsed.metrics import CONTENT_TYPE, ActivityRecorder, MetricsRenderer, attach_recorder
 from pulsed.model import DestKey
 from pulsed.overrides import MODES, RealKey, parse_service_key, real_key_text
@@ -36,41 +53,127 @@ MAX_BODY = 4096  # admin bodies are tiny JSON objects
 MAX_WEIGHT = 65535
 DAEMON = web.AppKey("daemon", Any)
 RENDERER = web.AppKey("renderer", MetricsRenderer)
+TOKENS = web.AppKey("tokens", TokenReader)
+# Longest piece of client input quoted back in an error message.
+MAX_QUOTED = 200
 # Next to this file (package data); not importlib.resources, which costs
 # zipfile and its readers at start for a path that is always on disk.
 STATIC_DIR = Path(__file__).resolve().with_name("static")
+STATIC_FILES = frozenset(("app.js", "style.css", "index.html"))
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        close: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.close = close  # drop the connection after the answer (its input is unusable)
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None):
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def quoted(text: str) -> str:
+    """Client input for an error message: shortened, on one line (a path may
+    carry %0A), control characters and undecodable bytes escaped."""
+    short = text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + "..."
+    if short.isprintable():
+        return short
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in short)
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler):
-    """Every failure becomes a JSON error with a one-line message, never a traceback."""
+    """Every failure becomes a JSON error with a one-line message, never a traceback.
+
+    It also holds the per-request budgets: the whole answer (handler and
+    sending) within ``api.response_timeout``, and the connection marked
+    busy for the head deadline (pulsed.api_guard) until the answer is sent.
+    """
+    connection = request_started(request)
+    limit = request.app[DAEMON].config.api.response_timeout
+    response: web.StreamResponse | None = None
+    try:
+        async with asyncio.timeout(limit) as deadline:
+            response = await _answer(request, handler)
+            # Sent here, not by aiohttp after the middleware, so the deadline
+            # covers a client that does not read. Not a FileResponse (the
+            # page's few small files): its prepare() cannot be called twice,
+            # and aiohttp calls it again; the head deadline covers those.
+            if not isinstance(response, web.FileResponse):
+                await response.prepare(request)
+                await response.write_eof()
+    except ConnectionError:  # the client went away; aiohttp drops the connection
+        if response is None:
+            response = error_response(400, "the client closed the connection")
+            response.force_close()
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        log.warning("api.response_timeout", path=quoted(request.path), seconds=limit)
+        # A streamed answer starts inside the handler (see _mark_started).
+        if request.get(STARTED) and request.transport is not None:
+            request.transport.abort()  # cut off: never end it as if whole
+        response = error_response(503, f"no answer within {limit:g}s (api.response_timeout)")
+        response.force_close()  # (not sent when the connection was cut off)
+    finally:
+        request_done(connection)
+    assert response is not None
+    return response
+
+
+# web.RequestKey is aiohttp 3.13+; a plain key works (with a warning) before it.
+STARTED: Any = (
+    web.RequestKey("response_started", bool)
+    if hasattr(web, "RequestKey")
+    else "pulsed.response_started"
+)
+
+
+async def _mark_started(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: from here on, an error cannot be sent on this request."""
+    request[STARTED] = True
+
+
+async def _answer(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.message, exc.headers)
+        response = error_response(exc.status, exc.message, exc.headers)
+        if exc.close:
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        path = quoted(request.path)
         message = {
-            404: f"no such endpoint: {request.method} {request.path}",
-            405: f"method {request.method} not allowed on {request.path}",
+            404: f"no such endpoint: {request.method} {path}",
+            405: f"method {quoted(request.method)} not allowed on {path}",
         }.get(exc.status, exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, message, headers)
+    except ConnectionError:
+        raise  # the client went away mid-request: not an error of ours (see json_errors)
+    except (UnicodeError, RecursionError) as exc:
+        # Bytes that are not text, or input nested deeper than Python recurses:
+        # the request is malformed, whatever part of the code met it first.
+        log.warning("api.bad_input", path=quoted(request.path), error=type(exc).__name__)
+        what = "nested too deeply" if isinstance(exc, RecursionError) else "not valid text"
+        response = error_response(400, f"malformed request: {what}")
+        response.force_close()
+        return response
     except Exception as exc:
-        log.exception("api.error", path=request.path, method=request.method)
+        log.exception("api.error", path=quoted(request.path), method=request.method)
         return error_response(500, f"internal error: {type(exc).__name__}")
 
 
@@ -131,19 +234,23 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def static_file(request: web.Request) -> web.FileResponse:
+    """One of the page's files, by exact name; anything else is a JSON 404.
+
+    Not aiohttp's static route: it answers a missing file with an empty
+    body, and its path handling is more than a page of three files needs."""
+    name = request.match_info["name"]
+    if name not in STATIC_FILES:
+        raise ApiError(404, f"no such file: /static/{quoted(name)}")
+    return web.FileResponse(STATIC_DIR / name)
+
+
 # Admin -------------------------------------------------------------------------
 
 
-def read_token(path: str) -> bytes | None:
-    try:
-        token = Path(path).read_bytes().strip()
-    except OSError:
-        return None
-    return token or None
-
-
-def authorize(request: web.Request) -> None:
-    """401 without a bearer token, 403 with a wrong one, 503 when none is configured."""
+async def authorize(request: web.Request) -> None:
+    """401 without a bearer token, 403 with a wrong one, 503 when the token file
+    cannot be used (unset, unreadable, open to others, not read in time)."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
@@ -153,10 +260,14 @@ def authorize(request: web.Request) -> None:
             {"WWW-Authenticate": 'Bearer realm="pulsed"'},
         )
     daemon = request.app[DAEMON]
-    expected = read_token(daemon.config.api.token_file)
-    if expected is None:
-        raise ApiError(503, f"admin calls are off: cannot read {daemon.config.api.token_file}")
-    if not hmac.compare_digest(given.strip().encode(), expected):
+    try:
+        expected = await request.app[TOKENS].token(daemon.config.api.token_file)
+    except TokenUnavailable as exc:
+        raise ApiError(503, f"admin calls are off: {exc}") from None
+    # Header values are bytes: aiohttp decodes them as UTF-8 with surrogate
+    # escapes, so this gives back exactly the bytes the client sent.
+    sent = given.strip().encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(sent, expected):
         raise ApiError(403, "wrong token")
 
 
@@ -164,7 +275,9 @@ def resolve_real(daemon: Any, text: str) -> RealKey:
     """``SERVICE/REAL`` -> the key of a configured real server (400 or 404 otherwise)."""
     service_text, sep, real_text = text.rpartition("/")
     if not sep or not service_text or not real_text:
-        raise ApiError(400, f"{text!r}: expected SERVICE/REAL, e.g. tcp:192.0.2.1:80/10.0.0.2:80")
+        raise ApiError(
+            400, f"{quoted(text)!r}: expected SERVICE/REAL, e.g. tcp:192.0.2.1:80/10.0.0.2:80"
+        )
     config = daemon.config
     svc = config.service_named(service_text)
     if svc is None:
@@ -172,18 +285,18 @@ def resolve_real(daemon: Any, text: str) -> RealKey:
             key = parse_service_key(service_text)
         except ValueError as exc:
             if ":" in service_text:
-                raise ApiError(400, str(exc)) from None
-            raise ApiError(404, f"no service named {service_text!r}") from None
+                raise ApiError(400, quoted(str(exc))) from None
+            raise ApiError(404, f"no service named {quoted(service_text)!r}") from None
         svc = next((s for s in config.service if s.key == key), None)
         if svc is None:
             raise ApiError(404, f"no service {key} in the running config")
     try:
         address, port = split_host_port(real_text, svc.port or None)
     except ValueError as exc:
-        raise ApiError(400, f"{real_text!r}: {exc}") from None
+        raise ApiError(400, quoted(f"{real_text!r}: {exc}")) from None
     key = (svc.key, DestKey(address, port))
     if not daemon.known_real(key):
-        raise ApiError(404, f"no real server {real_text} in service {svc.name} ({svc.key})")
+        raise ApiError(404, f"no real server {quoted(real_text)} in service {svc.name} ({svc.key})")
     return key
 
 
@@ -198,11 +311,11 @@ def real_state(daemon: Any, key: RealKey) -> dict[str, Any]:
 
 
 async def set_mode(request: web.Request) -> web.Response:
-    authorize(request)
+    await authorize(request)
     mode = request.match_info["action"]
     mode = "enabled" if mode == "enable" else mode
     if mode not in MODES:
-        raise ApiError(404, f"unknown action {request.match_info['action']!r}")
+        raise ApiError(404, f"unknown action {quoted(request.match_info['action'])!r}")
     daemon = request.app[DAEMON]
     key = resolve_real(daemon, request.match_info["key"])
     await _persist(lambda: daemon.set_mode(key, mode))
@@ -210,7 +323,7 @@ async def set_mode(request: web.Request) -> web.Response:
 
 
 async def put_weight(request: web.Request) -> web.Response:
-    authorize(request)
+    await authorize(request)
     daemon = request.app[DAEMON]
     key = resolve_real(daemon, request.match_info["key"])
     weight = await _weight_from_body(request)
@@ -219,7 +332,7 @@ async def put_weight(request: web.Request) -> web.Response:
 
 
 async def delete_weight(request: web.Request) -> web.Response:
-    authorize(request)
+    await authorize(request)
     daemon = request.app[DAEMON]
     key = resolve_real(daemon, request.match_info["key"])
     await _persist(lambda: daemon.set_weight(key, None))
@@ -238,9 +351,13 @@ async def get_real(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
-    authorize(request)
+    await authorize(request)
     daemon = request.app[DAEMON]
-    ok = await daemon.reload()
+    # Shielded: a client that leaves, or the response deadline, must not cut a
+    # reload in half; it finishes and is reported in /status.
+    reloading = asyncio.ensure_future(daemon.reload())
+    reloading.add_done_callback(lambda f: f.cancelled() or f.exception())
+    ok = await asyncio.shield(reloading)
     r = daemon.reload_status
     body = {"ok": ok, "generation": r.generation, "changed": r.last_changed if ok else False}
     if not ok:
@@ -249,22 +366,36 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def _weight_from_body(request: web.Request) -> int:
+    """The weight in a ``{"weight": N}`` body: at most MAX_BODY bytes, received
+    within ``api.body_timeout``; anything else is a 4xx naming the problem."""
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ApiError(413, f"body larger than {MAX_BODY} bytes")
-    raw = await request.content.read(MAX_BODY + 1)
+        raise ApiError(413, f"body larger than {MAX_BODY} bytes", close=True)
+    limit = request.app[DAEMON].config.api.body_timeout
+    raw = b""
+    try:
+        async with asyncio.timeout(limit):
+            # read(n) returns what has arrived so far: loop until the end or the cap.
+            while len(raw) <= MAX_BODY:
+                chunk = await request.content.read(MAX_BODY + 1 - len(raw))
+                if not chunk:
+                    break
+                raw += chunk
+    except TimeoutError:
+        raise ApiError(408, f"body not received within {limit:g}s", close=True) from None
     if len(raw) > MAX_BODY:
-        raise ApiError(413, f"body larger than {MAX_BODY} bytes")
-    import json
-
+        raise ApiError(413, f"body larger than {MAX_BODY} bytes", close=True)
     try:
         body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except RecursionError:
+        raise ApiError(400, 'body must be JSON like {"weight": 5} (nested too deeply)') from None
+    except ValueError:  # includes UnicodeDecodeError
         raise ApiError(400, 'body must be JSON like {"weight": 5}') from None
     weight = body.get("weight") if isinstance(body, dict) else None
     if isinstance(weight, bool) or not isinstance(weight, int):
         raise ApiError(400, 'body must be JSON like {"weight": 5} (an integer)')
     if not 0 <= weight <= MAX_WEIGHT:
-        raise ApiError(400, f"weight {weight} out of range 0..{MAX_WEIGHT}")
+        shown = f"weight {weight}" if abs(weight) < 10**12 else "weight"
+        raise ApiError(400, f"{shown} out of range 0..{MAX_WEIGHT}")
     return weight
 
 
@@ -281,14 +412,16 @@ async def _persist(action) -> None:
 
 def make_app(daemon: Any, renderer: MetricsRenderer | None = None) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    app.on_response_prepare.append(_mark_started)
     if renderer is None:
         recorder = ActivityRecorder()
         attach_recorder(daemon, recorder)
         renderer = MetricsRenderer(daemon, recorder)
     app[DAEMON] = daemon
     app[RENDERER] = renderer
+    app[TOKENS] = TokenReader()
     app.router.add_get("/", index)
-    app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    app.router.add_get("/static/{name}", static_file)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
@@ -304,35 +437,86 @@ def make_app(daemon: Any, renderer: MetricsRenderer | None = None) -> web.Applic
 
 
 class ApiServer:
-    """The running server; ``cleanup()`` stops it."""
+    """The running server; ``cleanup()`` stops it. ``guard`` counts connections."""
 
-    def __init__(self, runner: web.AppRunner, url: str) -> None:
+    def __init__(self, runner: web.AppRunner, url: str, guard: ConnectionGuard) -> None:
         self.runner = runner
         self.url = url
+        self.guard = guard
 
     async def cleanup(self) -> None:
         await self.runner.cleanup()
+        self.guard.close()
 
 
-async def start_api(daemon: Any, sock: socket.socket | None = None) -> ApiServer:
-    """Serve the API on ``daemon.config.api.listen``; the daemon calls this at start.
+async def bind_api(listen: str) -> BoundSocket:
+    """Step 1 of starting the API: bind and listen on ``listen``, touching nothing else.
 
-    ``sock``: the listening socket, already bound (the daemon binds it before
-    its first kernel write, so a taken port fails the start cleanly).
+    Raises BindError with one line (``api.listen 127.0.0.1:9480: address
+    already in use``). The daemon calls this before its first kernel write;
+    connections that arrive before ``serve_api`` wait in the kernel's backlog.
     """
-    host, port = split_host_port(daemon.config.api.listen)
-    app = make_app(daemon)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    return bind_listen(listen)
+
+
+async def serve_api(
+    daemon: Any, bound: BoundSocket, *, max_connections: int | None = None
+) -> ApiServer:
+    """Step 2: serve the API on the socket from ``bind_api``.
+
+    ``max_connections`` caps ``api.max_connections`` (the descriptors left
+    after the probes' reserve: ``pulsed.limits.api_connection_budget``); the
+    limits are read from the running config for each new connection and
+    request, so a reload applies them.
+    """
+    api = daemon.config.api
+    handler_args = {
+        "access_log": None,
+        # A backstop only: the guard's head deadline acts first (pulsed.api_guard).
+        "keepalive_timeout": 2 * float(api.header_timeout),
+        # A body the handler did not read is drained for at most this long.
+        "lingering_time": float(api.body_timeout),
+        "max_line_size": MAX_LINE,
+        "max_field_size": MAX_FIELD,
+        "max_headers": MAX_HEADERS,
+    }
+    runner = web.AppRunner(
+        make_app(daemon), handle_signals=False, shutdown_timeout=5.0, **handler_args
+    )
     await runner.setup()
-    site: web.BaseSite
-    if sock is not None:
-        site = web.SockSite(runner, sock)
-    else:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+    server = runner.server
+    assert server is not None
+    loop = asyncio.get_running_loop()
+
+    def budget() -> Budget:
+        current = daemon.config.api
+        limit = current.max_connections
+        if max_connections is not None:
+            # At least one: /healthz must stay reachable even with no descriptors to spare.
+            limit = max(1, min(limit, max_connections))
+        return Budget(max_connections=limit, header_timeout=float(current.header_timeout))
+
+    guard = ConnectionGuard(budget, lambda: GuardedHandler(server, loop=loop, **handler_args))
+    site = GuardedSite(runner, bound, guard)
     started = time.perf_counter()
     await site.start()
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     log.info(
-        "api.listening", url=f"http://{shown}/", seconds=round(time.perf_counter() - started, 4)
+        "api.listening",
+        url=bound.url + "/",
+        max_connections=budget().max_connections,
+        seconds=round(time.perf_counter() - started, 4),
     )
-    return ApiServer(runner, f"http://{shown}")
+    return ApiServer(runner, bound.url, guard)
+
+
+async def start_api(
+    daemon: Any, sock: socket.socket | None = None, *, max_connections: int | None = None
+) -> ApiServer:
+    """Serve the API: on ``sock`` when the daemon bound it already (before its
+    first kernel write), else bind ``api.listen`` now (``bind_api`` then ``serve_api``)."""
+    listen = daemon.config.api.listen
+    bound = BoundSocket(sock, listen) if sock is not None else await bind_api(listen)
+    return await serve_api(daemon, bound, max_connections=max_connections)
+
+
+__all__ = ["ApiServer", "BindError", "bind_api", "make_app", "serve_api", "start_api"]

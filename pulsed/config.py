@@ -91,6 +91,12 @@ class ApiConfig(_Section):
     # and be readable by its owner only (checked like every referenced file).
     token_file: str = ""
     status_refresh: Duration = Duration(2.0)
+    # Budgets: a flood on the API must not take the probes' descriptors, and a
+    # slow client must not hold a connection (see pulsed/api_guard.py).
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 256
+    header_timeout: Duration = Duration(10.0)
+    body_timeout: Duration = Duration(10.0)
+    response_timeout: Duration = Duration(60.0)
 
 
 class RealConfig(_Section):
@@ -702,6 +708,9 @@ _DAEMON_RANGES: dict[str, tuple[float, float]] = {
 }
 _API_RANGES: dict[str, tuple[float, float]] = {
     "status_refresh": (0.1, 3600.0),
+    "header_timeout": (0.1, 3600.0),
+    "body_timeout": (0.1, 3600.0),
+    "response_timeout": (1.0, 3600.0),
 }
 _SERVICE_RANGES: dict[str, tuple[float, float]] = {
     # The kernel keeps persistence in jiffies of an unsigned int.

@@ -227,12 +227,12 @@ class Daemon:
         except ReloadRefused as exc:
             raise StartupError(str(exc)) from None
         if self.config.api.enabled:
-            from pulsed.listen import ListenError, bind_tcp
+            from pulsed.api_guard import BindError, bind_listen
 
             try:
-                self._api_socket = bind_tcp(self.config.api.listen)
-            except ListenError as exc:
-                raise StartupError(f"api.listen {exc}") from None
+                self._api_socket = bind_listen(self.config.api.listen).sock
+            except BindError as exc:
+                raise StartupError(str(exc)) from None
 
     async def _first_pass(self) -> None:
         # A method of its own so that the first dump and the first pass's
@@ -264,7 +264,9 @@ class Daemon:
         if self.config.api.enabled:
             from pulsed.api import start_api
 
-            self.api = await start_api(self, sock=self._api_socket)
+            self.api = await start_api(
+                self, sock=self._api_socket, max_connections=self._api_connection_budget()
+            )
             self._api_socket = None
         await self._start_vrrp()
 
@@ -280,6 +282,16 @@ class Daemon:
         )
         self._vrrp_prepared = None
         await self.vrrp.start()
+
+    def _api_connection_budget(self) -> int:
+        """API connections that leave the probes their descriptors (pulsed.limits)."""
+        import resource
+
+        from pulsed.limits import api_connection_budget
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        reals = sum(len(s.real) for s in self.config.service)
+        return max(1, api_connection_budget(soft, reals))
 
     def _on_role_change(self, old: str, new: str, reason: str) -> None:
         self._notify("STATUS=" + self.status_line())
