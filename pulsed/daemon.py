@@ -124,6 +124,7 @@ class Daemon:
         self.vrrp = None  # set when [vrrp] is configured (see _start_vrrp)
         self._vrrp_prepared: object | None = None  # read by _preflight / a reload
         self._api_socket: socket.socket | None = None  # bound by _preflight
+        self._extras_started = False  # API and VRRP started: a reload may move them
         self._tasks: set[asyncio.Future] = set()
         self.api = None
         self.pass_observers: list[Callable[[PassResult, float], None]] = []
@@ -206,7 +207,8 @@ class Daemon:
         self._persist_owned()
         await self._first_pass()
         background = [asyncio.create_task(self.reconciler.run(), name="reconcile")]
-        await self._start_extras()
+        async with self._reload_lock:  # a SIGHUP meanwhile waits for the listeners
+            await self._start_extras()
         # Start-up objects (config, imports) live as long as the process:
         # keep the cyclic collector from re-scanning them on every pass.
         gc.freeze()
@@ -261,6 +263,7 @@ class Daemon:
 
     async def _start_extras(self) -> None:
         """API server and VRRP node, when configured."""
+        self._extras_started = True
         if self.config.api.enabled:
             from pulsed.api import start_api
 
@@ -295,6 +298,24 @@ class Daemon:
 
     def _on_role_change(self, old: str, new: str, reason: str) -> None:
         self._notify("STATUS=" + self.status_line())
+
+    async def _build_api(self, old: Config, new: Config):
+        """The API server the new config wants: the running one when its
+        listen address stays, else a new one already serving (bound first:
+        an address that cannot be bound refuses the reload), or None."""
+        same = (new.api.enabled, new.api.listen) == (old.api.enabled, old.api.listen)
+        if same or not self._extras_started:
+            return self.api
+        if not new.api.enabled:
+            return None
+        from pulsed.api import start_api
+        from pulsed.api_guard import BindError, bind_listen
+
+        try:
+            bound = bind_listen(new.api.listen)
+        except BindError as exc:
+            raise ReloadRefused(f"{exc} (the running API keeps its listener)") from None
+        return await start_api(self, sock=bound.sock, max_connections=self._api_connection_budget())
 
     async def _restart_vrrp(self) -> None:
         # The VRRP instance is rebuilt from the new [vrrp] table. Stopping
@@ -386,19 +407,35 @@ class Daemon:
             raise ReloadRefused(f"{len(exc.issues)} problem(s): {exc.issues[0]}") from None
         if new == self.config:
             return False
-        # Build: nothing of the running config is touched yet.
-        vrrp_changed = new.vrrp != self.config.vrrp
-        prepared = await asyncio.to_thread(_prepare_vrrp, new) if vrrp_changed else None
         old = self.config
+        if new.daemon.state_dir != old.daemon.state_dir:
+            # The state files were loaded from the old one; moving them is a restart.
+            raise ReloadRefused(
+                f"daemon.state_dir: changing it ({old.daemon.state_dir} to"
+                f" {new.daemon.state_dir}) needs a restart"
+            )
+        # Build: nothing of the running config is touched yet.
+        vrrp_changed = new.vrrp != old.vrrp
+        prepared = await asyncio.to_thread(_prepare_vrrp, new) if vrrp_changed else None
+        new_api = await self._build_api(old, new)
         old_targets = self.monitor.targets()
-        targets = health_targets(new, self._wanted_memo, old, old_targets)
-        # Swap. Only the monitor can still fail here; it is put back if it does.
         try:
-            self.monitor.update(targets)
-        except Exception as exc:
-            self.monitor.update(old_targets)
-            raise ReloadRefused(f"cannot start the new checks: {_one_line(exc)}") from None
+            targets = health_targets(new, self._wanted_memo, old, old_targets)
+            # Swap. Only the monitor can still fail here; it is put back if it does.
+            try:
+                self.monitor.update(targets)
+            except Exception as exc:
+                self.monitor.update(old_targets)
+                raise ReloadRefused(f"cannot start the new checks: {_one_line(exc)}") from None
+        except BaseException:
+            if new_api is not None and new_api is not self.api:
+                await new_api.cleanup()
+            raise
         self.config = new
+        if new_api is not self.api:
+            old_api, self.api = self.api, new_api
+            if old_api is not None:
+                await old_api.cleanup()
         self.monitor.max_tick = new.daemon.probe_tick_max
         owned = self._owned | {s.key for s in new.service}
         if owned != self._owned:  # a reload that adds no service writes nothing

@@ -238,3 +238,69 @@ def test_pulsed_run_with_a_taken_port_is_one_line_and_exit_1(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
     lines = [line for line in result.stderr.splitlines() if line.startswith("pulsed:")]
     assert lines == [f"pulsed: cannot start: api.listen 127.0.0.1:{port}: address already in use"]
+
+
+# The API listener follows a reload ---------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthz(port: int) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        return response.status
+
+
+async def test_a_reload_moves_the_api_listener_after_binding_the_new_one(tmp_path):
+    first, second = free_port(), free_port()
+    path = tmp_path / "pulsed.toml"
+    text = CONFIG.format(state=tmp_path / "state")
+    path.write_text(text.replace("enabled = false", f'listen = "127.0.0.1:{first}"'))
+    r = Running(path)
+    task = asyncio.create_task(r.daemon.run())
+    try:
+        await asyncio.wait_for(r.ready.wait(), 30)
+        assert await asyncio.to_thread(healthz, first) == 200
+        path.write_text(text.replace("enabled = false", f'listen = "127.0.0.1:{second}"'))
+        assert await r.daemon.reload(), r.daemon.reload_status.last_error
+        assert await asyncio.to_thread(healthz, second) == 200
+        with pytest.raises(OSError):
+            await asyncio.to_thread(healthz, first)
+    finally:
+        r.daemon.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_reload_to_a_taken_api_port_is_refused_and_the_old_listener_stays(tmp_path):
+    first, holder = free_port(), taken_port()
+    try:
+        path = tmp_path / "pulsed.toml"
+        text = CONFIG.format(state=tmp_path / "state")
+        path.write_text(text.replace("enabled = false", f'listen = "127.0.0.1:{first}"'))
+        r = Running(path)
+        task = asyncio.create_task(r.daemon.run())
+        try:
+            await asyncio.wait_for(r.ready.wait(), 30)
+            config, table = r.daemon.config, r.table()
+            taken = holder.getsockname()[1]
+            path.write_text(text.replace("enabled = false", f'listen = "127.0.0.1:{taken}"'))
+            assert not await r.daemon.reload()
+            assert_refused_and_intact(r, config, table, "address already in use")
+            assert await asyncio.to_thread(healthz, first) == 200
+        finally:
+            r.daemon.request_stop()
+            await asyncio.wait_for(task, 30)
+    finally:
+        holder.close()
+
+
+async def test_a_reload_that_moves_the_state_dir_is_refused(running, tmp_path):
+    config, table = running.daemon.config, running.table()
+    running.path.write_text(CONFIG.format(state=tmp_path / "elsewhere"))
+    assert not await running.daemon.reload()
+    assert_refused_and_intact(running, config, table, "needs a restart")
