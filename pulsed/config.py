@@ -282,6 +282,8 @@ def _parse_toml(text: str, filename: str, services_required: bool) -> dict[str, 
         raw = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
         raise fail(f"invalid TOML: {exc}") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise fail(f"invalid TOML: {str(exc).split(';')[0]}") from None
     except RecursionError:
         raise fail(f"invalid TOML: nested deeper than {MAX_DEPTH} levels") from None
     if _depth(raw) > MAX_DEPTH:

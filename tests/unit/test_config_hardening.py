@@ -273,6 +273,10 @@ def test_tables_nested_deep_by_dotted_keys_are_one_line():
     assert "nested deeper" in one_problem(text)
 
 
+def test_an_integer_of_5000_digits_is_one_line():
+    assert "4300 digits" in one_problem("x = " + "9" * 5000 + "\n" + SERVICE)
+
+
 def test_check_config_of_a_deep_file_has_no_traceback(tmp_path):
     path = tmp_path / "deep.toml"
     path.write_text("x = " + "{a = " * 500 + "1" + "}" * 500 + "\n" + SERVICE)
