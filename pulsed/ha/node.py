@@ -242,9 +242,6 @@ class _Engine:
             self.dispatch(fsm.FaultSet("; ".join(self.faults)))
         self._tasks.append(asyncio.create_task(self._tracking_loop(), name="vrrp-track"))
         if self.auth is not None:
-            # A new epoch: ask the peers for a challenge now, so that the master's answer is
-            # verified long before our master-down timer runs out.
-            self._answer()
             self._tasks.append(asyncio.create_task(self._probe_loop(), name="vrrp-probe"))
         log.info(
             "vrrp.started",
@@ -330,6 +327,10 @@ class _Engine:
         self.last_transition_wall = self.wall_clock()
         log.info(f"vrrp.{t.new.value}", old=t.old.value, reason=t.reason, vrid=self.cfg.vrid)
         self._role_wakeup.set()
+        if self.auth is not None and t.new is fsm.Role.BACKUP:
+            # A new epoch (start) or a return from FAULT: ask the peers for their challenge
+            # now, so that the master's answer is verified long before our master-down time.
+            self._answer()
         try:
             self.notify(t.old.value, t.new.value, t.reason)
         except Exception as e:  # a broken callback must not stop the heartbeat
@@ -436,8 +437,8 @@ class _Engine:
         assert self.loop is not None
         self._answer_handle = None
         role = self.state.role
-        if self._stopping or role is fsm.Role.INIT:
-            return
+        if self._stopping or role not in _LIVE:
+            return  # INIT and FAULT send nothing, as without authentication
         self._last_answer = self.loop.time()
         if role is fsm.Role.MASTER:
             self._send(self.state.priority)
@@ -445,11 +446,11 @@ class _Engine:
             self._send(self.state.priority, probe=True)
 
     async def _probe_loop(self) -> None:
-        """Not master: keep probing while a peer is heard that we cannot verify yet."""
+        """As backup, keep probing while a peer is heard that we cannot verify yet."""
         assert self.auth is not None
         while True:
             await asyncio.sleep(self.params.adver_int)
-            if self.state.role is not fsm.Role.MASTER and self.auth.has_unverified():
+            if self.state.role is fsm.Role.BACKUP and self.auth.has_unverified():
                 self._answer()
 
     # ---- tracking

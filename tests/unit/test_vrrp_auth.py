@@ -270,8 +270,7 @@ class Sim:
     def start(self, r: SimRouter) -> None:
         self.enter(r)
         r.alive = True
-        self.dispatch(r, fsm.Startup())
-        self.answer(r)
+        self.dispatch(r, fsm.Startup())  # INIT -> BACKUP probes (see dispatch)
         self.at(self.now + r.params.adver_int, self.probe_tick, r, r.boot_gen)
 
     def stop(self, r: SimRouter) -> None:  # kill -9
@@ -284,6 +283,8 @@ class Sim:
         for act in acts:
             if isinstance(act, fsm.SendAdvert):
                 self.send(r, act.priority)
+            elif act.new is fsm.Role.BACKUP:
+                self.answer(r)
         r.timer_gen += 1
         deadline = fsm.next_deadline(r.state)
         if deadline is not None:
@@ -297,7 +298,7 @@ class Sim:
     def probe_tick(self, r: SimRouter, gen: int) -> None:
         if r.alive and gen == r.boot_gen:
             self.enter(r)
-            if r.state.role is not fsm.Role.MASTER and r.auth.has_unverified():
+            if r.state.role is fsm.Role.BACKUP and r.auth.has_unverified():
                 self.answer(r)
             self.at(self.now + r.params.adver_int, self.probe_tick, r, gen)
 
@@ -315,9 +316,11 @@ class Sim:
         if not r.alive or gen != r.boot_gen:
             return
         r.answer_pending = False
+        if r.state.role not in (fsm.Role.BACKUP, fsm.Role.MASTER):
+            return
         self.enter(r)
         r.last_answer = self.now
-        probe = r.state.role is not fsm.Role.MASTER
+        probe = r.state.role is fsm.Role.BACKUP
         self.send(r, r.state.priority, probe=probe)
 
     def send(self, r: SimRouter, priority: int, probe: bool = False) -> None:
