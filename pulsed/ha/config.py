@@ -107,6 +107,7 @@ class VrrpConfig(msgspec.Struct, **_STRUCT):
 
 
 MAX_UNICAST_PEERS = 255
+MAX_TRACKED = 255  # tracked interfaces or services: each is re-checked every track_interval
 
 
 def _addr_problem(text: str, want_prefix: bool) -> str | None:
@@ -219,6 +220,9 @@ def vrrp_problems(cfg: VrrpConfig) -> list[tuple[str, object, str]]:
         bad("garp_refresh", str(cfg.garp_refresh), "must be 0 (off) or between 1s and 1d")
     if cfg.auth.key_file and (why := _key_problem(cfg.auth.key_file)):
         bad("auth.key_file", cfg.auth.key_file, why)
+    for name in ("track_interfaces", "track_services"):
+        if len(getattr(cfg, name)) > MAX_TRACKED:
+            bad(name, len(getattr(cfg, name)), f"at most {MAX_TRACKED} entries")
     for i, ti in enumerate(cfg.track_interfaces):
         if not _IFNAME.match(ti.interface):
             bad(f"track_interfaces[{i}].interface", ti.interface, "not a valid interface name")

@@ -144,7 +144,7 @@ def check(case: Case) -> Advert | Rejected:
 
 
 FUZZ_SETTINGS = settings(
-    max_examples=1500,
+    max_examples=1000,
     deadline=None,
     derandomize=True,  # seeded: the same inputs every run of the unit tier
     suppress_health_check=[HealthCheck.too_slow],

@@ -3,7 +3,14 @@
 import pytest
 
 from pulsed.ha.__main__ import load_vrrp_config, main
-from pulsed.ha.config import TrackService, VirtualAddress, VrrpAuth, VrrpConfig, vrrp_problems
+from pulsed.ha.config import (
+    TrackInterface,
+    TrackService,
+    VirtualAddress,
+    VrrpAuth,
+    VrrpConfig,
+    vrrp_problems,
+)
 
 
 def cfg(**kw):
@@ -195,6 +202,7 @@ def test_fifo_key_file_is_refused_without_blocking(tmp_path):
             "unicast_peers",
         ),
         ({"unicast_source": " 10.0.0.1"}, "unicast_source"),
+        ({"track_interfaces": [TrackInterface(interface="eth1")] * 256}, "track_interfaces"),
         ({"advert_interval": float("inf")}, "advert_interval"),
         ({"preempt_delay": float("inf")}, "preempt_delay"),
         ({"garp_interval": float("inf")}, "garp_interval"),
