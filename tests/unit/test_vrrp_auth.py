@@ -501,3 +501,30 @@ def test_replays_from_older_epochs_change_nothing(monkeypatch):
     assert r2.accepted == accepted
     assert sim.masters_now() == ["r2"]
     assert sim.master_counts_since(50.0) == {1}
+
+
+def test_three_routers_on_multicast(monkeypatch):
+    """Echoes for several peers in one packet: restarts and clock steps among three routers."""
+    routers = [
+        SimRouter("r1", A, 200, seed=1),
+        SimRouter("r2", B, 150, seed=2),
+        SimRouter("r3", C, 100, seed=3),
+    ]
+    r1, r2, r3 = routers
+    sim = Sim(routers, monkeypatch)
+    for i, r in enumerate(routers):
+        sim.at(0.1 * i, sim.start, r)
+    sim.run(10.0)
+    assert sim.masters_now() == ["r1"]
+    sim.at(10.5, setattr, r1, "wall_offset", -86400.0)
+    sim.at(11.5, setattr, r3, "wall_offset", 20.0)
+    sim.at(12.2, sim.stop, r2)
+    sim.at(13.0, r2.boot, 22)
+    sim.at(13.0, sim.start, r2)
+    sim.at(15.2, sim.stop, r3)
+    sim.at(15.3, r3.boot, 33)
+    sim.at(15.3, sim.start, r3)
+    sim.run(40.0)
+    assert sim.master_counts_since(10.0) == {1}
+    assert sim.masters_now() == ["r1"]
+    assert r2.state.master == A and r3.state.master == A
