@@ -162,7 +162,10 @@ class _Counters:
     transitions: int = 0
     probes_sent: int = 0
     probes_received: int = 0
-    drops: dict[str, int] = field(default_factory=lambda: {d.value: 0 for d in Drop})
+    # Probes are counted above: they are not drops.
+    drops: dict[str, int] = field(
+        default_factory=lambda: {d.value: 0 for d in Drop if d is not Drop.PROBE}
+    )
 
 
 class _Engine:
