@@ -122,7 +122,8 @@ class Daemon:
             full_resync_interval=config.daemon.full_resync_interval,
         )
         self.vrrp = None  # set when [vrrp] is configured (see _start_vrrp)
-        self._vrrp_prepared: object | None = None  # read by _preflight / a reload
+        # Built by _preflight or a reload, used by the next VRRP node (one node only).
+        self._vrrp_prepared: object | None = None
         self._api_socket: socket.socket | None = None  # bound by _preflight
         self._extras_started = False  # API and VRRP started: a reload may move them
         self._tasks: set[asyncio.Future] = set()
@@ -203,7 +204,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
-        self._preflight()
+        await self._preflight()
         self._persist_owned()
         await self._first_pass()
         background = [asyncio.create_task(self.reconciler.run(), name="reconcile")]
@@ -219,13 +220,13 @@ class Daemon:
             self._notify("STOPPING=1")
             await self._shutdown(background)
 
-    def _preflight(self) -> None:
+    async def _preflight(self) -> None:
         """Every start-up check that can fail, before the first kernel write:
         a failed start leaves the kernel table as it found it."""
         if problem := check_state_dir(self.config.daemon.state_dir):
             raise StartupError(f"daemon.state_dir: {problem}")
         try:
-            self._vrrp_prepared = _prepare_vrrp(self.config)
+            self._vrrp_prepared = await _prepare_vrrp(self.config)
         except ReloadRefused as exc:
             raise StartupError(str(exc)) from None
         if self.config.api.enabled:
@@ -279,7 +280,7 @@ class Daemon:
         from pulsed.ha.node import VrrpNode
 
         self.vrrp = VrrpNode(
-            self.config.vrrp,
+            self._vrrp_prepared or self.config.vrrp,
             healthy_fraction=self.healthy_fraction,
             on_role_change=self._on_role_change,
         )
@@ -416,7 +417,7 @@ class Daemon:
             )
         # Build: nothing of the running config is touched yet.
         vrrp_changed = new.vrrp != old.vrrp
-        prepared = await asyncio.to_thread(_prepare_vrrp, new) if vrrp_changed else None
+        prepared = await _prepare_vrrp(new) if vrrp_changed else None
         new_api = await self._build_api(old, new)
         old_targets = self.monitor.targets()
         try:
@@ -505,18 +506,19 @@ class Daemon:
         self._owned_store.save(self._owned)
 
 
-def _prepare_vrrp(config: Config) -> object | None:
-    """What the VRRP node needs from files (its key), read and checked now,
-    so that a reload or start that cannot bring VRRP up fails before it
-    swaps anything. ReloadRefused names the problem."""
-    if config.vrrp is None or not config.vrrp.auth.key_file:
+async def _prepare_vrrp(config: Config):
+    """What the VRRP node needs that can fail (its config, its key, a raw
+    socket), built now and off the loop, so that a reload or start that cannot
+    bring VRRP up fails before it swaps anything. ReloadRefused names it."""
+    if config.vrrp is None:
         return None
-    from pulsed.ha.auth import load_key
+    from pulsed.ha.node import ConfigError as VrrpConfigError
+    from pulsed.ha.node import prepare_vrrp_async
 
     try:
-        return load_key(config.vrrp.auth.key_file)
-    except ValueError as exc:
-        raise ReloadRefused(f"vrrp.auth.key_file: {exc}") from None
+        return await prepare_vrrp_async(config.vrrp)
+    except VrrpConfigError as exc:
+        raise ReloadRefused(str(exc)) from None
 
 
 def _one_line(exc: BaseException) -> str:

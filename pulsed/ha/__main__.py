@@ -19,7 +19,7 @@ import time
 from pulsed.config import ConfigError, load_config
 from pulsed.ha.config import VrrpConfig
 from pulsed.ha.node import ConfigError as NodeConfigError
-from pulsed.ha.node import VrrpNode, check_config
+from pulsed.ha.node import PreparedVrrp, VrrpNode, prepare_vrrp
 from pulsed.logs import configure_logging
 
 
@@ -61,7 +61,7 @@ async def _write_status(node: VrrpNode, path: str) -> None:
         last = _dump_status(node, path, last)
 
 
-async def _main(args: argparse.Namespace, cfg: VrrpConfig) -> int:
+async def _main(args: argparse.Namespace, prepared: PreparedVrrp) -> int:
     def on_role(old: str, new: str, reason: str) -> None:
         if args.events:
             _emit({"event": "role", "old": old, "new": new, "reason": reason, "t": time.time()})
@@ -70,7 +70,7 @@ async def _main(args: argparse.Namespace, cfg: VrrpConfig) -> int:
         if args.events:
             _emit({"event": "applied", "role": role, "vips_held": held, "t": time.time()})
 
-    node = VrrpNode(cfg, on_role_change=on_role, on_applied=on_applied)
+    node = VrrpNode(prepared, on_role_change=on_role, on_applied=on_applied)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = load_vrrp_config(args.config)
-        check_config(cfg)
+        prepared = prepare_vrrp(cfg)  # every check before anything is touched
         configure_logging("json", cfg.log_level)
-        return asyncio.run(_main(args, cfg))
+        return asyncio.run(_main(args, prepared))
     except (ValueError, NodeConfigError, OSError) as e:
         print(f"pulsed.ha: {e}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ from pulsed.ha.config import VrrpConfig, vrrp_problems
 from pulsed.ha.receive import Expect, Rejected, validate
 from pulsed.ha.transport import MalformedIP, VrrpSocket
 from pulsed.ha.vip import Announcer, VipManager, link_is_up
-from pulsed.ha.vrrp import MCAST_V4, MCAST_V6, Advert, Drop, IPAddr, encode
+from pulsed.ha.vrrp import IPPROTO_VRRP, MCAST_V4, MCAST_V6, Advert, Drop, IPAddr, encode
 
 log = structlog.get_logger(__name__)
 
@@ -74,16 +74,21 @@ class VrrpStatus:
     last_transition_reason: str
     faults: list[str]
     sync_daemon: str | None = None  # "master", "backup" or None when not running
+    probes_sent: int = 0  # authenticated challenges/answers (see pulsed/ha/auth.py)
+    probes_received: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 _LIVE = (fsm.Role.MASTER, fsm.Role.BACKUP)
+# Least time between two answers to challenges (authentication): bounds what replays can make
+# us send, while a restarted peer is still verified within a few milliseconds.
+ANSWER_GAP = 0.02
 
 
 class ConfigError(ValueError):
-    pass
+    """The [vrrp] table cannot run; the message is one line."""
 
 
 def check_config(cfg: VrrpConfig) -> None:
@@ -94,6 +99,59 @@ def check_config(cfg: VrrpConfig) -> None:
         raise ConfigError(f"vrrp.{path} = {value!r}: {msg}{more}")
 
 
+@dataclass(frozen=True)
+class PreparedVrrp:
+    """Everything a VrrpNode needs that can fail, built before anything is swapped.
+
+    Holds no socket and no address: building one changes nothing on the system.
+    Use it for one VrrpNode (its Authenticator is that node's epoch and counter).
+    """
+
+    cfg: VrrpConfig
+    auth: Authenticator | None
+
+
+def _check_raw_socket(family: int) -> None:
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    try:
+        socket.socket(af, socket.SOCK_RAW, IPPROTO_VRRP).close()
+    except OSError as e:
+        why = (e.strerror or type(e).__name__).lower()
+        msg = f"vrrp: cannot open a raw VRRP socket ({why}); it needs CAP_NET_RAW"
+        raise ConfigError(msg) from None
+    # The interface itself may appear later: the node waits for it in FAULT (tracking).
+
+
+def prepare_vrrp(cfg: VrrpConfig, *, check_socket: bool = True) -> PreparedVrrp:
+    """Validate ``cfg``, read the auth key and build the Authenticator, check that a raw
+    VRRP socket can be opened (``check_socket``). ConfigError (one line) on any failure.
+
+    Blocking (it reads the key file): from a running event loop, use ``prepare_vrrp_async``.
+    """
+    check_config(cfg)
+    auth = None
+    if cfg.auth.key_file:
+        try:
+            auth = Authenticator(load_key(cfg.auth.key_file))
+        except ValueError as e:
+            raise ConfigError(f"vrrp.auth.key_file: {e}") from None
+    if check_socket:
+        _check_raw_socket(cfg.family())
+    return PreparedVrrp(cfg=cfg, auth=auth)
+
+
+async def prepare_vrrp_async(
+    cfg: VrrpConfig, *, check_socket: bool = True, timeout: float = 2.0
+) -> PreparedVrrp:
+    """``prepare_vrrp`` off the event loop; a key file that cannot be read in ``timeout``
+    seconds (a hung mount) fails with ConfigError instead of freezing the loop."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await asyncio.to_thread(prepare_vrrp, cfg, check_socket=check_socket)
+    except TimeoutError:
+        raise ConfigError(f"vrrp.auth.key_file: not read within {timeout:g}s") from None
+
+
 @dataclass
 class _Counters:
     sent: int = 0
@@ -102,7 +160,12 @@ class _Counters:
     prio0_received: int = 0
     interval_mismatch: int = 0
     transitions: int = 0
-    drops: dict[str, int] = field(default_factory=lambda: {d.value: 0 for d in Drop})
+    probes_sent: int = 0
+    probes_received: int = 0
+    # Probes are counted above: they are not drops.
+    drops: dict[str, int] = field(
+        default_factory=lambda: {d.value: 0 for d in Drop if d is not Drop.PROBE}
+    )
 
 
 class _Engine:
@@ -110,13 +173,16 @@ class _Engine:
 
     def __init__(
         self,
-        cfg: VrrpConfig,
+        prepared: PreparedVrrp,
         healthy_fraction: HealthyFraction | None,
         notify: Callable[[str, str, str], None],
         syncd: SyncDaemonControl | None,
         applied: Callable[[str, bool], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.applied = applied
+        self.wall_clock = wall_clock
+        cfg = prepared.cfg
         self.cfg = cfg
         self.healthy_fraction = healthy_fraction
         self.notify = notify
@@ -125,11 +191,9 @@ class _Engine:
         self.family = cfg.family()
         self.vip_mgr = VipManager(self.vips)
         self.announcer = Announcer()
-        self.auth = (
-            Authenticator(load_key(cfg.auth.key_file), cfg.auth.max_clock_skew)
-            if cfg.auth.key_file
-            else None
-        )
+        self.auth = prepared.auth
+        self._answer_handle: asyncio.TimerHandle | None = None
+        self._last_answer = float("-inf")
         self.peers = [ipaddress.ip_address(p) for p in cfg.unicast_peers]
         self.counters = _Counters()
         self.state = fsm.State(priority=cfg.priority)
@@ -144,7 +208,7 @@ class _Engine:
         self.timer: asyncio.TimerHandle | None = None
         self.faults: list[str] = []
         self.effective_priority = cfg.priority
-        self.last_transition_wall = time.time()
+        self.last_transition_wall = wall_clock()
         self.applied_role: fsm.Role = fsm.Role.INIT
         self.vips_held = False
         self.syncd_state: str | None = None
@@ -180,6 +244,8 @@ class _Engine:
         if self.faults:
             self.dispatch(fsm.FaultSet("; ".join(self.faults)))
         self._tasks.append(asyncio.create_task(self._tracking_loop(), name="vrrp-track"))
+        if self.auth is not None:
+            self._tasks.append(asyncio.create_task(self._probe_loop(), name="vrrp-probe"))
         log.info(
             "vrrp.started",
             interface=cfg.interface,
@@ -215,6 +281,8 @@ class _Engine:
                 await t
         if self.timer:
             self.timer.cancel()
+        if self._answer_handle is not None:
+            self._answer_handle.cancel()
         if self.sock is not None:
             assert self.loop is not None
             self.loop.remove_reader(self.sock.fileno())
@@ -259,16 +327,20 @@ class _Engine:
 
     def _on_transition(self, t: fsm.Transition) -> None:
         self.counters.transitions += 1
-        self.last_transition_wall = time.time()
+        self.last_transition_wall = self.wall_clock()
         log.info(f"vrrp.{t.new.value}", old=t.old.value, reason=t.reason, vrid=self.cfg.vrid)
         self._role_wakeup.set()
+        if self.auth is not None and t.new is fsm.Role.BACKUP:
+            # A new epoch (start) or a return from FAULT: ask the peers for their challenge
+            # now, so that the master's answer is verified long before our master-down time.
+            self._answer()
         try:
             self.notify(t.old.value, t.new.value, t.reason)
         except Exception as e:  # a broken callback must not stop the heartbeat
             log.error("vrrp.callback_failed", error=str(e))
 
     # ---- packets
-    def _send(self, priority: int) -> None:
+    def _send(self, priority: int, probe: bool = False) -> None:
         if self.sock is None or self.src is None:
             return
         adv = Advert(
@@ -281,11 +353,14 @@ class _Engine:
         for dst in dsts:
             msg = encode(adv, self.src, dst)
             if self.auth is not None:
-                msg = self.auth.sign(self.src, msg, time.time())
+                msg = self.auth.sign(self.src, msg, probe=probe)
             try:
                 self.sock.send(msg, self.src, dst)
             except OSError as e:
                 log.warning("vrrp.send_failed", error=str(e), destination=str(dst))
+                continue
+            if probe:
+                self.counters.probes_sent += 1
                 continue
             self.counters.sent += 1
             if priority == 0:
@@ -319,11 +394,14 @@ class _Engine:
 
     def _on_packet(self, payload: bytes, src: IPAddr, dst: IPAddr, ttl: int) -> None:
         verdict = validate(
-            payload, src=src, dst=dst, ttl=ttl, expect=self._expect(), auth=self.auth,
-            now_wall=time.time(),
-        )  # fmt: skip
+            payload, src=src, dst=dst, ttl=ttl, expect=self._expect(), auth=self.auth
+        )
+        if self.auth is not None and self.auth.take_answer():
+            self._answer()
         if isinstance(verdict, Rejected):
-            if verdict.reason is not Drop.OWN:
+            if verdict.reason is Drop.PROBE:
+                self.counters.probes_received += 1
+            elif verdict.reason is not Drop.OWN:
                 self.counters.drops[verdict.reason.value] += 1
                 log.debug(
                     "vrrp.drop", reason=verdict.reason.value, detail=verdict.detail, src=str(src)
@@ -344,6 +422,39 @@ class _Engine:
                 )
                 self._mismatch_logged = verdict.max_adver_int
         self.dispatch(fsm.Received(src, verdict))
+
+    # ---- answering challenges (authentication only, see pulsed/ha/auth.py)
+    def _answer(self) -> None:
+        """Send our current kind of packet soon: an advert as master, else a probe. At most one
+        per ANSWER_GAP, so replayed packets cannot turn us into an amplifier."""
+        assert self.loop is not None
+        if self._answer_handle is not None:
+            return  # one is already on its way
+        wait = self._last_answer + ANSWER_GAP - self.loop.time()
+        if wait > 0:
+            self._answer_handle = self.loop.call_later(wait, self._answer_now)
+        else:
+            self._answer_now()
+
+    def _answer_now(self) -> None:
+        assert self.loop is not None
+        self._answer_handle = None
+        role = self.state.role
+        if self._stopping or role not in _LIVE:
+            return  # INIT and FAULT send nothing, as without authentication
+        self._last_answer = self.loop.time()
+        if role is fsm.Role.MASTER:
+            self._send(self.state.priority)
+        else:
+            self._send(self.state.priority, probe=True)
+
+    async def _probe_loop(self) -> None:
+        """As backup, keep probing while a peer is heard that we cannot verify yet."""
+        assert self.auth is not None
+        while True:
+            await asyncio.sleep(self.params.adver_int)
+            if self.state.role is fsm.Role.BACKUP and self.auth.has_unverified():
+                self._answer()
 
     # ---- tracking
     def _evaluate_tracking(self, initial: bool = False) -> None:
@@ -497,6 +608,8 @@ class _Engine:
             last_transition_reason=s.reason,
             faults=list(self.faults),
             sync_daemon=self.syncd_state,
+            probes_sent=c.probes_sent,
+            probes_received=c.probes_received,
         )
 
 
@@ -510,17 +623,25 @@ class VrrpNode:
 
     def __init__(
         self,
-        cfg: VrrpConfig,
+        cfg: VrrpConfig | PreparedVrrp,
         *,
         healthy_fraction: HealthyFraction | None = None,
         on_role_change: RoleChange | None = None,
         sync_daemon: SyncDaemonControl | None = None,
         on_applied: Callable[[str, bool], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """``on_applied(role, vips_held)``: after the VIPs were added or removed for a role."""
-        check_config(cfg)
+        """``cfg``: a PreparedVrrp (built by ``prepare_vrrp`` before anything was swapped), or a
+        VrrpConfig, which is prepared here (ConfigError, one line, on failure).
+
+        ``on_applied(role, vips_held)``: after the VIPs were added or removed for a role.
+        ``wall_clock``: only for the timestamps in the status; nothing else reads wall time.
+        """
+        prepared = cfg if isinstance(cfg, PreparedVrrp) else prepare_vrrp(cfg, check_socket=False)
+        self._prepared = prepared
+        self._wall_clock = wall_clock
         self._on_applied = on_applied
-        self.cfg = cfg
+        self.cfg = prepared.cfg
         self._healthy_fraction = healthy_fraction
         self._on_role_change = on_role_change
         self._syncd = sync_daemon if sync_daemon is not None else _ModuleSyncd()
@@ -552,7 +673,14 @@ class VrrpNode:
         await asyncio.wrap_future(ready)
 
     def _make_engine(self) -> _Engine:
-        return _Engine(self.cfg, self._healthy_fraction, self._notify, self._syncd, self._applied)
+        return _Engine(
+            self._prepared,
+            self._healthy_fraction,
+            self._notify,
+            self._syncd,
+            self._applied,
+            self._wall_clock,
+        )
 
     def _applied(self, role: str, held: bool) -> None:
         cb = self._on_applied

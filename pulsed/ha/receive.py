@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pulsed.ha.auth import TRAILER_LEN, Authenticator
+from pulsed.ha.auth import MIN_TRAILER_LEN, Authenticator
 from pulsed.ha.vrrp import (
     HEADER_LEN,
     MCAST_V4,
@@ -38,6 +38,14 @@ class Rejected:
     detail: str
 
 
+_AUTH_DETAIL = {
+    Drop.AUTH: "malformed trailer or HMAC does not match",
+    Drop.REPLAY: "counter already seen, or an epoch the sender retired",
+    Drop.UNVERIFIED: "new sender epoch, not yet proven fresh by our challenge",
+    Drop.PROBE: "authenticated probe",
+}
+
+
 def validate(
     data: bytes,
     *,
@@ -46,12 +54,13 @@ def validate(
     ttl: int,
     expect: Expect,
     auth: Authenticator | None = None,
-    now_wall: float = 0.0,
 ) -> Advert | Rejected:
     """Check one received VRRP payload (IP header already stripped).
 
     An interval differing from ours is accepted (a backup learns the master's, as keepalived
     does and RFC 5798 6.4.2 asks) unless ``strict_interval``; the node counts it anyway.
+    With ``auth``, a genuine probe (see auth.py) comes back as ``Rejected(Drop.PROBE)``: it
+    updates ``auth`` but is not an advert. Never raises: every input is an Advert or Rejected.
     """
     if src.version != expect.family:
         return Rejected(Drop.FAMILY, f"IPv{src.version} packet to an IPv{expect.family} router")
@@ -73,12 +82,12 @@ def validate(
         return Rejected(Drop.VRID, f"VRID {advert.vrid}, ours is {expect.vrid}")
     if expect.peers and src not in expect.peers:
         return Rejected(Drop.PEER, f"source {src} is not a configured unicast peer")
-    if auth is not None and len(trailer) != TRAILER_LEN:
+    if auth is not None and len(trailer) < MIN_TRAILER_LEN:
         return Rejected(Drop.AUTH, "no authentication trailer")
     if auth is not None:
-        why = auth.verify(src, msg, trailer, now_wall)
+        why = auth.verify(src, msg, trailer)
         if why is not None:
-            return Rejected(why, "HMAC does not match" if why is Drop.AUTH else "replayed or stale")
+            return Rejected(why, _AUTH_DETAIL[why])
     if frozenset(advert.addresses) != expect.addresses or len(advert.addresses) != len(
         expect.addresses
     ):

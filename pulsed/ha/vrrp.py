@@ -48,7 +48,9 @@ class Drop(enum.StrEnum):
     ADDRESSES = "addresses"  # address list differs from ours
     INTERVAL = "interval"  # zero interval, or different from ours with strict_interval
     AUTH = "auth"  # missing or wrong HMAC
-    REPLAY = "replay"  # HMAC right, sequence old or outside the clock window
+    REPLAY = "replay"  # HMAC right, counter already seen, or an epoch the sender retired
+    UNVERIFIED = "unverified"  # HMAC right, a new epoch not yet proven fresh (answered)
+    PROBE = "probe"  # an authenticated challenge/answer, not an advert (not counted as a drop)
     OWN = "own"  # our own advert looped back
 
 

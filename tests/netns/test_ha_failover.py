@@ -145,6 +145,7 @@ async def test_periodic_garp_refresh(lab):
 async def test_unicast_pair_with_hmac_auth(lab, tmp_path):
     key = tmp_path / "vrrp.key"
     key.write_text("pha-shared-secret-0123456789\n")
+    key.chmod(0o600)  # a secret open to others is refused, like ssh does
     common = {"auth": {"key_file": str(key)}}
     r1 = await lab.start_pulsed(0, priority=200, unicast_peers=[lab.addr(1)], **common)
     r2 = await lab.start_pulsed(1, priority=100, unicast_peers=[lab.addr(0)], **common)

@@ -57,6 +57,7 @@ class Proc:
     lines: list[str] = field(default_factory=list)
     status_file: str | None = None
     log: str | None = None
+    clock_file: str | None = None  # set for routers started with a steppable wall clock
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _reader: asyncio.Task[None] | None = None
 
@@ -103,6 +104,18 @@ class Proc:
         assert self.status_file
         with open(self.status_file) as f:
             return json.load(f)
+
+    async def step_clock(self, offset: float) -> None:
+        """Set this router's wall clock to real time + ``offset`` seconds (a clock step, as
+        NTP or an operator makes): every time.time()/time_ns() in the process moves at once."""
+        assert self.clock_file, "start the router with steppable_clock=True"
+        with open(self.clock_file, "w") as f:
+            f.write(repr(float(offset)))
+        mark = len(self.events)
+        self.kill(signal.SIGUSR1)
+        await self.wait_event(
+            lambda e: e.get("event") == "clock" and e["offset"] == float(offset), start=mark
+        )
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         # ip netns exec execs the command: the pid is the router's own.
@@ -213,18 +226,34 @@ class Lab:
             f.write("\n".join(lines) + "\n")
         return path
 
-    async def start_pulsed(self, i: int, wait_ready: bool = True, **vrrp: Any) -> Proc:
+    async def start_pulsed(
+        self,
+        i: int,
+        wait_ready: bool = True,
+        steppable_clock: bool = False,
+        clock_offset: float = 0.0,
+        **vrrp: Any,
+    ) -> Proc:
+        """``steppable_clock``: run the router with a wall clock that ``step_clock`` moves,
+        starting ``clock_offset`` seconds from real time."""
         conf = self.pulsed_config(i, **vrrp)
         status = os.path.join(self.dir, f"r{i + 1}.status.json")
         log = open(os.path.join(self.dir, f"r{i + 1}.log"), "ab")  # noqa: SIM115
+        run = [sys.executable, "-m", "pulsed.ha"]
+        offset = None
+        if steppable_clock:
+            offset = os.path.join(self.dir, f"r{i + 1}.clock")
+            with open(offset, "w") as f:
+                f.write(repr(float(clock_offset)))
+            run = [sys.executable, HERE, "stepped", offset]
         proc = await asyncio.create_subprocess_exec(
-            *netns_exec(self.routers[i], sys.executable, "-m", "pulsed.ha", conf, "--events",
-                        "--status-file", status),
+            *netns_exec(self.routers[i], *run, conf, "--events", "--status-file", status),
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
-        )  # fmt: skip
+        )
         log.close()
         p = Proc(f"pulsed-r{i + 1}", self.routers[i], proc, status_file=status, log=log.name)
+        p.clock_file = offset
         p.start_reader()
         self.procs.append(p)
         if wait_ready:
@@ -320,6 +349,15 @@ vrrp_instance VI_{i + 1} {{
         sh(*netns_exec(ns, sys.executable, HERE, "send", ifname, src, dst,
                        str(ttl), payload.hex()))  # fmt: skip
 
+    def receive(self, ns: str, ifname: str, src: str) -> bytes:
+        """The VRRP payload (IP header stripped) of the next packet from ``src`` that arrives
+        on ``ifname`` in namespace ``ns``, e.g. a router's unicast advert at its peer."""
+        out = subprocess.run(
+            netns_exec(ns, sys.executable, HERE, "recv", ifname, src),
+            check=True, capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        return bytes.fromhex(out.stdout.strip())
+
     # ---- observation
     async def capture(self) -> Proc:
         """Gratuitous ARP / NA frames seen by the observer, as JSON lines with receive times."""
@@ -408,6 +446,44 @@ def _send(ifname: str, src: str, dst: str, ttl: int, payload: bytes) -> None:
     s.sendto(head + payload, (dst, 0))
 
 
+def _run_stepped(offset_file: str, argv: list[str]) -> int:
+    """Run ``python -m pulsed.ha ARGV`` with time.time/time_ns offset by the number in
+    ``offset_file``, re-read on SIGUSR1 (CLOCK_REALTIME is not namespaced, so a test cannot
+    step the real clock of one router; this steps everything in the process that reads it)."""
+    real_time, real_time_ns = time.time, time.time_ns
+    offset = [0.0]
+
+    def reload(*_: object) -> None:
+        with open(offset_file) as f:
+            offset[0] = float(f.read().strip() or 0)
+        sys.stdout.write(json.dumps({"event": "clock", "offset": offset[0]}) + "\n")
+        sys.stdout.flush()
+
+    with open(offset_file) as f:
+        offset[0] = float(f.read().strip() or 0)
+    signal.signal(signal.SIGUSR1, reload)
+    time.time = lambda: real_time() + offset[0]
+    time.time_ns = lambda: real_time_ns() + int(offset[0] * 1e9)
+    from pulsed.ha.__main__ import main
+
+    return main(argv)
+
+
+def _recv(ifname: str, src: str) -> None:
+    import socket
+
+    from pulsed.ha.transport import parse_ipv4
+    from pulsed.ha.vrrp import IPPROTO_VRRP
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_VRRP)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+    while True:
+        pkt = parse_ipv4(s.recv(4096))
+        if str(pkt.src) == src:
+            print(pkt.payload.hex(), flush=True)
+            return
+
+
 def applied(role: str):
     """Matches the standalone node's event: VIPs added or removed for ``role``."""
     return lambda e: e.get("event") == "applied" and e.get("role") == role
@@ -422,9 +498,16 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "capture":
         with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
             _capture(sys.argv[2])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "stepped":
+        sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
+        sys.exit(_run_stepped(sys.argv[2], sys.argv[3:]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "recv":
+        sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
+        _recv(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 7 and sys.argv[1] == "send":
         _send(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), bytes.fromhex(sys.argv[6]))
     else:
         sys.exit(
             "usage: python tests/support/ha_lab.py capture IFNAME | send IFNAME SRC DST TTL HEX"
+            " | recv IFNAME SRC | stepped OFFSET_FILE CONFIG [pulsed.ha options]"
         )

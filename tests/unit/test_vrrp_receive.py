@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pulsed.ha.auth import TRAILER_LEN, Authenticator, load_key
+from pulsed.ha.auth import MIN_TRAILER_LEN, Authenticator, load_key
 from pulsed.ha.receive import Expect, Rejected, validate
 from pulsed.ha.vrrp import MCAST_V4, MCAST_V6, Advert, Drop, encode
 
@@ -100,48 +100,69 @@ def test_ipv6():
 KEY = b"0123456789abcdef0123456789abcdef"
 
 
-def signed(auth, adv=GOOD, src=PEER, now=1000.0):
-    return auth.sign(src, encode(adv, src, MCAST_V4), now)
+def signed(auth, adv=GOOD, src=PEER, probe=False):
+    return auth.sign(src, encode(adv, src, MCAST_V4), probe=probe)
+
+
+def introduced():
+    """A sender and a receiver that have exchanged challenges (see test_vrrp_auth.py)."""
+    tx, rx = Authenticator(KEY), Authenticator(KEY)
+    assert check(signed(tx, src=PEER, probe=True), auth=rx).reason is Drop.UNVERIFIED
+    assert check(signed(rx, src=ME, probe=True), src=ME, auth=tx, expect=_from_me()).reason is (
+        Drop.PROBE
+    )
+    return tx, rx
+
+
+def _from_me():
+    return dataclasses.replace(EXPECT, own=frozenset({PEER}))
 
 
 def test_auth_round_trip_and_replay():
-    tx, rx = Authenticator(KEY, 30), Authenticator(KEY, 30)
-    first = signed(tx, now=1000.0)
-    assert len(first) == 8 + 8 + TRAILER_LEN
-    assert check(first, auth=rx, now_wall=1000.0) == GOOD
-    assert check(first, auth=rx, now_wall=1000.1).reason is Drop.REPLAY
-    second = signed(tx, now=1000.0)  # same clock reading: the sequence still increases
-    assert check(second, auth=rx, now_wall=1000.0) == GOOD
+    tx, rx = introduced()
+    first = signed(tx)
+    assert len(first) == 8 + 8 + MIN_TRAILER_LEN + 8  # one echo: the receiver's challenge
+    assert check(first, auth=rx) == GOOD
+    assert check(first, auth=rx).reason is Drop.REPLAY
+    assert check(signed(tx), auth=rx) == GOOD
 
 
-def test_auth_rejects_stale_after_receiver_restart():
-    old = signed(Authenticator(KEY, 30), now=1000.0)
-    assert check(old, auth=Authenticator(KEY, 30), now_wall=1031.0).reason is Drop.REPLAY
+def test_auth_probe_is_not_an_advert():
+    tx, rx = introduced()
+    verdict = check(signed(tx, probe=True), auth=rx)
+    assert isinstance(verdict, Rejected) and verdict.reason is Drop.PROBE
+
+
+def test_auth_rejects_recordings_after_receiver_restart():
+    tx, _ = introduced()
+    old = signed(tx)
+    assert check(old, auth=Authenticator(KEY)).reason is Drop.UNVERIFIED
 
 
 def test_auth_rejects_wrong_key_missing_trailer_and_tamper():
-    rx = Authenticator(KEY, 30)
-    wrong = signed(Authenticator(b"x" * 32, 30))
-    assert check(wrong, auth=rx, now_wall=1000.0).reason is Drop.AUTH
+    tx, rx = introduced()
+    wrong = signed(Authenticator(b"x" * 32))
+    assert check(wrong, auth=rx).reason is Drop.AUTH
     assert check(encode(GOOD, PEER, MCAST_V4), auth=rx).reason is Drop.AUTH
-    good = signed(Authenticator(KEY, 30))
+    good = signed(tx)
     tampered = good[:-1] + bytes([good[-1] ^ 1])
-    assert check(tampered, auth=rx, now_wall=1000.0).reason is Drop.AUTH
+    assert check(tampered, auth=rx).reason is Drop.AUTH
+    assert check(good, auth=rx) == GOOD
 
 
 def test_auth_binds_the_source_address():
-    pkt = signed(Authenticator(KEY, 30), src=PEER)
+    tx, rx = introduced()
+    pkt = signed(tx, src=PEER)
     other = V4("10.0.0.3")
     # Re-checksummed for the new source, the MAC still names PEER.
     forged = encode(GOOD, other, MCAST_V4) + pkt[16:]
-    assert (
-        check(forged, src=other, auth=Authenticator(KEY, 30), now_wall=1000.0).reason is Drop.AUTH
-    )
+    assert check(forged, src=other, auth=rx).reason is Drop.AUTH
 
 
 def test_load_key(tmp_path):
     f = tmp_path / "k"
     f.write_bytes(KEY + b"\n")
+    f.chmod(0o600)
     assert load_key(str(f)) == KEY
     f.write_bytes(b"short")
     with pytest.raises(ValueError, match="at least 16"):
