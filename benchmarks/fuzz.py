@@ -47,6 +47,7 @@ import atheris  # noqa: E402
 with atheris.instrument_imports(include=["pulsed"]):
     from tests.fixtures.fuzz_targets import (
         TARGETS,
+        TOKENS,
         check_one,
         mutate,
         random_edits,
@@ -69,7 +70,16 @@ def main() -> int:
     corpus = Path(tempfile.mkdtemp(prefix=f"pulsed-fuzz-{args.target}-"))
     for i, seed in enumerate(seeds):
         (corpus / f"seed-{i}").write_bytes(seed)
-    max_len = args.max_len or 2 * max(len(s) for s in seeds) + 1024
+    # room for numbers past int()'s 4,300-digit limit, and nesting past tomli's 400
+    max_len = args.max_len or max(2 * max(len(s) for s in seeds), 8192)
+    dictionary = corpus.with_suffix(".dict")  # tokens libFuzzer splices into text inputs
+    dictionary.write_text(
+        "".join(
+            '"' + "".join(f"\\x{b:02x}" for b in token) + '"\n'
+            for token in TOKENS
+            if len(token) <= 64
+        )
+    )
 
     count = 0
     crashes: dict[str, int] = {}
@@ -129,6 +139,7 @@ def main() -> int:
         "-print_final_stats=0",
         "-print_pcs=0",
         "-reduce_inputs=0",
+        *([] if target.binary else [f"-dict={dictionary}"]),
         str(corpus),
     ]
     atheris.Setup(libfuzzer_args, one_input, custom_mutator=mutator)
