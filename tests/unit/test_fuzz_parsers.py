@@ -310,10 +310,14 @@ def test_numbers_int_would_refuse_or_misread_are_protocol_errors(response, reaso
 
 # config ------------------------------------------------------------------------
 
-# TOML nested deeper than tomli's own limit is refused with RecursionError; the
-# config validation rewrite caps depth itself, and the regression test below
-# says so. The fuzz properties keep to shallower nesting until then.
-SHALLOW_TOKENS = tuple(t for t in TOKENS if t.count(b"[") + t.count(b"{") < 100)
+# Two crash classes of the config loader are known and left to the config
+# validation rewrite (pulsed/config.py is not fuzzing's to change): TOML nested
+# deeper than tomli's limit raises RecursionError, and an integer literal of
+# more than 4,300 digits raises int()'s ValueError. The xfail(strict) tests at
+# the end hold both; until they pass, the fuzz properties leave out the tokens
+# that make them (put them back with the marks' removal).
+KNOWN_CONFIG_CRASH_TOKENS = (b"[" * 600, b"9" * 5000)
+CONFIG_TOKENS = tuple(t for t in TOKENS if t not in KNOWN_CONFIG_CRASH_TOKENS)
 
 toml_scalar = st.one_of(
     st.integers(-(2**70), 2**70),
@@ -468,21 +472,23 @@ def test_config_generated_tables(text: str) -> None:
 @FUZZ
 @given(st.sampled_from(config_seeds()), edits)
 def test_config_mutated_shipped_files(seed: bytes, changes) -> None:
-    assert_no_crash("config", mutate(seed, changes, binary=False, tokens=SHALLOW_TOKENS))
+    assert_no_crash("config", mutate(seed, changes, binary=False, tokens=CONFIG_TOKENS))
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the config rewrite caps the parse depth; remove this mark when it lands",
+    reason="the config rewrite caps parse depth and numbers; remove this mark when it lands",
 )
 @pytest.mark.parametrize(
     "text",
     [
         pytest.param("x = " + "[" * 500 + "]" * 500, id="array-500-deep"),
         pytest.param("x = " + "{a=" * 500 + "1" + "}" * 500, id="inline-table-500-deep"),
+        pytest.param("x = " + "9" * 5000, id="integer-of-5000-digits"),
+        pytest.param("[daemon]\nresync_interval = " + "1" * 4301, id="interval-of-4301-digits"),
     ],
 )
-def test_config_nested_500_deep_is_one_config_error(text: str) -> None:
+def test_config_crashers_are_one_config_error(text: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "deep.toml")
     assert len(str(caught.value).splitlines()) == 1
