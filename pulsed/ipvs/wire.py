@@ -354,11 +354,14 @@ def _required(a: dict, attr: int, what: str) -> tuple[int, int]:
 
 
 def text(buf, span: tuple[int, int]) -> str:
-    """A NUL-terminated string attribute (scheduler, interface name)."""
+    """A NUL-terminated string attribute (scheduler, interface name).
+
+    UTF-8, as the config names them (Linux allows non-ASCII interface names).
+    """
     try:
-        return bytes(buf[span[0] : span[1]]).split(b"\0", 1)[0].decode("ascii")
+        return bytes(buf[span[0] : span[1]]).split(b"\0", 1)[0].decode()
     except UnicodeDecodeError:
-        raise DecodeError("a name that is not ASCII") from None
+        raise DecodeError("a name that is not UTF-8") from None
 
 
 def parse_stats(buf, span64: tuple[int, int] | None, span32: tuple[int, int] | None) -> dict:

@@ -14,6 +14,8 @@ benchmarks/fuzz.py runs the same targets a million inputs each.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,6 +39,7 @@ from tests.fixtures.fuzz_targets import (
     run_http,
 )
 
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 FUZZ = settings(
     derandomize=True,
     database=None,
@@ -486,6 +489,11 @@ def test_config_mutated_shipped_files(seed: bytes, changes) -> None:
         pytest.param("x = " + "{a=" * 500 + "1" + "}" * 500, id="inline-table-500-deep"),
         pytest.param("x = " + "9" * 5000, id="integer-of-5000-digits"),
         pytest.param("[daemon]\nresync_interval = " + "1" * 4301, id="interval-of-4301-digits"),
+        # the inputs benchmarks/fuzz.py found, as it found them
+        *(
+            pytest.param(p.read_bytes().decode(), id=p.name)
+            for p in sorted((FIXTURES / "config_crashes").iterdir())
+        ),
     ],
 )
 def test_config_crashers_are_one_config_error(text: str) -> None:
