@@ -12,9 +12,9 @@ The short hypothesis runs of the same targets are in tests/unit
 
 Engine: atheris (libFuzzer driving Python, with coverage feedback from the
 instrumented pulsed modules). Why not hypothesis here: on the netlink target
-hypothesis ran 612 inputs per CPU-second and this harness 10,729
+hypothesis ran 678 inputs per CPU-second and this harness 11,055
 (``--engine hypothesis`` runs the same seeds and edits through @given; see
-docs/benchmarks.md, "Fuzzing"), so a million inputs cost about 27
+docs/benchmarks.md, "Fuzzing"), so a million inputs cost about 25
 CPU-minutes per target under hypothesis against under 2 here, on 2 cores
 shared by several jobs; and libFuzzer keeps the inputs that reach new
 branches, which hypothesis's generation does not aim at. Half of the
@@ -44,21 +44,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import atheris  # noqa: E402
-
-with atheris.instrument_imports(include=["pulsed"]):
-    from tests.fixtures.fuzz_targets import (
-        TARGETS,
-        TOKENS,
-        check_one,
-        mutate,
-        random_edits,
-    )
+TARGET_NAMES = ("config", "http", "netlink", "procfs")  # tests/fixtures/fuzz_targets.TARGETS
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("target", choices=sorted(TARGETS))
+    parser.add_argument("target", choices=TARGET_NAMES)
     parser.add_argument("--inputs", type=int, default=1_000_000, help="inputs to run")
     parser.add_argument("--seed", type=int, default=1, help="libFuzzer and mutation seed")
     parser.add_argument("--progress", type=int, default=100_000, help="report every N inputs")
@@ -70,9 +61,26 @@ def main() -> int:
         default="atheris",
         help="hypothesis: the same seeds and edits through @given, to compare the cost",
     )
+    parser.add_argument(
+        "--compare-decode",
+        metavar="OLD_WIRE_PY",
+        help="netlink only: time this wire.py's decoders against pulsed's on the recorded replies",
+    )
     args = parser.parse_args()
+    # The pulsed modules are imported only now: instrumented for atheris alone,
+    # so the other modes time plain code.
+    if args.compare_decode:
+        return compare_decode(args.compare_decode)
     if args.engine == "hypothesis":
         return run_hypothesis(args)
+    return run_atheris(args)
+
+
+def run_atheris(args: argparse.Namespace) -> int:
+    import atheris
+
+    with atheris.instrument_imports(include=["pulsed"]):
+        from tests.fixtures.fuzz_targets import TARGETS, TOKENS, check_one, mutate, random_edits
 
     target = TARGETS[args.target]
     seeds = target.seeds()
@@ -165,6 +173,8 @@ def run_hypothesis(args: argparse.Namespace) -> int:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
+    from tests.fixtures.fuzz_targets import TARGETS, check_one, mutate
+
     target = TARGETS[args.target]
     edits = st.lists(
         st.tuples(st.integers(0, 11), st.integers(0, 1 << 16), st.integers(0, (1 << 32) - 1)),
@@ -194,6 +204,44 @@ def run_hypothesis(args: argparse.Namespace) -> int:
     result |= {"cpu_seconds": round(cpu, 2), "inputs_per_cpu_s": round(count / cpu)}
     print(json.dumps(result | {"crashing_inputs": crashes}), flush=True)
     return 1 if crashes else 0
+
+
+def compare_decode(old_path: str, rounds: int = 2000) -> int:
+    """The cost of bounds checking: another wire.py's decoders against pulsed's own,
+    on the recorded kernel replies, best of 5, alternating in one process."""
+    import importlib.util
+
+    from pulsed.ipvs import wire as new
+    from tests.fixtures.fuzz_targets import netlink_seeds
+
+    spec = importlib.util.spec_from_file_location("old_wire", old_path)
+    assert spec is not None and spec.loader is not None
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    datagrams = netlink_seeds()
+    for name, cmd, fn in (
+        ("dest", new.CMD_NEW_DEST, "parse_dest"),
+        ("service", new.CMD_NEW_SERVICE, "parse_service"),
+    ):
+        work = [
+            (d, m[3], m[4])
+            for d in datagrams
+            if d[16] == cmd
+            for m in new.iter_messages(d, len(d))
+            if m[0] > new.NLMSG_DONE
+        ]
+        best: dict[str, float] = {}
+        for _ in range(5):
+            for label, module in (("old", old), ("new", new)):
+                decode = getattr(module, fn)
+                started = time.perf_counter()
+                for _ in range(rounds):
+                    for d, start, end in work:
+                        decode(d, start, end)
+                best[label] = min(best.get(label, 1e9), time.perf_counter() - started)
+        seconds = {k: round(v, 3) for k, v in best.items()}
+        print(json.dumps({"messages": name, "count": len(work), "rounds": rounds} | seconds))
+    return 0
 
 
 if __name__ == "__main__":
