@@ -135,12 +135,12 @@ class ResponseParser:
 
     def _parse_head(self, head: bytes) -> bool:
         lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        status = status_code(lines[0])
+        if status is None:
             self._finish("bad status line")
             return False
         resp = self.response
-        resp.status = int(parts[1])
+        resp.status = status
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
             if sep:
@@ -149,7 +149,7 @@ class ResponseParser:
         if b"chunked" in resp.headers.get(b"transfer-encoding", b"").lower():
             self.chunked = True
         elif (length := resp.headers.get(b"content-length")) is not None:
-            if not length.isdigit():
+            if not _DIGITS.fullmatch(length):
                 self._finish("bad content-length")
                 return False
             self.content_length = int(length)
@@ -215,11 +215,11 @@ class StatusReader:
                 self._finished = True
             return self._finished
         self._finished = True
-        parts = buffer[: buffer.find(b"\r\n")].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        status = status_code(buffer[: buffer.find(b"\r\n")])
+        if status is None:
             self._error = "bad status line"
         else:
-            self._status = int(parts[1])
+            self._status = status
         return True
 
     def eof(self) -> None:
@@ -272,8 +272,29 @@ class _TlsReader(asyncio.Protocol):
             self.done.set_result(None)
 
 
+def status_code(line: bytes) -> int | None:
+    """The status of an HTTP/1.x status line; None when it is not one.
+
+    Exactly three digits (RFC 9112): int() alone would take "+200", "2_00",
+    non-ASCII digits and numbers too long to convert.
+    """
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not _STATUS.fullmatch(parts[1]):
+        return None
+    return int(parts[1])
+
+
+_STATUS = re.compile(rb"[0-9]{3}")
+_DIGITS = re.compile(rb"[0-9]{1,18}")  # a Content-Length that fits in 64 bits
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")  # hex digits only: never negative
+
+
 def dechunk(data: bytes) -> tuple[bytes, bool]:
-    """Decode as much of a chunked body as is present; (body, complete)."""
+    """Decode as much of a chunked body as is present; (body, complete).
+
+    A chunk size that is not plain hex (a sign, "0x", underscores) stops the
+    decoding as incomplete: int() would take "-6" and walk backwards forever.
+    """
     out = bytearray()
     pos = 0
     while True:
@@ -281,10 +302,9 @@ def dechunk(data: bytes) -> tuple[bytes, bool]:
         if eol < 0:
             return bytes(out), False
         size_text = data[pos:eol].split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
+        if not _CHUNK_SIZE.fullmatch(size_text):
             return bytes(out), False
+        size = int(size_text, 16)
         if size == 0:
             return bytes(out), True
         start = eol + 2
@@ -404,9 +424,14 @@ class HttpsProbe(_HttpProbeBase):
 
 
 def parse_weight_pct(raw: bytes | str) -> int | None:
-    """'75', '75%' -> 75; above 100 is capped at 100; anything else -> None."""
+    """'75', '75%' -> 75; above 100 is capped at 100; anything else -> None.
+
+    ASCII digits only (str.isdigit() also takes '²', which int() refuses), and
+    any length: more than three significant digits is above 100.
+    """
     text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
     text = text.strip().removesuffix("%").strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         return None
-    return min(int(text), 100)
+    significant = text.lstrip("0") or "0"
+    return 100 if len(significant) > 3 else min(int(significant), 100)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import re
 from socket import AF_INET, AF_INET6
 
 from pulsed.model import ServiceKey
@@ -70,11 +71,17 @@ def settings_of(block: bytes) -> bytes:
 
 
 def connections(block: bytes) -> dict[tuple[str, int], tuple[int, int]]:
-    """(active, inactive) connections of each real server, by (address, port)."""
-    return {
-        _endpoint(d.split(None, 1)[0]): (int(d[-CONN_COLUMNS:-11]), int(d[-10:]))
-        for d in block.split(_DEST_MARK)[1:]
-    }
+    """(active, inactive) connections of each real server, by (address, port).
+
+    Raises ValueError for a real server line it cannot read.
+    """
+    out = {}
+    for d in block.split(_DEST_MARK)[1:]:
+        fields = d.split(None, 1)
+        if not fields:
+            raise ValueError(f"unexpected IPVS real server line: {d[:80]!r}")
+        out[_endpoint(fields[0])] = (_count(d[-CONN_COLUMNS:-11]), _count(d[-10:]))
+    return out
 
 
 @functools.lru_cache(maxsize=65536)
@@ -90,7 +97,7 @@ def service_keys(block_head: bytes) -> tuple[ServiceKey, ...]:
         raise ValueError(f"unexpected IPVS service line: {block_head[:80]!r}")
     proto, where = fields[0], fields[1]
     if proto == b"FWM":
-        mark = int(where, 16)
+        mark = _hex(where, 8)
         return (ServiceKey.for_fwmark(mark, AF_INET), ServiceKey.for_fwmark(mark, AF_INET6))
     protocol = _PROTOCOLS.get(proto)
     if protocol is None:
@@ -114,8 +121,26 @@ def dest_count(block: bytes) -> int:
     return block.count(_DEST_MARK)
 
 
+# The kernel prints fixed-width hex ("%08X:%04X") and plain decimal counts;
+# int() alone would also take signs, underscores, spaces and any length.
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+
+
+def _hex(text: bytes, digits: int) -> int:
+    if len(text) > digits or not _HEX.fullmatch(text):
+        raise ValueError(f"unexpected hex number in /proc/net/ip_vs: {text[:20]!r}")
+    return int(text, 16)
+
+
+def _count(text: bytes) -> int:
+    value = text.strip()
+    if not value.isdigit():  # bytes.isdigit: ASCII digits only
+        raise ValueError(f"unexpected connection count in /proc/net/ip_vs: {text!r}")
+    return int(value)
+
+
 def _endpoint(text: bytes) -> tuple[str, int]:
     address, _, port = text.rpartition(b":")
-    if address.startswith(b"["):
-        return str(ipaddress.IPv6Address(address[1:-1].decode())), int(port, 16)
-    return str(ipaddress.IPv4Address(int(address, 16))), int(port, 16)
+    if address.startswith(b"[") and address.endswith(b"]"):
+        return str(ipaddress.IPv6Address(address[1:-1].decode("ascii"))), _hex(port, 4)
+    return str(ipaddress.IPv4Address(_hex(address, 8))), _hex(port, 4)

@@ -92,7 +92,7 @@ def _parse_daemon(raw: bytes) -> dict | None:
         return int.from_bytes(raw[s[0] : s[0] + 4], "little") if s else 0
 
     s = a.get(wire.DAEMON_ATTR_MCAST_IFN)
-    ifname = raw[s[0] : s[1]].split(b"\0", 1)[0].decode() if s else ""
+    ifname = wire.text(raw, s) if s else ""
     state = u32(wire.DAEMON_ATTR_STATE)
     return {
         "state": STATE_NAME.get(state, str(state)),

@@ -12,12 +12,14 @@ generic netlink family (see netlink.py).
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 from functools import lru_cache
 from ipaddress import ip_address
 from operator import itemgetter
 
+from pulsed.ipvs.base import BackendError
 from pulsed.model import (
     AF_INET,
     AF_INET6,
@@ -131,6 +133,17 @@ HEADER_SIZE = _HDRS.size  # 20: nlmsghdr + genlmsghdr
 _ERR = struct.Struct("=i")
 
 
+class DecodeError(BackendError):
+    """A kernel reply this codec cannot make sense of (EBADMSG).
+
+    A BackendError, so every caller that survives a failed kernel read (the
+    reconcile loop logs it as one line and retries) survives a garbled one.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EBADMSG, f"malformed IPVS netlink reply: {message}")
+
+
 def _align(n: int) -> int:
     return (n + 3) & ~3
 
@@ -167,9 +180,11 @@ def pack_address(address: str) -> bytes:
 @lru_cache(maxsize=65536)
 def unpack_address(family: int, raw: bytes) -> str:
     """Canonical text (as model.normalize_address gives) of a kernel address."""
-    if family == AF_INET6:
+    if family == AF_INET6 and len(raw) >= 16:
         return str(ip_address(raw[:16]))
-    return socket.inet_ntop(AF_INET, raw[:4])
+    if family == AF_INET and len(raw) >= 4:
+        return socket.inet_ntop(AF_INET, raw[:4])
+    raise DecodeError(f"address of family {family} in {len(raw)} bytes")
 
 
 def netmask_to_prefix(family: int, value: int) -> int:
@@ -274,22 +289,31 @@ def dest_key_nest(dest: Dest) -> bytes:
 
 
 # Parsing --------------------------------------------------------------------
+#
+# Every reader checks bounds before it unpacks: a message, attribute or field
+# that does not fit where the kernel would have put it raises DecodeError, so
+# a garbled reply is one failed read, never an IndexError or struct.error.
 
 
 def iter_messages(buf: bytes | bytearray | memoryview, size: int):
     """Yield (type, flags, seq, start, end) for each netlink message in buf[:size]."""
     off = 0
     unpack = _NLMSGHDR.unpack_from
+    size = min(size, len(buf))
     while off + 16 <= size:
         length, mtype, flags, seq, _pid = unpack(buf, off)
-        if length < 16:
-            break
+        if length < 16 or off + length > size:
+            raise DecodeError(f"message of {length} bytes at offset {off} of {size}")
         yield mtype, flags, seq, off, off + length
         off += _align(length)
+    if off < size:
+        raise DecodeError(f"{size - off} bytes after the last message")
 
 
 def error_code(buf: bytes | bytearray | memoryview, start: int) -> int:
     """The (positive) errno of an NLMSG_ERROR message; 0 for an ack."""
+    if start + 20 > len(buf) or _U32.unpack_from(buf, start)[0] < 20:
+        raise DecodeError("error message without its error code")
     return -_ERR.unpack_from(buf, start + 16)[0]
 
 
@@ -297,21 +321,47 @@ def attrs(buf, start: int, end: int) -> dict[int, tuple[int, int]]:
     """Attribute type -> (payload start, payload end) for attributes in buf[start:end]."""
     out: dict[int, tuple[int, int]] = {}
     unpack = _NLA.unpack_from
+    if end > len(buf):
+        raise DecodeError(f"attributes end at {end}, past the {len(buf)} bytes read")
     while start + 4 <= end:
         length, atype = unpack(buf, start)
-        if length < 4:
-            break
+        if length < 4 or start + length > end:
+            raise DecodeError(f"attribute of {length} bytes at offset {start}, ending at {end}")
         out[atype & NLA_TYPE_MASK] = (start + 4, start + length)
         start += (length + 3) & ~3
     return out
 
 
+def _field(buf, span: tuple[int, int], fmt: struct.Struct) -> int:
+    if span[1] - span[0] < fmt.size:
+        raise DecodeError(f"a {span[1] - span[0]}-byte attribute for a {fmt.size}-byte value")
+    return fmt.unpack_from(buf, span[0])[0]
+
+
 def _u16(buf, span: tuple[int, int] | None, default: int = 0) -> int:
-    return _U16.unpack_from(buf, span[0])[0] if span else default
+    return _field(buf, span, _U16) if span else default
 
 
 def _u32(buf, span: tuple[int, int] | None, default: int = 0) -> int:
-    return _U32.unpack_from(buf, span[0])[0] if span else default
+    return _field(buf, span, _U32) if span else default
+
+
+def _required(a: dict, attr: int, what: str) -> tuple[int, int]:
+    span = a.get(attr)
+    if span is None:
+        raise DecodeError(f"{what} absent")
+    return span
+
+
+def text(buf, span: tuple[int, int]) -> str:
+    """A NUL-terminated string attribute (scheduler, interface name).
+
+    UTF-8, as the config names them (Linux allows non-ASCII interface names).
+    """
+    try:
+        return bytes(buf[span[0] : span[1]]).split(b"\0", 1)[0].decode()
+    except UnicodeDecodeError:
+        raise DecodeError("a name that is not UTF-8") from None
 
 
 def parse_stats(buf, span64: tuple[int, int] | None, span32: tuple[int, int] | None) -> dict:
@@ -321,7 +371,7 @@ def parse_stats(buf, span64: tuple[int, int] | None, span32: tuple[int, int] | N
 
         def get(t: int) -> int:
             s = a.get(t)
-            return _U64.unpack_from(buf, s[0])[0] if s else 0
+            return _field(buf, s, _U64) if s else 0
 
         return {
             "connections": get(STATS_ATTR_CONNS),
@@ -337,7 +387,7 @@ def parse_stats(buf, span64: tuple[int, int] | None, span32: tuple[int, int] | N
             s = a.get(t)
             if not s:
                 return 0
-            return (_U64 if wide else _U32).unpack_from(buf, s[0])[0]
+            return _field(buf, s, _U64 if wide else _U32)
 
         return {
             "connections": get32(STATS_ATTR_CONNS),
@@ -349,36 +399,47 @@ def parse_stats(buf, span64: tuple[int, int] | None, span32: tuple[int, int] | N
     return {}
 
 
+def _message_attrs(buf, start: int, end: int) -> dict[int, tuple[int, int]]:
+    """The top-level attributes of the generic netlink message buf[start:end]."""
+    if start + HEADER_SIZE > end or end > len(buf):
+        raise DecodeError(f"message of {end - start} bytes, shorter than its headers")
+    return attrs(buf, start + HEADER_SIZE, end)
+
+
 def parse_service(buf, start: int, end: int) -> tuple[Service, dict] | None:
     """A Service (without dests) and its counters from one GET_SERVICE reply."""
-    top = attrs(buf, start + HEADER_SIZE, end)
+    top = _message_attrs(buf, start, end)
     span = top.get(CMD_ATTR_SERVICE)
     if span is None:
         return None
     a = attrs(buf, *span)
     family = _u16(buf, a.get(SVC_ATTR_AF), AF_INET)
+    if family not in (AF_INET, AF_INET6):
+        raise DecodeError(f"service of address family {family}")
     fwmark = _u32(buf, a.get(SVC_ATTR_FWMARK))
     if fwmark:
         key = ServiceKey(family, "fwmark", "", 0, fwmark)
     else:
-        s = a[SVC_ATTR_ADDR]
+        s = _required(a, SVC_ATTR_ADDR, "service address")
         key = ServiceKey(
             family,
             protocol_name(_u16(buf, a.get(SVC_ATTR_PROTOCOL))),
             unpack_address(family, bytes(buf[s[0] : s[1]])),
-            _BE16.unpack_from(buf, a[SVC_ATTR_PORT][0])[0],
+            _field(buf, _required(a, SVC_ATTR_PORT, "service port"), _BE16),
         )
     s = a.get(SVC_ATTR_SCHED_NAME)
-    scheduler = bytes(buf[s[0] : s[1]]).split(b"\0", 1)[0].decode() if s else ""
+    scheduler = text(buf, s) if s else ""
     raw_flags = _u32(buf, a.get(SVC_ATTR_FLAGS))
     persistent = bool(raw_flags & SVC_F_PERSISTENT)
     s = a.get(SVC_ATTR_NETMASK)
     if s is None:
         netmask = 128 if family == AF_INET6 else 32
     elif family == AF_INET6:
-        netmask = _U32.unpack_from(buf, s[0])[0]
+        netmask = _field(buf, s, _U32)
+        if netmask > 128:
+            raise DecodeError(f"IPv6 persistence prefix /{netmask}")
     else:
-        netmask = netmask_to_prefix(family, _BE32.unpack_from(buf, s[0])[0])
+        netmask = netmask_to_prefix(family, _field(buf, s, _BE32))
     svc = Service(
         key=key,
         scheduler=scheduler,
@@ -432,7 +493,11 @@ _STATS_FIELDS = (
 
 
 class _DestLayout:
-    """A precompiled struct for one fixed destination attribute layout."""
+    """A precompiled struct for one fixed destination attribute layout.
+
+    Raises ValueError for anything but a well-formed layout (the caller then
+    takes the generic walk, which says what is wrong).
+    """
 
     __slots__ = ("check", "expected", "fields", "size", "struct")
 
@@ -453,7 +518,7 @@ class _DestLayout:
         off = start
         while off + 4 <= end:
             length, atype = _NLA.unpack_from(buf, off)
-            if length < 4:
+            if length < 4 or off + _align(length) > end:
                 raise ValueError("bad attribute")
             header(length, atype)
             t = atype & NLA_TYPE_MASK
@@ -461,7 +526,7 @@ class _DestLayout:
                 inner, inner_end = off + 4, off + length
                 while inner + 4 <= inner_end:
                     ilen, itype = _NLA.unpack_from(buf, inner)
-                    if ilen < 4:
+                    if ilen < 4 or inner + _align(ilen) > inner_end:
                         raise ValueError("bad attribute")
                     header(ilen, itype)
                     size = ilen - 4
@@ -473,6 +538,8 @@ class _DestLayout:
                         fmt.append(f"{size}x")
                     fmt.append(f"{_align(ilen) - ilen}x")
                     inner += _align(ilen)
+                if inner != inner_end:
+                    raise ValueError("trailing bytes")
             else:
                 payload = length - 4
                 code = _FIXED_FORMATS.get(t)
@@ -491,6 +558,8 @@ class _DestLayout:
             raise ValueError(f"attributes {missing} absent")
         self.struct = struct.Struct("".join(fmt))
         self.size = end - start
+        if self.struct.size != self.size:
+            raise ValueError("layout size")
         self.check = itemgetter(*hdr_index)
         self.expected = tuple(expected)
         stats = [where.get((DEST_ATTR_STATS64, t)) for t in _STATS_FIELDS]
@@ -504,11 +573,13 @@ _dest_layouts: dict[int, _DestLayout] = {}
 
 def parse_dest(buf, start: int, end: int) -> Dest | None:
     """A Dest (with stats) from one GET_DEST reply."""
-    top_len, top_type = _NLA.unpack_from(buf, start + HEADER_SIZE)
-    if top_type & NLA_TYPE_MASK != CMD_ATTR_DEST:
+    if start + HEADER_SIZE + 4 > end or end > len(buf):
         return _parse_dest_slow(buf, start, end)
+    top_len, top_type = _NLA.unpack_from(buf, start + HEADER_SIZE)
     body = start + HEADER_SIZE + 4
     body_end = start + HEADER_SIZE + top_len
+    if top_type & NLA_TYPE_MASK != CMD_ATTR_DEST or top_len < 4 or body_end > end:
+        return _parse_dest_slow(buf, start, end)
     layout = _dest_layouts.get(body_end - body)
     if layout is not None:
         v = layout.struct.unpack_from(buf, body)
@@ -541,12 +612,12 @@ def _dest_of(f: tuple) -> Dest:
 
 
 def _parse_dest_slow(buf, start: int, end: int) -> Dest | None:
-    top = attrs(buf, start + HEADER_SIZE, end)
+    top = _message_attrs(buf, start, end)
     span = top.get(CMD_ATTR_DEST)
     if span is None:
         return None
     a = attrs(buf, *span)
-    s = a[DEST_ATTR_ADDR]
+    s = _required(a, DEST_ATTR_ADDR, "real server address")
     raw = bytes(buf[s[0] : s[1]])
     family_span = a.get(DEST_ATTR_ADDR_FAMILY)
     if family_span is not None:
@@ -556,7 +627,7 @@ def _parse_dest_slow(buf, start: int, end: int) -> Dest | None:
     counters = parse_stats(buf, a.get(DEST_ATTR_STATS64), a.get(DEST_ATTR_STATS))
     return Dest(
         unpack_address(family, raw),
-        _BE16.unpack_from(buf, a[DEST_ATTR_PORT][0])[0],
+        _field(buf, _required(a, DEST_ATTR_PORT, "real server port"), _BE16),
         _u32(buf, a.get(DEST_ATTR_WEIGHT)),
         FORWARDING_OF_CODE.get(_u32(buf, a.get(DEST_ATTR_FWD_METHOD)) & FWD_MASK, Forwarding.LOCAL),
         _u32(buf, a.get(DEST_ATTR_U_THRESH)),
