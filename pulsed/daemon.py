@@ -40,7 +40,14 @@ class StartupError(Exception):
 
 
 class ReloadRefused(Exception):
-    """The new config cannot be brought up; the old one keeps running."""
+    """The new config cannot be brought up; the old one keeps running.
+
+    ``fields``: extra fields for the one ``reload.failed`` log line.
+    """
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 @dataclass
@@ -379,9 +386,10 @@ class Daemon:
             try:
                 changed = await self._reload_transaction()
             except ReloadRefused as exc:
-                reason = str(exc)
+                reason, fields = str(exc), exc.fields
             except Exception as exc:  # a bug must not leave the reload half done
                 reason = f"internal error: {type(exc).__name__}: {_one_line(exc)}"
+                fields = {}
             else:
                 status.last_ok, status.last_error, status.last_changed = True, "", changed
                 if changed:
@@ -395,7 +403,7 @@ class Daemon:
                 self._notify("READY=1\nSTATUS=" + self.status_line())
                 return True
             status.last_ok, status.last_error, status.last_changed = False, reason, False
-            log.error("reload.failed", error=reason)
+            log.error("reload.failed", error=reason, **fields)
             self._notify("READY=1\nSTATUS=reload failed, old config kept: " + reason[:200])
             return False
 
@@ -405,7 +413,11 @@ class Daemon:
             new = await asyncio.to_thread(load_config, self.config_path, self._parse_cache)
         except ConfigError as exc:
             # One line for the log and /status; `pulsed check-config` lists them all.
-            raise ReloadRefused(f"{len(exc.issues)} problem(s): {exc.issues[0]}") from None
+            raise ReloadRefused(
+                f"{len(exc.issues)} problem(s): {exc.issues[0]}",
+                problems=len(exc.issues),
+                first=str(exc.issues[0]),
+            ) from None
         if new == self.config:
             return False
         old = self.config
