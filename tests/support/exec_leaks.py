@@ -1,0 +1,118 @@
+"""A stand-in for the daemon's side of exec checks, run as its own process.
+
+The subreaper flag belongs to a whole process, so the leak tests run this
+module in a fresh interpreter (``python -m tests.support.exec_leaks SPEC``)
+that does what pulsed does: enable the reaper, probe, and at stop shut the
+monitor and the reaper down. It prints one JSON line of measurements.
+
+SPEC (JSON): ``commands`` (name -> argv), ``rounds``, ``timeout``, ``loop``
+("asyncio" or "uvloop"), ``subreaper`` (bool), and for the stop phase
+``hangers`` (argvs that run until killed), ``fifo`` (where each hanger writes
+one line per process it started, so the stop waits on that, not a sleep) and
+``ready_lines`` (how many lines to wait for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+from pulsed.checks.base import Target
+from pulsed.checks.config import CheckConfig
+from pulsed.checks.exec import ExecProbe
+from pulsed.checks.monitor import HealthMonitor
+from pulsed.checks.reaper import _children, reaper
+from pulsed.durations import Duration
+from pulsed.model import DestKey, ServiceKey
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _target(argv: list[str], timeout: float, interval: float = 60.0) -> Target:
+    check = CheckConfig(
+        type="exec",
+        command=tuple(argv),
+        timeout=Duration(timeout),
+        interval=Duration(interval),
+        jitter=Duration(0.0),
+    )
+    return Target("127.0.0.1", 80, check)
+
+
+async def _probe_rounds(spec: dict) -> dict:
+    results: dict[str, list[list]] = {name: [] for name in spec["commands"]}
+    probes = {
+        name: ExecProbe(_target(argv, spec["timeout"])) for name, argv in spec["commands"].items()
+    }
+    for _ in range(spec["rounds"]):
+        outcomes = await asyncio.gather(*(p.probe() for p in probes.values()))
+        for name, result in zip(probes, outcomes, strict=True):
+            results[name].append([result.ok, result.reason, result.category, result.weight_pct])
+    await reaper.idle()
+    return results
+
+
+async def _stop_phase(spec: dict) -> dict:
+    """Hangers in flight under a HealthMonitor; then stop it as the daemon does."""
+    loop = asyncio.get_running_loop()
+    # O_RDWR: the FIFO never reports end-of-file between writers.
+    fifo = os.open(spec["fifo"], os.O_RDWR | os.O_NONBLOCK)
+    lines: list[bytes] = []
+    ready = loop.create_future()
+    buffer = bytearray()
+
+    def on_line() -> None:
+        buffer.extend(os.read(fifo, 4096))
+        while b"\n" in buffer:
+            line, _, rest = bytes(buffer).partition(b"\n")
+            buffer[:] = rest
+            lines.append(line)
+        if len(lines) >= spec["ready_lines"] and not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fifo, on_line)
+    key = ServiceKey.for_address("tcp", "192.0.2.1", 80)
+    targets = {
+        (key, DestKey(f"10.0.0.{i + 1}", 80)): _target(argv, 30.0)
+        for i, argv in enumerate(spec["hangers"])
+    }
+    monitor = HealthMonitor(lambda *_: None, max_tick=0.0)
+    monitor.update(targets)
+    await monitor.start()
+    await ready
+    loop.remove_reader(fifo)
+    os.close(fifo)
+    live_before = reaper.live
+    await monitor.stop()
+    await reaper.shutdown()
+    return {"live_before_stop": live_before, "started": [x.decode() for x in lines]}
+
+
+async def main(spec: dict) -> dict:
+    if spec.get("subreaper", True):
+        assert reaper.enable()
+    baseline = {"fds": _fds(), "children": len(_children())}
+    out: dict = {"baseline": baseline}
+    if spec.get("commands"):
+        out["results"] = await _probe_rounds(spec)
+        out["after_rounds"] = {"fds": _fds(), "children": len(_children())}
+    if spec.get("hangers"):
+        out["stop"] = await _stop_phase(spec)
+        out["after_stop"] = {"fds": _fds(), "children": len(_children())}
+    out["killed"] = reaper.killed
+    return out
+
+
+if __name__ == "__main__":
+    spec = json.loads(sys.argv[1])
+    if spec.get("loop") == "uvloop":
+        import uvloop
+
+        result = uvloop.run(main(spec))
+    else:
+        result = asyncio.run(main(spec))
+    print(json.dumps(result))
