@@ -1,0 +1,344 @@
+"""Memory under hostile servers: RSS of the probe engine over time.
+
+Hostile servers run on loopback in another process (``--serve``): they
+trickle, send endless headers, endless bodies (by length, chunked, or in
+one-byte chunks), garbage, resets, status codes thousands of digits long,
+a new status code every time, never answer, or stall the TLS handshake; the
+body-sending ones also serve over TLS. This process runs only pulsed's
+HealthMonitor probing them (http checks that read the status alone, http
+checks that read the whole response, https, tcp, and optionally exec checks
+that flood their output), and samples its own RSS every ``--sample``
+seconds. Reported: RSS before probing, at the end of the warm-up ("start"),
+the lowest and highest after it, at the end, and the largest difference from
+"start" in percent.
+
+    flock /tmp/pulsed-bench.lock .venv/bin/python benchmarks/hostile.py --duration 300
+
+``--tracemalloc`` also reports where Python memory was allocated at the peak
+(slower; for finding causes, not for the RSS figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import gc
+import json
+import logging
+import random
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import structlog
+
+from pulsed.checks.base import ProbeResult, Target
+from pulsed.checks.config import CheckConfig
+from pulsed.checks.monitor import HealthMonitor
+from pulsed.durations import Duration
+from pulsed.model import DestKey, ServiceKey
+
+# --- hostile servers (their own process) ----------------------------------------------
+
+_CHUNK = b"x" * 16384
+
+
+async def _drain(writer: asyncio.StreamWriter, data: bytes) -> None:
+    if writer.transport.is_closing():  # drain() would not say so
+        raise ConnectionResetError
+    writer.write(data)
+    await writer.drain()
+    await asyncio.sleep(0)  # drain() may return without yielding: let the others run
+
+
+async def trickle(reader, writer) -> None:
+    await _drain(writer, b"HTTP/1.1 200 OK\r\n")
+    while True:  # one header byte at a time, forever
+        await _drain(writer, b"a")
+        await asyncio.sleep(0.05)
+
+
+async def huge_headers(reader, writer) -> None:
+    await _drain(writer, b"HTTP/1.1 200 OK\r\n")
+    line = b"X-Junk: " + _CHUNK + b"\r\n"
+    while True:
+        await _drain(writer, line)
+
+
+async def huge_body(reader, writer) -> None:
+    await _drain(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n")
+    while True:
+        await _drain(writer, _CHUNK)
+
+
+async def endless_chunked(reader, writer) -> None:
+    await _drain(writer, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (len(_CHUNK), _CHUNK)
+    while True:
+        await _drain(writer, chunk)
+
+
+async def tiny_chunks(reader, writer) -> None:
+    await _drain(writer, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    while True:
+        await _drain(writer, b"1\r\nx\r\n" * 2048)
+
+
+# Seeded (--seed): the same run gives the same garbage and status codes.
+RNG = random.Random(0)
+
+
+async def garbage(reader, writer) -> None:
+    rng = random.Random(RNG.random())
+    while True:
+        await _drain(writer, rng.randbytes(16384))
+
+
+async def reset(reader, writer) -> None:
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    writer.transport.abort()
+
+
+async def huge_status(reader, writer) -> None:
+    digits = b"9" * 4000  # just under Python's int-conversion limit
+    await _drain(writer, b"HTTP/1.1 " + digits + b" No\r\nContent-Length: 0\r\n\r\n")
+    writer.close()
+
+
+async def random_status(reader, writer) -> None:
+    # A new code every time: three digits, or thirty.
+    status = str(RNG.choice((RNG.randrange(100, 1000), RNG.randrange(10**30, 10**31)))).encode()
+    await _drain(writer, b"HTTP/1.1 " + status + b" No\r\nX-Weight: " + status + b"\r\n\r\nx")
+    writer.close()
+
+
+async def silent(reader, writer) -> None:
+    await asyncio.Event().wait()  # reads nothing, says nothing
+
+
+KINDS = {
+    "trickle": trickle,
+    "huge_headers": huge_headers,
+    "huge_body": huge_body,
+    "endless_chunked": endless_chunked,
+    "tiny_chunks": tiny_chunks,
+    "garbage": garbage,
+    "reset": reset,
+    "huge_status": huge_status,
+    "random_status": random_status,
+    "silent": silent,
+}
+# Served over TLS as well (a silent TLS server stalls the handshake).
+TLS_KINDS = ("huge_body", "endless_chunked", "tiny_chunks", "trickle", "silent", "random_status")
+
+
+def _tls_server_context() -> ssl.SSLContext:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    return ctx
+
+
+def serve(spec: dict) -> None:
+    RNG.seed(spec.get("seed", 0))
+
+    async def main() -> None:
+        ports = {}
+        tls = _tls_server_context()
+        for kind, handler in KINDS.items():
+            ports[kind] = await _listen(handler, None)
+            if kind in TLS_KINDS:
+                ports["tls_" + kind] = await _listen(handler, tls)
+        print(json.dumps(ports), flush=True)
+        await asyncio.Event().wait()
+
+    async def _listen(handler, ctx) -> int:
+        async def wrapped(reader, writer) -> None:
+            try:
+                await handler(reader, writer)
+            except (ConnectionError, ssl.SSLError, OSError):
+                pass
+            finally:
+                writer.transport.abort()
+
+        extra = {"ssl": ctx, "ssl_handshake_timeout": 3600} if ctx else {}
+        server = await asyncio.start_server(wrapped, "127.0.0.1", 0, backlog=4096, **extra)
+        return server.sockets[0].getsockname()[1]
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # peers that hang up are the point
+    import uvloop  # the servers must outpace the prober
+
+    uvloop.install()
+    asyncio.run(main())
+
+
+# --- the probing side ---------------------------------------------------------------
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def targets_for(ports: dict[str, int], args: argparse.Namespace) -> dict:
+    common = {
+        "interval": Duration(args.interval),
+        "timeout": Duration(args.timeout),
+        "jitter": Duration(args.interval),
+    }
+    checks = {
+        "status": CheckConfig(type="http", **common),
+        "full": CheckConfig(type="http", body_regex="ok", weight_header="X-Weight", **common),
+        "tls": CheckConfig(
+            type="https", tls_verify=False, body_regex="ok", weight_header="X-Weight", **common
+        ),
+        "tcp": CheckConfig(type="tcp", **common),
+        "exec": CheckConfig(type="exec", command=("yes",), **common),
+    }
+    kinds = args.kinds.split(",") if args.kinds else list(KINDS)
+    plan: list[tuple[str, str]] = []
+    for kind in kinds:
+        plan += [(kind, "status"), (kind, "full")]
+    plan += [("tls_" + kind, "tls") for kind in TLS_KINDS if kind in kinds]
+    if "silent" in kinds:
+        plan.append(("silent", "tcp"))
+    if args.only:
+        plan = [(kind, check) for kind, check in plan if check in args.only.split(",")]
+    if args.exec:
+        plan.append(("-", "exec"))
+    service = ServiceKey.for_address("tcp", "192.0.2.1", 80)
+    targets = {}
+    n = 0
+    for kind, check_name in plan:
+        port = ports.get(kind, 1)
+        for _ in range(args.per_kind):
+            n += 1
+            key = (service, DestKey(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", port))
+            targets[key] = Target("127.0.0.1", port, checks[check_name])
+    return targets
+
+
+async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
+    if args.tracemalloc:
+        tracemalloc.start(10)
+    targets = targets_for(ports, args)
+    ports_kind = {port: kind for kind, port in ports.items()}
+    results: collections.Counter[str] = collections.Counter()
+
+    def on_result(key: object, result: ProbeResult) -> None:
+        results[f"{ports_kind.get(key[1].port, '?')}: {result.category}"] += 1
+
+    monitor = HealthMonitor(lambda k, h: None, on_result=on_result)
+    monitor.update(targets)
+    before = rss_kib()
+    await monitor.start()
+    samples: list[tuple[float, int]] = []
+    t0 = time.monotonic()
+    start_rss = None
+    peak_snapshot = None
+    peak_rss = 0
+    while (elapsed := time.monotonic() - t0) < args.warmup + args.duration:
+        await asyncio.sleep(args.sample)
+        monitor.health()  # as the daemon's reconcile pass does
+        rss = rss_kib()
+        samples.append((round(time.monotonic() - t0, 1), rss))
+        if start_rss is None and elapsed >= args.warmup:
+            start_rss = rss
+        if start_rss is not None and rss > peak_rss:
+            peak_rss = rss
+            if args.tracemalloc:
+                peak_snapshot = tracemalloc.take_snapshot()
+    await monitor.stop()
+    after = [rss for t, rss in samples if t >= args.warmup]
+    start_rss = start_rss or after[0]
+    report = {
+        "targets": len(targets),
+        "interval_s": args.interval,
+        "timeout_s": args.timeout,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "loop": "uvloop" if args.uvloop else "asyncio",
+        "seed": args.seed,
+        "probes": sum(results.values()),
+        "results_by_category": dict(results.most_common()),
+        "rss_mib_before_probing": round(before / 1024, 1),
+        "rss_mib_start": round(start_rss / 1024, 1),
+        "rss_mib_min": round(min(after) / 1024, 1),
+        "rss_mib_max": round(max(after) / 1024, 1),
+        "rss_mib_end": round(after[-1] / 1024, 1),
+        "max_swing_pct_of_start": round(
+            max(abs(r - start_rss) for r in after) / start_rss * 100, 1
+        ),
+        "samples_mib": [(t, round(r / 1024, 1)) for t, r in samples[:: max(1, args.every)]],
+    }
+    if peak_snapshot is not None:
+        stats = peak_snapshot.statistics("traceback")[:8]
+        report["tracemalloc_top_at_peak"] = [
+            {"kib": round(s.size / 1024), "count": s.count, "where": s.traceback.format()[-6:]}
+            for s in stats
+        ]
+        report["tracemalloc_peak_mib"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+    return report
+
+
+async def run(args: argparse.Namespace) -> dict:
+    spec = json.dumps({"seed": args.seed})
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", spec], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        ports = json.loads(server.stdout.readline())
+        return await measure(args, ports)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds after warm-up")
+    parser.add_argument("--warmup", type=float, default=20.0)
+    parser.add_argument("--per-kind", type=int, default=20, help="targets per server kind")
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--timeout", type=float, default=1.0)
+    parser.add_argument("--sample", type=float, default=1.0, help="seconds between RSS samples")
+    parser.add_argument("--every", type=int, default=10, help="print every n-th sample")
+    parser.add_argument("--kinds", help="comma-separated server kinds (default: all)")
+    parser.add_argument("--only", help="comma-separated check kinds: status,full,tls,tcp")
+    parser.add_argument("--exec", action="store_true", help="add exec checks that flood stdout")
+    parser.add_argument("--uvloop", action="store_true", help="uvloop for the prober")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the servers' garbage")
+    parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(json.loads(args.serve))
+        return
+    # probe.up/probe.down lines are not what is measured here.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+    gc.collect()
+    runner = asyncio.run
+    if args.uvloop:
+        import uvloop
+
+        runner = uvloop.run
+    print(json.dumps(runner(run(args)), indent=1))
+
+
+if __name__ == "__main__":
+    main()
