@@ -147,7 +147,10 @@ class Reaper:
         orphans. ``exited`` (see ``watch_exit``) resolves when it has exited.
         Returns its exit status as Popen does (negative: killed by that signal)."""
         pid = spawned.pid
+        popen = spawned.popen
         try:
+            if popen.returncode is not None:
+                return popen.returncode  # reaped already (shutdown): the pid is not ours
             # The process is alive or an unreaped zombie: its pid, and so its
             # group id, is still ours, and the group holds only its descendants.
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -156,13 +159,12 @@ class Reaper:
                 waiter = exited if exited is not None else watch_exit(pid)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(waiter), KILL_WAIT)
-            code = spawned.popen.poll()
+            if popen.poll() is None:
+                _hand_over(popen)
+            return popen.returncode
         finally:
-            # Still running only if stuck in the kernel: from now on it is an
-            # orphan like any other, killed already and reaped by a sweep.
             self._live.pop(pid, None)
-        self.kick()
-        return code if code is not None else -signal.SIGKILL
+            self.kick()
 
     # --- orphans ------------------------------------------------------------------
 
@@ -216,9 +218,10 @@ class Reaper:
         if waits:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits), KILL_WAIT)
-        for pid, spawned in list(self._live.items()):
-            if spawned.popen.poll() is not None:
-                del self._live[pid]
+        for spawned in self._live.values():
+            if spawned.popen.poll() is None:
+                _hand_over(spawned.popen)
+        self._live.clear()
         await self.idle()
         await self.sweep()
 
@@ -255,6 +258,14 @@ class Reaper:
             log.exception("reaper.sweep_failed")
 
 
+def _hand_over(popen: subprocess.Popen) -> None:
+    """A killed process that has not exited yet (stuck in the kernel, in D
+    state): from now on the sweeps reap it like an orphan. Popen must not
+    poll it any more (it would wait on a pid that may be someone else's by
+    then), so it is told the process is gone."""
+    popen.returncode = -signal.SIGKILL
+
+
 def watch_exit(pid: int) -> asyncio.Future[None]:
     """A future that resolves once ``pid`` has exited (without reaping it):
     through a pidfd on the loop, else by polling waitid(WNOWAIT)."""
@@ -269,20 +280,21 @@ def watch_exit(pid: int) -> asyncio.Future[None]:
         _poll_exit(loop, pid, future, _POLL_FIRST)
         return future
 
+    open_ = [True]
+
+    def close() -> None:
+        if open_[0]:  # exactly once: the number may name another file after
+            open_[0] = False
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+
     def on_exit() -> None:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
+        close()
         if not future.done():
             future.set_result(None)
 
-    def on_done(_: asyncio.Future[None]) -> None:
-        if future.cancelled():  # the waiter gave up: let go of the pidfd
-            with contextlib.suppress(Exception):
-                loop.remove_reader(pidfd)
-            os.close(pidfd)
-
     loop.add_reader(pidfd, on_exit)
-    future.add_done_callback(on_done)
+    future.add_done_callback(lambda _: close())  # also when the waiter gave up
     return future
 
 

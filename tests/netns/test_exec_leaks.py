@@ -135,6 +135,25 @@ def test_nothing_outlives_the_monitor_stop(track: Path, tmp_path: Path) -> None:
     assert tracked_alive(track) == []
 
 
+def test_an_orphan_lives_until_the_check_that_left_it_ends(track: Path, tmp_path: Path) -> None:
+    """The reaper cannot tell which check an orphan came from, so it waits for
+    every check that was running when it first saw it: a helper that a check
+    still relies on is not killed because another check ended."""
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    os.mkfifo(ready)
+    os.mkfifo(release)
+    holder = _sh(
+        f"(setsid sleep {MARK['setsid']} > /dev/null 2>&1 & "
+        f"echo $! >> {track}; echo $! > {ready}); read line < {release}; echo 40"
+    )
+    spare = {"holder": holder, "ready": str(ready), "release": str(release)}
+    out = run_runner({"spare": spare})["spare"]
+    assert out["results"] == ["exit 0", "exit 0"]
+    assert out["alive_after_other_check"] is True
+    assert out["alive_after_own_check"] is False
+    assert tracked_alive(track) == []
+
+
 def test_without_the_subreaper_the_group_is_still_killed(track: Path) -> None:
     """A process that is not a subreaper (enable() not called) kills nothing it
     did not start, yet the command's group dies with the probe."""

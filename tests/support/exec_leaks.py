@@ -92,6 +92,42 @@ async def _stop_phase(spec: dict) -> dict:
     return {"live_before_stop": live_before, "started": [x.decode() for x in lines]}
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def _spare_phase(spec: dict) -> dict:
+    """A running check's orphan (``spare["holder"]`` leaves one, says so on the
+    FIFO ``ready``, then waits for a line on the FIFO ``release``) outlives
+    another check's end, and dies with its own check."""
+    loop = asyncio.get_running_loop()
+    spare = spec["spare"]
+    ready = os.open(spare["ready"], os.O_RDWR | os.O_NONBLOCK)
+    said = loop.create_future()
+    loop.add_reader(ready, lambda: said.done() or said.set_result(os.read(ready, 100)))
+    holder = asyncio.create_task(ExecProbe(_target(spare["holder"], 30.0)).probe())
+    orphan = int((await said).split()[0])
+    loop.remove_reader(ready)
+    os.close(ready)
+    other = await ExecProbe(_target(["true"], 5.0)).probe()
+    await reaper.idle()
+    alive_after_other = _alive(orphan)
+    release = os.open(spare["release"], os.O_RDWR)
+    os.write(release, b"go\n")
+    result = await holder
+    os.close(release)
+    await reaper.idle()
+    return {
+        "alive_after_other_check": alive_after_other,
+        "alive_after_own_check": _alive(orphan),
+        "results": [other.reason, result.reason],
+    }
+
+
 async def main(spec: dict) -> dict:
     if spec.get("subreaper", True):
         assert reaper.enable()
@@ -100,6 +136,8 @@ async def main(spec: dict) -> dict:
     if spec.get("commands"):
         out["results"] = await _probe_rounds(spec)
         out["after_rounds"] = {"fds": _fds(), "children": len(_children())}
+    if spec.get("spare"):
+        out["spare"] = await _spare_phase(spec)
     if spec.get("hangers"):
         out["stop"] = await _stop_phase(spec)
         out["after_stop"] = {"fds": _fds(), "children": len(_children())}
