@@ -3,8 +3,9 @@
 Hostile servers run on loopback in another process (``--serve``): they
 trickle, send endless headers, endless bodies (by length, chunked, or in
 one-byte chunks), garbage, resets, status codes thousands of digits long,
-a new status code every time, never answer, or stall the TLS handshake; the
-body-sending ones also serve over TLS. This process runs only pulsed's
+a new status code every time, never answer, or send most of a body and
+stall, on a bad day that comes and goes every ``--flap`` seconds; most of
+them also serve over TLS. This process runs only pulsed's
 HealthMonitor probing them (http checks that read the status alone, http
 checks that read the whole response, https, tcp, and optionally exec checks
 that flood their output), and samples its own RSS every ``--sample``
@@ -90,6 +91,7 @@ async def tiny_chunks(reader, writer) -> None:
 
 # Seeded (--seed): the same run gives the same garbage and status codes.
 RNG = random.Random(0)
+FLAP = 0.0  # seconds; see partial()
 
 
 async def garbage(reader, writer) -> None:
@@ -117,6 +119,22 @@ async def random_status(reader, writer) -> None:
     writer.close()
 
 
+async def _until_closed(reader) -> None:
+    while await reader.read(65536):
+        pass
+
+
+async def partial(reader, writer) -> None:
+    """A head and most of a body, then nothing until the prober gives up; in
+    every other ``--flap`` period, a quick small answer instead: a bad day that
+    comes and goes, so the number of exchanges in flight swings with it."""
+    if FLAP and int(time.monotonic() / FLAP) % 2:
+        await _drain(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return
+    await _drain(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\n" + b"x" * 60000)
+    await _until_closed(reader)
+
+
 async def silent(reader, writer) -> None:
     await asyncio.Event().wait()  # reads nothing, says nothing
 
@@ -132,9 +150,18 @@ KINDS = {
     "huge_status": huge_status,
     "random_status": random_status,
     "silent": silent,
+    "partial": partial,
 }
 # Served over TLS as well (a silent TLS server stalls the handshake).
-TLS_KINDS = ("huge_body", "endless_chunked", "tiny_chunks", "trickle", "silent", "random_status")
+TLS_KINDS = (
+    "huge_body",
+    "endless_chunked",
+    "tiny_chunks",
+    "trickle",
+    "silent",
+    "random_status",
+    "partial",
+)
 
 
 def _tls_server_context() -> ssl.SSLContext:
@@ -148,7 +175,9 @@ def _tls_server_context() -> ssl.SSLContext:
 
 
 def serve(spec: dict) -> None:
+    global FLAP
     RNG.seed(spec.get("seed", 0))
+    FLAP = spec.get("flap", 0.0)
 
     async def main() -> None:
         ports = {}
@@ -270,6 +299,7 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
         "warmup_s": args.warmup,
         "loop": "uvloop" if args.uvloop else "asyncio",
         "seed": args.seed,
+        "flap_s": args.flap,
         "probes": sum(results.values()),
         "results_by_category": dict(results.most_common()),
         "rss_mib_before_probing": round(before / 1024, 1),
@@ -293,7 +323,7 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    spec = json.dumps({"seed": args.seed})
+    spec = json.dumps({"seed": args.seed, "flap": args.flap})
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", spec], stdout=subprocess.PIPE, text=True
     )
@@ -319,6 +349,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated check kinds: status,full,tls,tcp")
     parser.add_argument("--exec", action="store_true", help="add exec checks that flood stdout")
     parser.add_argument("--uvloop", action="store_true", help="uvloop for the prober")
+    parser.add_argument("--flap", type=float, default=30.0, help="bad-day period (0: always)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the servers' garbage")
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
