@@ -28,16 +28,40 @@ the probe's stdout pipe open. So:
 - ``shutdown()`` (at daemon stop) kills every live probe group and sweeps
   until no child is left.
 
-Without the subreaper (``enable()`` failed, or was not called, as in a
-library user or a test process), orphans go to init as before and
-``sweep()`` does nothing: a process that did not ask to be a subreaper
-never kills children it did not start here.
+Why this is safe:
+
+- It kills nothing pulsed did not start, directly or through a check. A
+  group kill names a group whose id is a probe's pid while that pid is still
+  held (the kernel frees a pid number only when no process uses it as pid,
+  group or session id, and our unreaped probe does); the probe began a new
+  session, and only processes of that session, all its descendants, can be
+  in that group. An orphan kill names one of our own unreaped children that
+  ``spawn()`` did not start: a process becomes a subreaper's child only by
+  being orphaned inside the subreaper's own subtree. This rests on one rule:
+  pulsed starts child processes only through ``spawn()`` (exec checks are
+  its only ones; anything added later must use it too).
+- It takes no one else's exit status: it reaps by pid only, and only pids it
+  killed or found dead among children it did not start. asyncio's child
+  watchers and libuv (uvloop) wait for their own pids only, and pulsed
+  starts nothing through them. Probes are reaped by their Popen alone.
+- It never waits without bound: a sweep has at most 64 rounds of one
+  SIGKILL and at most 5 s of waiting each; a process stuck in the kernel
+  (D state) is left to a later sweep, and Popen stops polling it
+  (``_hand_over``). Every pidfd is closed exactly once, whichever of exit,
+  timeout or cancellation comes first.
+- Without the subreaper (``enable()`` failed, or was not called, as in a
+  library user or a test process), orphans go to init as before and
+  ``sweep()`` does nothing: a process that did not ask to be a subreaper
+  never kills children it did not start here; group kills still happen.
 
 Under systemd, ``ProcSubset=pid`` and ``ProtectProc=invisible`` keep
 ``/proc/self`` visible, and ``prctl``, ``pidfd_open`` and ``waitid`` are in
-``@system-service``. If ``/proc/<pid>/task/<tid>/children`` is missing
-(a kernel without CONFIG_PROC_CHILDREN) children are found by scanning
-``/proc/<pid>/stat`` for our pid as parent.
+``@system-service`` (its ``@process`` group), which the unit allows; the
+unit's ``KillMode=mixed`` also SIGKILLs whatever is left in the cgroup when
+pulsed stops, which covers the case of pulsed itself being killed. If ``/proc/<pid>/task/<tid>/children`` is missing (a
+kernel without CONFIG_PROC_CHILDREN) children are found by scanning
+``/proc/<pid>/stat`` for our pid as parent. Without pidfds (before Linux
+5.3) exits are polled with ``waitid(WNOWAIT)``.
 """
 
 from __future__ import annotations

@@ -200,3 +200,31 @@ def test_spawn_failures_are_classified(err: int, category: str) -> None:
 
     result = spawn_failure("check", OSError(err, os.strerror(err)), 0.0)
     assert (result.ok, result.category) == (False, category)
+
+
+async def test_without_pidfds_exits_are_polled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels before 5.3 have no pidfd: the exit is polled, same verdicts."""
+    from pulsed.checks.exec import ExecProbe
+    from tests.support.exec_leaks import _target
+
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, "function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    up = await ExecProbe(_target(["sh", "-c", "echo 30"], 5.0)).probe()
+    hung = await ExecProbe(_target(["sleep", "30"], 0.3)).probe()
+    assert (up.ok, up.weight_pct) == (True, 30)
+    assert (hung.ok, hung.reason) == (False, "timeout after 300ms")
+
+
+def test_children_found_without_proc_children() -> None:
+    """Kernels without CONFIG_PROC_CHILDREN: the /proc scan finds the same."""
+    from pulsed.checks.reaper import _children, _children_by_scan
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert child.pid in _children()
+        assert sorted(_children_by_scan()) == sorted(_children())
+    finally:
+        child.kill()
+        child.wait()
