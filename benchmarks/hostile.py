@@ -272,7 +272,7 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
     monitor.update(targets)
     before = rss_kib()
     await monitor.start()
-    samples: list[tuple[float, int]] = []
+    samples: list[tuple[float, int, int]] = []
     t0 = time.monotonic()
     start_rss = None
     peak_snapshot = None
@@ -281,7 +281,7 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
         await asyncio.sleep(args.sample)
         monitor.health()  # as the daemon's reconcile pass does
         rss = rss_kib()
-        samples.append((round(time.monotonic() - t0, 1), rss))
+        samples.append((round(time.monotonic() - t0, 1), rss, monitor.in_flight))
         if start_rss is None and elapsed >= args.warmup:
             start_rss = rss
         if start_rss is not None and rss > peak_rss:
@@ -289,7 +289,7 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
             if args.tracemalloc:
                 peak_snapshot = tracemalloc.take_snapshot()
     await monitor.stop()
-    after = [rss for t, rss in samples if t >= args.warmup]
+    after = [rss for t, rss, _ in samples if t >= args.warmup]
     start_rss = start_rss or after[0]
     report = {
         "targets": len(targets),
@@ -310,7 +310,8 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
         "max_swing_pct_of_start": round(
             max(abs(r - start_rss) for r in after) / start_rss * 100, 1
         ),
-        "samples_mib": [(t, round(r / 1024, 1)) for t, r in samples[:: max(1, args.every)]],
+        # (seconds, RSS MiB, probes in flight)
+        "samples": [(t, round(r / 1024, 1), n) for t, r, n in samples[:: max(1, args.every)]],
     }
     if peak_snapshot is not None:
         stats = peak_snapshot.statistics("traceback")[:8]
@@ -344,7 +345,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=1.0)
     parser.add_argument("--sample", type=float, default=1.0, help="seconds between RSS samples")
-    parser.add_argument("--every", type=int, default=10, help="print every n-th sample")
+    parser.add_argument("--every", type=int, default=1, help="report every n-th sample")
     parser.add_argument("--kinds", help="comma-separated server kinds (default: all)")
     parser.add_argument("--only", help="comma-separated check kinds: status,full,tls,tcp")
     parser.add_argument("--exec", action="store_true", help="add exec checks that flood stdout")

@@ -176,10 +176,7 @@ class ResponseParser:
         if no_body:
             complete = True
         elif self.chunked:
-            # Only a zero-size chunk can end it: no need to decode before one is there.
-            complete = (
-                self.buffer.find(b"0\r\n", start) >= 0 and dechunk(bytes(self.buffer[start:]))[1]
-            )
+            complete = dechunk(bytes(self.buffer[start:]))[1]  # (the body is dropped)
         elif self.content_length is not None:
             complete = len(self.buffer) - start >= self.content_length
         else:
