@@ -340,7 +340,9 @@ async def run(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds after warm-up")
-    parser.add_argument("--warmup", type=float, default=20.0)
+    parser.add_argument(
+        "--warmup", type=float, default=60.0, help='seconds before "start" (two --flap periods)'
+    )
     parser.add_argument("--per-kind", type=int, default=20, help="targets per server kind")
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=1.0)
