@@ -16,7 +16,9 @@ the lowest and highest after it, at the end, and the largest difference from
     flock /tmp/pulsed-bench.lock .venv/bin/python benchmarks/hostile.py --duration 300
 
 ``--tracemalloc`` also reports where Python memory was allocated at the peak
-(slower; for finding causes, not for the RSS figure).
+(slower; for finding causes, not for the RSS figure). ``--hold 200`` instead
+holds 200 exchanges in flight against one kind of server (``--kinds``,
+default tls_partial) and reports memory per exchange.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import structlog
 from pulsed.checks.base import ProbeResult, Target
 from pulsed.checks.config import CheckConfig
 from pulsed.checks.monitor import HealthMonitor
+from pulsed.checks.probes import make_probe
 from pulsed.durations import Duration
 from pulsed.model import DestKey, ServiceKey
 
@@ -323,15 +326,47 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
     return report
 
 
+async def hold(args: argparse.Namespace, ports: dict[str, int]) -> dict:
+    """Memory per exchange in flight: ``--hold N`` probes of one kind (default
+    tls_partial: a head and most of a body, then a stall) held at once."""
+    kind = args.kinds or "tls_partial"
+    check = CheckConfig(
+        type="https" if kind.startswith("tls_") else "http",
+        tls_verify=False,
+        body_regex="never",
+        timeout=Duration(60.0),
+        interval=Duration(60.0),
+    )
+    probes = [make_probe(Target("127.0.0.1", ports[kind], check)) for _ in range(args.hold)]
+    warm = "tls_huge_body" if kind.startswith("tls_") else "huge_body"  # contexts, imports
+    await asyncio.wait_for(make_probe(Target("127.0.0.1", ports[warm], check)).probe(), 60)
+    gc.collect()
+    rss0 = rss_kib()
+    tracemalloc.start()
+    tasks = [asyncio.create_task(p.probe()) for p in probes]
+    await asyncio.sleep(args.sample * 3)  # the servers stall: all are held by now
+    traced = tracemalloc.get_traced_memory()[0]
+    rss1 = rss_kib()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "kind": kind,
+        "held": args.hold,
+        "rss_kib_per_exchange": round((rss1 - rss0) / args.hold, 1),
+        "python_kib_per_exchange": round(traced / args.hold / 1024, 1),
+    }
+
+
 async def run(args: argparse.Namespace) -> dict:
-    spec = json.dumps({"seed": args.seed, "flap": args.flap})
+    spec = json.dumps({"seed": args.seed, "flap": 0 if args.hold else args.flap})
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", spec], stdout=subprocess.PIPE, text=True
     )
     try:
         assert server.stdout is not None
         ports = json.loads(server.stdout.readline())
-        return await measure(args, ports)
+        return await (hold(args, ports) if args.hold else measure(args, ports))
     finally:
         server.terminate()
         server.wait()
@@ -355,6 +390,7 @@ def main() -> None:
     parser.add_argument("--flap", type=float, default=30.0, help="bad-day period (0: always)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the servers' garbage")
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--hold", type=int, default=0, help="see hold(): memory per exchange")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
