@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import ctypes
 import gc
 import json
 import logging
@@ -215,6 +216,35 @@ def serve(spec: dict) -> None:
 # --- the probing side ---------------------------------------------------------------
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def malloc_kib() -> tuple[int, int, int]:
+    """glibc's heap: (in use, free but kept, mmapped), KiB (0s without mallinfo2)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return (0, 0, 0)
+    return (info.uordblks // 1024, info.fordblks // 1024, info.hblkhd // 1024)
+
+
 def rss_kib() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -275,7 +305,7 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
     monitor.update(targets)
     before = rss_kib()
     await monitor.start()
-    samples: list[tuple[float, int, int]] = []
+    samples: list[tuple] = []
     t0 = time.monotonic()
     start_rss = None
     peak_snapshot = None
@@ -284,7 +314,7 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
         await asyncio.sleep(args.sample)
         monitor.health()  # as the daemon's reconcile pass does
         rss = rss_kib()
-        samples.append((round(time.monotonic() - t0, 1), rss, monitor.in_flight))
+        samples.append((round(time.monotonic() - t0, 1), rss, monitor.in_flight, *malloc_kib()))
         if start_rss is None and elapsed >= args.warmup:
             start_rss = rss
         if start_rss is not None and rss > peak_rss:
@@ -292,7 +322,7 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
             if args.tracemalloc:
                 peak_snapshot = tracemalloc.take_snapshot()
     await monitor.stop()
-    after = [rss for t, rss, _ in samples if t >= args.warmup]
+    after = [sample[1] for sample in samples if sample[0] >= args.warmup]
     start_rss = start_rss or after[0]
     report = {
         "targets": len(targets),
@@ -302,6 +332,7 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
         "warmup_s": args.warmup,
         "loop": "uvloop" if args.uvloop else "asyncio",
         "seed": args.seed,
+        "trim_threshold_mib": args.trim_threshold,
         "flap_s": args.flap,
         "probes": sum(results.values()),
         "results_by_category": dict(results.most_common()),
@@ -313,8 +344,11 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> dict:
         "max_swing_pct_of_start": round(
             max(abs(r - start_rss) for r in after) / start_rss * 100, 1
         ),
-        # (seconds, RSS MiB, probes in flight)
-        "samples": [(t, round(r / 1024, 1), n) for t, r, n in samples[:: max(1, args.every)]],
+        # seconds, RSS MiB, probes in flight, malloc in use, free but kept, mmapped (MiB)
+        "samples": [
+            (t, round(r / 1024, 1), n, *(round(k / 1024, 1) for k in m))
+            for t, r, n, *m in samples[:: max(1, args.every)]
+        ],
     }
     if peak_snapshot is not None:
         stats = peak_snapshot.statistics("traceback")[:8]
@@ -390,6 +424,9 @@ def main() -> None:
     parser.add_argument("--flap", type=float, default=30.0, help="bad-day period (0: always)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the servers' garbage")
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument(
+        "--trim-threshold", type=float, default=0, help="MiB; glibc mallopt (0: its default)"
+    )
     parser.add_argument("--hold", type=int, default=0, help="see hold(): memory per exchange")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -401,6 +438,13 @@ def main() -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
     )
+    if args.trim_threshold:
+        # glibc: give the heap's top back only past this much free (M_TRIM_THRESHOLD),
+        # and a fixed mmap threshold (M_MMAP_THRESHOLD: no dynamic raising), so
+        # large blocks never sit in the heap.
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-1, int(args.trim_threshold * 2**20))
+        libc.mallopt(-3, 256 * 1024)
     gc.collect()
     runner = asyncio.run
     if args.uvloop:
