@@ -98,7 +98,11 @@ def track(tmp_path: Path):
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_many_probes_leave_no_process_and_no_descriptor(track: Path, loop: str) -> None:
     rounds = 8
-    out = run_runner({"commands": commands(track), "rounds": rounds, "timeout": 0.5, "loop": loop})
+    # The commands that end on their own get all the time a loaded machine
+    # may need to start them; the two that never end, half a second.
+    spec = {"commands": commands(track), "rounds": rounds, "timeout": 60.0, "loop": loop}
+    spec["timeouts"] = {"hang": 0.5, "flood": 0.5}
+    out = run_runner(spec)
     res = out["results"]
     # The command's own exit decides, not the end of its output.
     assert res["setsid"] == [[True, "exit 0", "ok", 50]] * rounds

@@ -5,7 +5,8 @@ module in a fresh interpreter (``python -m tests.support.exec_leaks SPEC``)
 that does what pulsed does: enable the reaper, probe, and at stop shut the
 monitor and the reaper down. It prints one JSON line of measurements.
 
-SPEC (JSON): ``commands`` (name -> argv), ``rounds``, ``timeout``, ``loop``
+SPEC (JSON): ``commands`` (name -> argv), ``rounds``, ``timeout`` (and
+``timeouts``, name -> seconds, for some commands), ``loop``
 ("asyncio" or "uvloop"), ``subreaper`` (bool), and for the stop phase
 ``hangers`` (argvs that run until killed), ``fifo`` (where each hanger writes
 one line per process it started, so the stop waits on that, not a sleep) and
@@ -45,8 +46,10 @@ def _target(argv: list[str], timeout: float, interval: float = 60.0) -> Target:
 
 async def _probe_rounds(spec: dict) -> dict:
     results: dict[str, list[list]] = {name: [] for name in spec["commands"]}
+    timeouts = spec.get("timeouts", {})
     probes = {
-        name: ExecProbe(_target(argv, spec["timeout"])) for name, argv in spec["commands"].items()
+        name: ExecProbe(_target(argv, timeouts.get(name, spec["timeout"])))
+        for name, argv in spec["commands"].items()
     }
     for _ in range(spec["rounds"]):
         outcomes = await asyncio.gather(*(p.probe() for p in probes.values()))
