@@ -5,12 +5,11 @@ hard byte cap, and at 2,000 checks/s on asyncio's default loop aiohttp's
 client cost about 1.5x the CPU per check of asyncio's Protocol API, which
 cost about 1.4x raw event-loop callbacks (docs/benchmarks.md, section
 checks), which matters at thousands of checks a second. Plain HTTP therefore
-runs on pulsed.checks.sockio; HTTPS on the ssl module's MemoryBIO over a plain
-asyncio connection (pulsed.checks.tls: asyncio's SSL transport holds
-256 KiB per connection). The parser
-here only reads the status line, headers and framing of an HTTP/1.x
-response; anything it does not understand is a failed probe with a clear
-reason, never an exception. A check that looks at nothing but the status
+runs on pulsed.checks.sockio; HTTPS on the ssl module's MemoryBIO over a
+plain asyncio connection (pulsed.checks.tls: asyncio's SSL transport holds
+256 KiB per connection). The parser here only reads the status line,
+headers and framing of an HTTP/1.x response; anything it does not
+understand is a failed probe with a clear reason, never an exception. A check that looks at nothing but the status
 (no body regex, no weight header) reads the head to its blank line and
 parses only the status line (StatusReader).
 """
@@ -176,7 +175,7 @@ class ResponseParser:
         if no_body:
             complete = True
         elif self.chunked:
-            complete = dechunk(bytes(self.buffer[start:]))[1]  # (the body is dropped)
+            complete = dechunk(bytes(self.buffer[start:]))[1]  # decoded only to know
         elif self.content_length is not None:
             complete = len(self.buffer) - start >= self.content_length
         else:
@@ -272,8 +271,8 @@ def dechunk(data: bytes) -> tuple[bytes, bool]:
 
 
 # Shared by every probe: one set per distinct expect_status (a "200-399" set
-# is 300 ints, 12 KiB: per probe, 120 MiB at 10,000 servers), and one reason
-# text per status code.
+# is 300 ints, about 13 KiB: per probe, 130 MiB at 10,000 servers), and one
+# reason text per status code.
 _status_set = functools.lru_cache(maxsize=256)(parse_status_spec)
 _STATUS_REASONS: dict[int, str] = {}
 

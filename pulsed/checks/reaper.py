@@ -58,8 +58,9 @@ Under systemd, ``ProcSubset=pid`` and ``ProtectProc=invisible`` keep
 ``/proc/self`` visible, and ``prctl``, ``pidfd_open`` and ``waitid`` are in
 ``@system-service`` (its ``@process`` group), which the unit allows; the
 unit's ``KillMode=mixed`` also SIGKILLs whatever is left in the cgroup when
-pulsed stops, which covers the case of pulsed itself being killed. If ``/proc/<pid>/task/<tid>/children`` is missing (a
-kernel without CONFIG_PROC_CHILDREN) children are found by scanning
+pulsed stops, which covers the case of pulsed itself being killed. If
+``/proc/<pid>/task/<tid>/children`` is missing (a kernel without
+CONFIG_PROC_CHILDREN) children are found by scanning
 ``/proc/<pid>/stat`` for our pid as parent. Without pidfds (before Linux
 5.3) exits are polled with ``waitid(WNOWAIT)``.
 """
