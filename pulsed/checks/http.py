@@ -9,9 +9,10 @@ runs on pulsed.checks.sockio; HTTPS on the ssl module's MemoryBIO over a
 plain asyncio connection (pulsed.checks.tls: asyncio's SSL transport holds
 256 KiB per connection). The parser here only reads the status line,
 headers and framing of an HTTP/1.x response; anything it does not
-understand is a failed probe with a clear reason, never an exception. A check that looks at nothing but the status
-(no body regex, no weight header) reads the head to its blank line and
-parses only the status line (StatusReader).
+understand is a failed probe with a clear reason, never an exception. A
+check that looks at nothing but the status (no body regex, no weight
+header) reads the head to its blank line and parses only the status line
+(StatusReader).
 """
 
 from __future__ import annotations
