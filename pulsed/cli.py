@@ -233,6 +233,12 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     )
     if notify is not None:
         notify.attach(daemon)
+    # A process-wide setting, so made here and not by the Daemon: orphans of
+    # exec checks come back to pulsed and are killed (pulsed.checks.reaper).
+    # pulsed starts no other child, so every other child is such an orphan.
+    from pulsed.checks.reaper import reaper
+
+    reaper.enable()
     try:
         await daemon.run()
     except StartupError as exc:

@@ -22,6 +22,7 @@ import structlog
 
 from pulsed.checks.base import Target
 from pulsed.checks.policy import plan_changes
+from pulsed.checks.reaper import reaper
 from pulsed.config import Config, ConfigError, ParseCache, load_config
 from pulsed.desired import Wanted, WantedMemo, wanted_table
 from pulsed.ipvs.base import Backend
@@ -342,6 +343,7 @@ class Daemon:
         if self._wakeup is not None:
             self._wakeup.cancel()
         await self.monitor.stop()
+        await reaper.shutdown()  # nothing an exec check started outlives pulsed
         for task in list(self._tasks):  # a reload or VRRP restart in flight
             with contextlib.suppress(Exception):
                 await task

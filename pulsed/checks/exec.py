@@ -3,22 +3,33 @@
 The command may print the server's weight, as a percentage of its
 configured weight, as the first word of its output ("75" or "75%"): the
 modern form of keepalived's dynamic MISC_CHECK and piranha's load monitor.
-On timeout the whole process group is killed, so a hung helper and any
-children it started do not pile up.
+
+Nothing a command starts outlives its probe (pulsed.checks.reaper): it runs
+in a session of its own; when it exits, or at its timeout, or when the probe
+is cancelled, its whole group is killed, it is reaped, and whatever escaped
+the group (``setsid``, a double-forking daemon) is killed by the reaper. The
+probe waits for the command's exit (a pidfd on the loop), not for the end of
+its output: a helper that inherited stdout and keeps it open cannot hold the
+probe past the command's own exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
-import signal
 import time
 
-from pulsed.checks.base import ProbeResult, Target, timeout_result
+from pulsed.checks.base import ProbeResult, Target, local_fault, local_result, timeout_result
 from pulsed.checks.http import parse_weight_pct
+from pulsed.checks.reaper import Spawned, reaper, watch_exit
 
 _MAX_OUTPUT = 4096
+_READ_SIZE = 65536
+# What a chatty helper still writing after the command exited may add to the
+# final drain of the pipe: it is read and dropped, never waited for.
+_MAX_DRAIN = 4 * _READ_SIZE
 
 
 class ExecProbe:
@@ -34,50 +45,101 @@ class ExecProbe:
     async def probe(self) -> ProbeResult:
         start = time.perf_counter()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-                env=self.env,
-                start_new_session=True,  # its own process group, killed as one
-            )
+            run = _Run(self.argv, self.env)
         except OSError as exc:
-            reason = f"cannot run {self.argv[0]}: {(exc.strerror or 'error').lower()}"
-            return ProbeResult(False, reason, time.perf_counter() - start, "error")
+            return spawn_failure(self.argv[0], exc, time.perf_counter() - start)
+        timed_out = False
         try:
             async with asyncio.timeout(self.timeout):
-                output = await _read_capped(proc.stdout)
-                code = await proc.wait()
+                await asyncio.shield(run.exited)
         except TimeoutError:
-            await _kill_group(proc)
-            return timeout_result(self.timeout, time.perf_counter() - start)
-        except asyncio.CancelledError:
-            await asyncio.shield(_kill_group(proc))
-            raise
-        latency = time.perf_counter() - start
+            timed_out = True
+        finally:
+            latency = time.perf_counter() - start
+            # Also when cancelled: the group is killed and reaped before we go.
+            code = await asyncio.shield(run.end())
+        if timed_out:
+            return timeout_result(self.timeout, latency)
         if code != 0:
             reason = f"exit {code}" if code > 0 else f"killed by signal {-code}"
             return ProbeResult(False, reason, latency, "exit")
-        words = output.split(maxsplit=1)
+        words = run.output.split(maxsplit=1)
         weight_pct = parse_weight_pct(words[0]) if words else None
         return ProbeResult(True, "exit 0", latency, "ok", weight_pct)
 
 
-async def _read_capped(stream: asyncio.StreamReader | None) -> bytes:
-    """All output until EOF, keeping only the first _MAX_OUTPUT bytes (a chatty
-    command must not block on a full pipe, nor fill pulsed's memory)."""
-    kept = bytearray()
-    if stream is None:
-        return b""
-    while chunk := await stream.read(65536):
-        if len(kept) < _MAX_OUTPUT:
-            kept += chunk[: _MAX_OUTPUT - len(kept)]
-    return bytes(kept)
+def spawn_failure(command: str, exc: OSError, latency: float) -> ProbeResult:
+    """A command that could not be started: the router's fault when it ran out
+    of something or a sandbox refused (pulsed.checks.base.local_fault: a local
+    result, which never moves the server), else the command's ("error").
+    EACCES is the command's: check-config refuses a file that cannot run."""
+    text = (exc.strerror or errno.errorcode.get(exc.errno or 0, "error")).lower()
+    fault = None if exc.errno == errno.EACCES else local_fault(exc)
+    if fault is not None:
+        return local_result(fault, f"cannot run {command}: {text}", latency)
+    return ProbeResult(False, f"cannot run {command}: {text}", latency, "error")
 
 
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(proc.wait(), 5)
+class _Run:
+    """One running command: its process, its exit, and the first bytes it printed."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self._loop = asyncio.get_running_loop()
+        read_fd, write_fd = os.pipe()  # both close-on-exec; Popen dups the write end
+        try:
+            self.spawned: Spawned = reaper.spawn(argv, env, write_fd)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self._fd = read_fd
+        self._kept = bytearray()
+        os.set_blocking(read_fd, False)
+        self._loop.add_reader(read_fd, self._on_output)
+        self._reading = True
+        self.exited = watch_exit(self.spawned.pid)
+
+    @property
+    def output(self) -> bytes:
+        return bytes(self._kept)
+
+    def _on_output(self) -> None:
+        self._read(_READ_SIZE)
+
+    def _read(self, budget: int) -> None:
+        """Read up to ``budget`` bytes of what is there; keep the first
+        _MAX_OUTPUT (a chatty command must not block on a full pipe, nor fill
+        pulsed's memory)."""
+        while budget > 0:
+            try:
+                chunk = os.read(self._fd, min(budget, _READ_SIZE))
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._stop_reading()
+                return
+            budget -= len(chunk)
+            room = _MAX_OUTPUT - len(self._kept)
+            if room > 0:
+                self._kept += chunk[:room]
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    async def end(self) -> int:
+        """Kill what is left, reap, and let go of the pipe; the exit status."""
+        try:
+            code = await reaper.end(self.spawned, self.exited)
+        finally:
+            self.exited.cancel()  # a no-op once it resolved; else frees its pidfd
+            if self._reading:
+                self._read(_MAX_DRAIN)  # what the command wrote before it exited
+            self._stop_reading()
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        return code

@@ -5,12 +5,14 @@ hard byte cap, and at 2,000 checks/s on asyncio's default loop aiohttp's
 client cost about 1.5x the CPU per check of asyncio's Protocol API, which
 cost about 1.4x raw event-loop callbacks (docs/benchmarks.md, section
 checks), which matters at thousands of checks a second. Plain HTTP therefore
-runs on pulsed.checks.sockio; HTTPS on asyncio's SSL transport. The parser
-here only reads the status line, headers and framing of an HTTP/1.x
-response; anything it does not understand is a failed probe with a clear
-reason, never an exception. A check that looks at nothing but the status
-(no body regex, no weight header) reads the head to its blank line and
-parses only the status line (StatusReader).
+runs on pulsed.checks.sockio; HTTPS on the ssl module's MemoryBIO over a
+plain asyncio connection (pulsed.checks.tls: asyncio's SSL transport holds
+256 KiB per connection). The parser here only reads the status line,
+headers and framing of an HTTP/1.x response; anything it does not
+understand is a failed probe with a clear reason, never an exception. A
+check that looks at nothing but the status (no body regex, no weight
+header) reads the head to its blank line and parses only the status line
+(StatusReader).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pulsed.checks.base import (
 )
 from pulsed.checks.config import parse_status_spec
 from pulsed.checks.sockio import Done, Exchange, ProbeEngine, run_exchange
+from pulsed.checks.tls import TlsExchange
 from pulsed.model import family_of
 
 _NO_BODY_STATUS = (204, 304)
@@ -107,9 +110,9 @@ class ResponseParser:
         """Take more bytes; True once the response is complete (or hopeless)."""
         if self.finished:
             return True
-        self.buffer += data
-        if len(self.buffer) > self.max_bytes:
-            del self.buffer[self.max_bytes :]  # bytes past the cap are never looked at
+        # Bytes past the cap are never looked at (nor stored: memory per exchange
+        # stays at max_bytes, whatever the server sends).
+        self.buffer += data[: self.max_bytes - len(self.buffer)]
         if self.body_start < 0:
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
@@ -165,20 +168,26 @@ class ResponseParser:
                 else "connection closed in response headers"
             )
             return
-        body = bytes(self.buffer[self.body_start :])
+        # The body is copied out of the buffer once, when the response is done:
+        # a copy kept between reads would double what a slow exchange holds.
         resp = self.response
+        start = self.body_start
         no_body = self.head_only or resp.status in _NO_BODY_STATUS or 100 <= resp.status < 200
         if no_body:
-            resp.complete = True
+            complete = True
         elif self.chunked:
-            body, resp.complete = dechunk(body)
+            complete = dechunk(bytes(self.buffer[start:]))[1]  # decoded only to know
         elif self.content_length is not None:
-            resp.complete = len(body) >= self.content_length
-            body = body[: self.content_length]
+            complete = len(self.buffer) - start >= self.content_length
         else:
-            resp.complete = eof
-        resp.body = body
-        if resp.complete or eof or len(self.buffer) >= self.max_bytes:
+            complete = eof
+        if complete or eof or len(self.buffer) >= self.max_bytes:
+            body = bytes(self.buffer[start:])
+            if self.chunked and not no_body:
+                body, complete = dechunk(body)
+            elif self.content_length is not None and not no_body:
+                body = body[: self.content_length]
+            resp.body, resp.complete = body, complete
             self._finish()
 
     def _finish(self, error: str = "") -> None:
@@ -240,38 +249,6 @@ class StatusReader:
         return self._probe.judge_status(self._status, latency)
 
 
-class _TlsReader(asyncio.Protocol):
-    """Feeds a ResponseParser from asyncio's SSL transport (https only)."""
-
-    def __init__(self, request: bytes, parser: ResponseParser) -> None:
-        self.request = request
-        self.parser = parser
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        if self.parser.feed(data) and not self.done.done():
-            self.done.set_result(None)
-
-    def eof_received(self) -> bool:
-        self._end(None)
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._end(exc)
-
-    def _end(self, exc: Exception | None) -> None:
-        if self.done.done():
-            return
-        if exc is not None and not self.parser.finished:
-            self.done.set_exception(exc)
-        else:
-            self.parser.eof()
-            self.done.set_result(None)
-
-
 def status_code(line: bytes) -> int | None:
     """The status of an HTTP/1.x status line; None when it is not one.
 
@@ -314,6 +291,13 @@ def dechunk(data: bytes) -> tuple[bytes, bool]:
         pos = start + size + 2
 
 
+# Shared by every probe: one set per distinct expect_status (a "200-399" set
+# is 300 ints, about 13 KiB: per probe, 130 MiB at 10,000 servers), and one
+# reason text per status code.
+_status_set = functools.lru_cache(maxsize=256)(parse_status_spec)
+_STATUS_REASONS: dict[int, str] = {}
+
+
 class _HttpProbeBase:
     """One HTTP(S) request per probe on a fresh connection: request, parser, verdict."""
 
@@ -323,7 +307,7 @@ class _HttpProbeBase:
         self.port = target.probe_port
         self.timeout = float(check.timeout)
         self.max_bytes = check.max_bytes
-        self.expect = parse_status_spec(check.expect_status)
+        self.expect = _status_set(check.expect_status)
         self.body_regex = re.compile(check.body_regex.encode()) if check.body_regex else None
         self.weight_header = check.weight_header.lower().encode() if check.weight_header else None
         self.head_only = check.method.upper() == "HEAD"
@@ -348,13 +332,14 @@ class _HttpProbeBase:
         lines.append("Connection: close")
         self.request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.status_only = self.body_regex is None and self.weight_header is None
-        self._status_reasons: dict[int, str] = {}
 
     def judge_status(self, status: int, latency: float) -> ProbeResult:
         """The verdict when only the status counts (see StatusReader)."""
-        reason = self._status_reasons.get(status)
+        reason = _STATUS_REASONS.get(status)
         if reason is None:
-            reason = self._status_reasons[status] = f"status {status}"
+            reason = f"status {status}"
+            if 100 <= status <= 999:  # what a server sends never grows it past 900
+                _STATUS_REASONS[status] = reason
         if status in self.expect:
             return ProbeResult(True, reason, latency, "ok")
         return ProbeResult(False, reason, latency, "status")
@@ -395,23 +380,18 @@ class HttpProbe(_HttpProbeBase):
 
 
 class HttpsProbe(_HttpProbeBase):
-    """HTTPS, on asyncio's SSL transport."""
+    """HTTPS, on pulsed.checks.tls over a plain asyncio connection."""
 
     async def probe(self) -> ProbeResult:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        reader = _TlsReader(self.request, self._parser())
+        parser = self._parser()
+        tls = TlsExchange(self.ssl, self.server_hostname, self.request, parser, self.max_bytes)
         transport: asyncio.BaseTransport | None = None
         try:
             async with asyncio.timeout(self.timeout):
-                transport, _ = await loop.create_connection(
-                    lambda: reader,
-                    self.address,
-                    self.port,
-                    ssl=self.ssl,
-                    server_hostname=self.server_hostname,
-                )
-                await reader.done
+                transport, _ = await loop.create_connection(lambda: tls, self.address, self.port)
+                await tls.done
         except TimeoutError:
             return timeout_result(self.timeout, time.perf_counter() - start)
         except (OSError, ssl.SSLError) as exc:
@@ -420,7 +400,7 @@ class HttpsProbe(_HttpProbeBase):
             if transport is not None:
                 set_reset_on_close(transport.get_extra_info("socket"))
                 transport.abort()
-        return reader.parser.result(time.perf_counter() - start)
+        return parser.result(time.perf_counter() - start)
 
 
 def parse_weight_pct(raw: bytes | str) -> int | None:
