@@ -152,7 +152,11 @@ async def test_unicast_pair_with_hmac_auth(lab, tmp_path):
     await r1.wait_event(applied("master"))
     await r2.wait_event(applied("backup"))
     await lab.wait_for(lambda: r2.status()["adverts_received"] >= 10)
-    assert {k: v for k, v in r2.status()["drops"].items() if v} == {}
+    drops = {k: v for k, v in r2.status()["drops"].items() if v}
+    # The handshake of a new epoch (pulsed.ha.auth): adverts that arrive before the
+    # backup's challenge was echoed are dropped as unverified, one or two, never more.
+    assert drops.pop("unverified", 0) <= 2
+    assert drops == {}
     assert lab.holders() == [0]
     r1.kill(signal.SIGTERM)
     await r2.wait_event(became("master", "master sent priority 0"))
