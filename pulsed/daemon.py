@@ -134,6 +134,7 @@ class Daemon:
         self._vrrp_prepared: object | None = None
         self._api_socket: socket.socket | None = None  # bound by _preflight
         self._extras_started = False  # API and VRRP started: a reload may move them
+        self._api_listen = ""  # what _api_socket was bound to
         self._tasks: set[asyncio.Future] = set()
         self.api = None
         self.pass_observers: list[Callable[[PassResult, float], None]] = []
@@ -242,6 +243,7 @@ class Daemon:
 
             try:
                 self._api_socket = bind_listen(self.config.api.listen).sock
+                self._api_listen = self.config.api.listen
             except BindError as exc:
                 raise StartupError(str(exc)) from None
 
@@ -273,13 +275,22 @@ class Daemon:
     async def _start_extras(self) -> None:
         """API server and VRRP node, when configured."""
         self._extras_started = True
+        bound, self._api_socket = self._api_socket, None
+        listen = self.config.api.listen
+        if bound is not None and (not self.config.api.enabled or listen != self._api_listen):
+            # A reload during start-up moved or turned off the API: bind it anew.
+            bound.close()
+            bound = None
         if self.config.api.enabled:
             from pulsed.api import start_api
+            from pulsed.api_guard import BindError
 
-            self.api = await start_api(
-                self, sock=self._api_socket, max_connections=self._api_connection_budget()
-            )
-            self._api_socket = None
+            try:
+                self.api = await start_api(
+                    self, sock=bound, max_connections=self._api_connection_budget()
+                )
+            except BindError as exc:
+                log.error("api.unavailable", error=str(exc))
         await self._start_vrrp()
 
     async def _start_vrrp(self) -> None:
@@ -460,9 +471,10 @@ class Daemon:
         self.reconciler.retry_interval = new.daemon.retry_interval
         self.reconciler.full_resync_interval = new.daemon.full_resync_interval
         if vrrp_changed:
-            log.warning("reload.vrrp_restarted", configured=new.vrrp is not None)
             self._vrrp_prepared = prepared
-            self._spawn(self._restart_vrrp())
+            if self._extras_started:  # else the start, still to come, builds it from `new`
+                log.warning("reload.vrrp_restarted", configured=new.vrrp is not None)
+                self._spawn(self._restart_vrrp())
         self.reconciler.mark_dirty()
         # The new config lives until the next reload: like start-up's, keep
         # the cyclic collector from re-scanning it (at 10,000 services a full
