@@ -29,9 +29,9 @@ import msgspec
 import tomli
 
 from pulsed.addresses import split_host_port
-from pulsed.checks.config import CheckConfig, check_problems
+from pulsed.checks.config import MAX_FILE_BYTES, CheckConfig, check_problems, file_problems
 from pulsed.durations import Duration, format_duration, parse_duration
-from pulsed.files import MAX_CONFIG_BYTES, FileProblem, check_executable, check_file, read_file
+from pulsed.files import MAX_CONFIG_BYTES, FileProblem, check_file, read_file
 from pulsed.ha.config import VrrpConfig, vrrp_problems
 from pulsed.model import AF_INET, AF_INET6, ServiceKey, family_of, normalize_address
 
@@ -323,6 +323,9 @@ class _Validator:
         self.filename = filename
         self.known = known
         self.validated: dict[Any, tuple[bytes, ServiceConfig]] = {}
+        # Services taken unchanged from the last good config: their files are
+        # checked again (referenced_files), as files change under their names.
+        self.reused: list[tuple[str, ServiceConfig]] = []
         self.issues: list[ConfigIssue] = []
 
     def fail(self, path: str, value: Any, message: str) -> None:
@@ -359,7 +362,7 @@ class _Validator:
                 self.file("api.token_file", api.token_file, "API token file", secret=True)
         if vrrp is not None and "service" in raw:
             self.tracked_services(vrrp, services)
-        self.referenced_files(services)
+        self.referenced_files()
         if self.issues:
             raise ConfigError(self.issues)
         assert daemon is not None and api is not None
@@ -390,39 +393,29 @@ class _Validator:
                 )
 
     def file(self, path: str, name: str, what: str, *, secret: bool = False) -> None:
-        problem = check_file(name, what=what, secret=secret, max_bytes=_MAX_REFERENCED_BYTES)
+        problem = check_file(name, what=what, secret=secret, max_bytes=MAX_FILE_BYTES)
         if problem:
             self.fail(path, name, problem)
 
-    def referenced_files(self, services: list[ServiceConfig]) -> None:
-        """Certificates, keys and exec commands: each distinct file checked once.
-
-        Outside the per-service cache on purpose: a file that went away since
-        the last reload is found even when its service's table did not change.
-        """
-        checked: dict[tuple[str, str], str | None] = {}
-        for i, svc in enumerate(services):
-            checks = [(f"service[{i}].check", svc.check)]
+    def referenced_files(self) -> None:
+        """The files of the services taken from the cache, checked again: a
+        file gone or changed since the last reload is found even when its
+        service's table did not change. Each distinct set of files once."""
+        checked: dict[tuple[Any, ...], list[tuple[str, object, str]]] = {}
+        for path, svc in self.reused:
+            checks = [(f"{path}.check", svc.check)]
             checks += [
-                (f"service[{i}].real[{j}].check", r.check)
+                (f"{path}.real[{j}].check", r.check)
                 for j, r in enumerate(svc.real)
                 if r.check is not None
             ]
             for base, check in checks:
-                for key, name, kind in _files_of(check):
-                    if (kind, name) not in checked:
-                        if kind == "command":
-                            checked[kind, name] = check_executable(name, what="exec command")
-                        else:
-                            checked[kind, name] = check_file(
-                                name,
-                                what=kind,
-                                secret=kind == "client key",
-                                max_bytes=_MAX_REFERENCED_BYTES,
-                            )
-                    problem = checked[kind, name]
-                    if problem:
-                        self.fail(f"{base}.{key}", name, problem)
+                files = (check.type, check.ca_file, check.client_cert, check.client_key)
+                files += tuple(check.command[:1])
+                if files not in checked:
+                    checked[files] = file_problems(check)
+                for key, value, message in checked[files]:
+                    self.fail(f"{base}.{key}", value, message)
 
     def convert(self, raw: Any, tp: type, path: str) -> Any:
         """``raw`` as a ``tp``, or None after recording every problem in it.
@@ -508,6 +501,7 @@ class _Validator:
         fingerprint = _fingerprint(raw)
         if known is not None and known[0] == fingerprint:
             self.validated[name] = known
+            self.reused.append((path, known[1]))
             return known[1]
         before = len(self.issues)
         svc = self.build_service(raw, path)
@@ -696,8 +690,6 @@ class _Validator:
 # Visible characters and inner spaces; no "/", which separates SERVICE/REAL in API paths.
 _NAME = re.compile(r"(?=[^\s])[^/\x00-\x1f\x7f]{1,64}(?<=[^\s])")
 
-# Most bytes of a certificate, key or token named by the config.
-_MAX_REFERENCED_BYTES = 1 << 20
 
 # (low, high) of each number and duration, in seconds for durations: what the
 # code can live with. A resync of 0s would spin a core; days-long timers or
@@ -720,20 +712,6 @@ _SERVICE_RANGES: dict[str, tuple[float, float]] = {
     "drain_timeout": (0.0, 7 * 86400.0),
     "slow_start": (0.0, 86400.0),
 }
-
-
-def _files_of(check: CheckConfig) -> list[tuple[str, str, str]]:
-    """(key, file name, kind) of every file a check names."""
-    found = []
-    if check.type == "https":
-        for key, kind in (("ca_file", "CA file"), ("client_cert", "client certificate")):
-            if getattr(check, key):
-                found.append((key, getattr(check, key), kind))
-        if check.client_key:
-            found.append(("client_key", check.client_key, "client key"))
-    if check.type == "exec" and check.command:
-        found.append(("command[0]", check.command[0], "command"))
-    return found
 
 
 def destination_problem(address: str) -> str | None:

@@ -128,12 +128,42 @@ def check_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
 
     if check.type in ("http", "https"):
         _http_problems(check, bad)
-    if check.type == "https":
-        _tls_problems(check, bad)
+    if check.type == "https" and check.client_key is not None and check.client_cert is None:
+        bad("client_key", check.client_key, "needs client_cert as well")
     if check.type == "exec" and not check.command:
         bad("command", list(check.command), "exec check needs a command (a list of arguments)")
-    elif check.type == "exec" and (problem := check_executable(check.command[0])):
-        bad("command[0]", check.command[0], problem)
+    problems.extend(file_problems(check))
+    return problems
+
+
+# Most bytes of a certificate or key file.
+MAX_FILE_BYTES = 1 << 20
+_TLS_FILES = (("ca_file", False), ("client_cert", False), ("client_key", True))
+
+
+def file_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
+    """The files a check names that the probe could not use, as (key, value,
+    message): TLS files that are missing, not regular, open to others (the
+    key) or that do not load as the probe loads them, and an exec program
+    that cannot run. The config loader also calls this for services it
+    takes unchanged from the last reload, since files change under names."""
+    problems: list[tuple[str, object, str]] = []
+    if check.type == "https":
+        for key, secret in _TLS_FILES:
+            path = getattr(check, key)
+            if path is not None:
+                problem = check_file(path, what=key, secret=secret, max_bytes=MAX_FILE_BYTES)
+                if problem:
+                    problems.append((key, path, problem))
+        if not problems and (check.client_key is None or check.client_cert is not None):
+            # Readable is not enough: a file of garbage would fail every probe
+            # as "bad check setup" and take the servers down. Load it as the
+            # probe will (pulsed.checks.http.tls_context).
+            loaded = tls_setup_problem(check.ca_file, check.client_cert, check.client_key)
+            if loaded:
+                problems.append((loaded[0], getattr(check, loaded[0]), loaded[1]))
+    if check.type == "exec" and check.command and (problem := check_executable(check.command[0])):
+        problems.append(("command[0]", check.command[0], problem))
     return problems
 
 
@@ -168,28 +198,6 @@ def _http_problems(check: CheckConfig, bad) -> None:
         bad("max_bytes", check.max_bytes, f"must be between 256 and {MAX_RESPONSE_BYTES}")
     if check.weight_header is not None and not _TOKEN.match(check.weight_header):
         bad("weight_header", check.weight_header, "is not a valid header name")
-
-
-def _tls_problems(check: CheckConfig, bad) -> None:
-    # The config loader checks these files again outside its per-service
-    # cache, so a file gone since the last reload is found as well.
-    files_ok = True
-    for key, secret in (("ca_file", False), ("client_cert", False), ("client_key", True)):
-        path = getattr(check, key)
-        if path is not None:
-            problem = check_file(path, what=key, secret=secret, max_bytes=1 << 20)
-            if problem:
-                bad(key, path, problem)
-                files_ok = False
-    if check.client_key is not None and check.client_cert is None:
-        bad("client_key", check.client_key, "needs client_cert as well")
-    elif files_ok:
-        # Readable is not enough: a file of garbage would fail every probe
-        # as "bad check setup" and take the servers down. Load it as the
-        # probe will (pulsed.checks.http.tls_context).
-        problem = tls_setup_problem(check.ca_file, check.client_cert, check.client_key)
-        if problem:
-            bad(problem[0], getattr(check, problem[0]), problem[1])
 
 
 def tls_setup_problem(

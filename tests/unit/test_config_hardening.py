@@ -251,6 +251,29 @@ def test_a_file_gone_since_the_last_reload_is_found_in_an_unchanged_service(tmp_
     assert "ca_file" in str(exc.value)
 
 
+def test_a_file_turned_to_garbage_or_a_command_gone_is_found_in_an_unchanged_service(tmp_path):
+    import trustme
+
+    from pulsed.config import ParseCache
+
+    ca, prog = tmp_path / "ca.pem", tmp_path / "check"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    prog.write_text("#!/bin/sh\nexit 0\n")
+    prog.chmod(0o755)
+    https = SERVICE.replace('type = "none"', f'type = "https"\nca_file = "{ca}"')
+    exec_ = SERVICE.replace('type = "none"', f'type = "exec"\ncommand = ["{prog}"]')
+    for text, spoil, key in (
+        (https, lambda: ca.write_text("garbage\n"), "ca_file"),
+        (exec_, prog.unlink, "command[0]"),
+    ):
+        cache = ParseCache()
+        parse_config(text, "a", cache)
+        spoil()
+        with pytest.raises(ConfigError) as exc:
+            parse_config(text, "a", cache)
+        assert [i.path for i in exc.value.issues] == [f"service[0].check.{key}"]
+
+
 # The file itself ---------------------------------------------------------------------------
 
 
