@@ -215,15 +215,6 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         pass
     else:
         notify = Notifier.from_environment()
-    from pulsed.statefile import check_state_dir
-
-    # Before the daemon is built: building it loads the state files, and may
-    # move a corrupt one aside, which needs a usable state directory.
-    if problem := check_state_dir(config.daemon.state_dir):
-        log.error("daemon.start_failed", error=f"daemon.state_dir: {problem}")
-        print(f"pulsed: cannot start: daemon.state_dir: {problem}", file=sys.stderr)
-        await backend.close()
-        return EXIT_ERROR
     daemon = Daemon(
         args.config,
         backend,

@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import gc
 import signal
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -31,6 +31,9 @@ from pulsed.overrides import Mode, OverrideStore, RealKey
 from pulsed.owned import OwnedServices
 from pulsed.reconcile import PassResult, Reconciler, diff
 from pulsed.statefile import check_state_dir
+
+if TYPE_CHECKING:  # the API (aiohttp) is imported only when it is enabled
+    from pulsed.api_guard import BoundSocket
 
 log = structlog.get_logger(__name__)
 
@@ -132,9 +135,8 @@ class Daemon:
         self.vrrp = None  # set when [vrrp] is configured (see _start_vrrp)
         # Built by _preflight or a reload, used by the next VRRP node (one node only).
         self._vrrp_prepared: object | None = None
-        self._api_socket: socket.socket | None = None  # bound by _preflight
+        self._api_bound: BoundSocket | None = None  # bound by _preflight
         self._extras_started = False  # API and VRRP started: a reload may move them
-        self._api_listen = ""  # what _api_socket was bound to
         self._tasks: set[asyncio.Future] = set()
         self.api = None
         self.pass_observers: list[Callable[[PassResult, float], None]] = []
@@ -242,8 +244,7 @@ class Daemon:
             from pulsed.api_guard import BindError, bind_listen
 
             try:
-                self._api_socket = bind_listen(self.config.api.listen).sock
-                self._api_listen = self.config.api.listen
+                self._api_bound = bind_listen(self.config.api.listen)
             except BindError as exc:
                 raise StartupError(str(exc)) from None
 
@@ -275,9 +276,10 @@ class Daemon:
     async def _start_extras(self) -> None:
         """API server and VRRP node, when configured."""
         self._extras_started = True
-        bound, self._api_socket = self._api_socket, None
-        listen = self.config.api.listen
-        if bound is not None and (not self.config.api.enabled or listen != self._api_listen):
+        bound, self._api_bound = self._api_bound, None
+        if bound is not None and (
+            not self.config.api.enabled or bound.listen != self.config.api.listen
+        ):
             # A reload during start-up moved or turned off the API: bind it anew.
             bound.close()
             bound = None
@@ -287,7 +289,9 @@ class Daemon:
 
             try:
                 self.api = await start_api(
-                    self, sock=bound, max_connections=self._api_connection_budget()
+                    self,
+                    sock=bound.sock if bound is not None else None,
+                    max_connections=self._api_connection_budget(),
                 )
             except BindError as exc:
                 log.error("api.unavailable", error=str(exc))
