@@ -6,9 +6,9 @@ file only, size cap, refused when others may read it) in a worker thread
 with a deadline: a FIFO, or a file on a hung mount, fails the call with a
 503, and the event loop (probes, /healthz) never waits on it.
 
-Not ``read_file_async``: when its deadline passes, its thread may still be
-stuck in the kernel, and it cannot say so. Here at most one read is in
-flight at a time; calls while it is stuck fail at once instead of each
+A plain ``asyncio.to_thread`` under a timeout would not do: when its deadline
+passes, its thread may still be stuck in the kernel. Here at most one read is
+in flight at a time; calls while it is stuck fail at once instead of each
 parking one more thread of the shared executor on the dead mount.
 """
 

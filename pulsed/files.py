@@ -14,7 +14,6 @@ so ``check-config`` refuses what would fail at run time.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import stat
@@ -97,25 +96,6 @@ def read_file(
     if size > max_bytes:  # grew after the stat
         raise FileProblem(what, text, f"is more than {max_bytes} bytes")
     return b"".join(chunks)
-
-
-async def read_file_async(
-    path: str | os.PathLike[str],
-    *,
-    timeout: float = 2.0,
-    what: str = "file",
-    secret: bool = False,
-    max_bytes: int = MAX_SECRET_BYTES,
-) -> bytes:
-    """``read_file`` off the event loop: a file on a hung mount fails this call
-    after ``timeout`` seconds instead of freezing the loop."""
-    try:
-        async with asyncio.timeout(timeout):
-            return await asyncio.to_thread(
-                read_file, path, what=what, secret=secret, max_bytes=max_bytes
-            )
-    except TimeoutError:
-        raise FileProblem(what, os.fspath(path), f"could not be read in {timeout:g}s") from None
 
 
 def check_file(
