@@ -19,9 +19,9 @@ import hmac
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -42,16 +42,45 @@ from pulsed.api_guard import (
     request_started,
 )
 from pulsed.api_token import TokenReader, TokenUnavailable
+from pulsed.checks.base import ProbeResult
+from pulsed.checks.state import RealHealth
+from pulsed.config import Config
+from pulsed.keys import parse_service_key, real_key_text
 from pulsed.metrics import CONTENT_TYPE, ActivityRecorder, MetricsRenderer, attach_recorder
-from pulsed.model import DestKey
-from pulsed.overrides import MODES, RealKey, parse_service_key, real_key_text
+from pulsed.model import DestKey, RealKey
+from pulsed.overrides import MODES, Mode, Override
+from pulsed.readmodel import Snapshot
+from pulsed.reconcile import PassResult
 from pulsed.status_view import service_status, status_chunks
 
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 4096  # admin bodies are tiny JSON objects
 MAX_WEIGHT = 65535
-DAEMON = web.AppKey("daemon", Any)
+
+
+class Daemon(Protocol):
+    """The API's door into the daemon: a snapshot for every read, a few calls
+    for the admin writes, the event hooks /metrics records, and the config
+    (immutable) for the API's own settings."""
+
+    @property
+    def config(self) -> Config: ...
+
+    probe_observers: list[Callable[[RealKey, ProbeResult], None]]
+    health_observers: list[Callable[[RealKey, RealHealth], None]]
+    pass_observers: list[Callable[[PassResult, float], None]]
+
+    def snapshot(self) -> Snapshot: ...
+
+    def set_mode(self, key: RealKey, mode: Mode) -> Override: ...
+
+    def set_weight(self, key: RealKey, weight: int | None) -> Override: ...
+
+    async def reload(self) -> bool: ...
+
+
+DAEMON = web.AppKey("daemon", Daemon)
 RENDERER = web.AppKey("renderer", MetricsRenderer)
 TOKENS = web.AppKey("tokens", TokenReader)
 # Longest piece of client input quoted back in an error message.
@@ -187,7 +216,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.StreamResponse:
     # msgspec encodes the 10,000-server document several times faster than
     # json.dumps; streamed a few services at a time (see status_chunks).
-    return await _stream(request, status_chunks(request.app[DAEMON]), "application/json")
+    return await _stream(request, status_chunks(request.app[DAEMON].snapshot()), "application/json")
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -271,15 +300,15 @@ async def authorize(request: web.Request) -> None:
         raise ApiError(403, "wrong token")
 
 
-def resolve_real(daemon: Any, text: str) -> RealKey:
+def resolve_real(snap: Snapshot, text: str) -> RealKey:
     """``SERVICE/REAL`` -> the key of a configured real server (400 or 404 otherwise)."""
     service_text, sep, real_text = text.rpartition("/")
     if not sep or not service_text or not real_text:
         raise ApiError(
             400, f"{quoted(text)!r}: expected SERVICE/REAL, e.g. tcp:192.0.2.1:80/10.0.0.2:80"
         )
-    config = daemon.config
-    svc = config.service_named(service_text)
+    index = snap.index
+    svc = index.by_name(service_text)
     if svc is None:
         try:
             key = parse_service_key(service_text)
@@ -287,21 +316,20 @@ def resolve_real(daemon: Any, text: str) -> RealKey:
             if ":" in service_text:
                 raise ApiError(400, quoted(str(exc))) from None
             raise ApiError(404, f"no service named {quoted(service_text)!r}") from None
-        svc = next((s for s in config.service if s.key == key), None)
+        svc = index.by_key(key)
         if svc is None:
             raise ApiError(404, f"no service {key} in the running config")
     try:
-        address, port = split_host_port(real_text, svc.port or None)
+        address, port = split_host_port(real_text, svc.config.port or None)
     except ValueError as exc:
         raise ApiError(400, quoted(f"{real_text!r}: {exc}")) from None
-    key = (svc.key, DestKey(address, port))
-    if not daemon.known_real(key):
+    real = index.canonical((svc.key, DestKey(address, port)))
+    if real is None:
         raise ApiError(404, f"no real server {quoted(real_text)} in service {svc.name} ({svc.key})")
-    return key
+    return real
 
 
-def real_state(daemon: Any, key: RealKey) -> dict[str, Any]:
-    override = daemon.overrides.get(key)
+def real_state(key: RealKey, override: Override) -> dict[str, Any]:
     return {
         "key": real_key_text(key),
         "mode": override.mode,
@@ -312,38 +340,38 @@ def real_state(daemon: Any, key: RealKey) -> dict[str, Any]:
 
 async def set_mode(request: web.Request) -> web.Response:
     await authorize(request)
-    mode = request.match_info["action"]
-    mode = "enabled" if mode == "enable" else mode
+    action = request.match_info["action"]
+    mode = "enabled" if action == "enable" else action
     if mode not in MODES:
-        raise ApiError(404, f"unknown action {quoted(request.match_info['action'])!r}")
+        raise ApiError(404, f"unknown action {quoted(action)!r}")
     daemon = request.app[DAEMON]
-    key = resolve_real(daemon, request.match_info["key"])
-    await _persist(lambda: daemon.set_mode(key, mode))
-    return web.json_response(real_state(daemon, key))
+    key = resolve_real(daemon.snapshot(), request.match_info["key"])
+    override = await _persist(lambda: daemon.set_mode(key, mode))  # type: ignore[arg-type]  # checked against MODES
+    return web.json_response(real_state(key, override))
 
 
 async def put_weight(request: web.Request) -> web.Response:
     await authorize(request)
     daemon = request.app[DAEMON]
-    key = resolve_real(daemon, request.match_info["key"])
+    key = resolve_real(daemon.snapshot(), request.match_info["key"])
     weight = await _weight_from_body(request)
-    await _persist(lambda: daemon.set_weight(key, weight))
-    return web.json_response(real_state(daemon, key))
+    override = await _persist(lambda: daemon.set_weight(key, weight))
+    return web.json_response(real_state(key, override))
 
 
 async def delete_weight(request: web.Request) -> web.Response:
     await authorize(request)
     daemon = request.app[DAEMON]
-    key = resolve_real(daemon, request.match_info["key"])
-    await _persist(lambda: daemon.set_weight(key, None))
-    return web.json_response(real_state(daemon, key))
+    key = resolve_real(daemon.snapshot(), request.match_info["key"])
+    override = await _persist(lambda: daemon.set_weight(key, None))
+    return web.json_response(real_state(key, override))
 
 
 async def get_real(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
-    key = resolve_real(daemon, request.match_info["key"])
+    snap = request.app[DAEMON].snapshot()
+    key = resolve_real(snap, request.match_info["key"])
     text = real_key_text(key)
-    view = service_status(daemon, key[0])
+    view = service_status(snap, key[0])
     for real in view["reals"] if view is not None else ():
         if real["key"] == text:
             return web.json_response(real)
@@ -358,8 +386,12 @@ async def reload(request: web.Request) -> web.Response:
     reloading = asyncio.ensure_future(daemon.reload())
     reloading.add_done_callback(lambda f: f.cancelled() or f.exception())
     ok = await asyncio.shield(reloading)
-    r = daemon.reload_status
-    body = {"ok": ok, "generation": r.generation, "changed": r.last_changed if ok else False}
+    r = daemon.snapshot().reload
+    body: dict[str, Any] = {
+        "ok": ok,
+        "generation": r.generation,
+        "changed": r.last_changed if ok else False,
+    }
     if not ok:
         body["error"] = r.last_error
     return web.json_response(body, status=200 if ok else 422)
@@ -399,9 +431,9 @@ async def _weight_from_body(request: web.Request) -> int:
     return weight
 
 
-async def _persist(action) -> None:
+async def _persist(action: Callable[[], Override]) -> Override:
     try:
-        action()
+        return action()
     except OSError as exc:
         # The override is refused when it cannot be written: it would not survive a restart.
         raise ApiError(500, f"cannot save the override: {exc.strerror or exc}") from None
@@ -410,13 +442,13 @@ async def _persist(action) -> None:
 # Application -------------------------------------------------------------------
 
 
-def make_app(daemon: Any, renderer: MetricsRenderer | None = None) -> web.Application:
+def make_app(daemon: Daemon, renderer: MetricsRenderer | None = None) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app.on_response_prepare.append(_mark_started)
     if renderer is None:
         recorder = ActivityRecorder()
-        attach_recorder(daemon, recorder)
-        renderer = MetricsRenderer(daemon, recorder)
+        attach_recorder(daemon, recorder, daemon.snapshot().index.real_keys())
+        renderer = MetricsRenderer(daemon.snapshot, recorder)
     app[DAEMON] = daemon
     app[RENDERER] = renderer
     app[TOKENS] = TokenReader()
@@ -460,7 +492,7 @@ async def bind_api(listen: str) -> BoundSocket:
 
 
 async def serve_api(
-    daemon: Any, bound: BoundSocket, *, max_connections: int | None = None
+    daemon: Daemon, bound: BoundSocket, *, max_connections: int | None = None
 ) -> ApiServer:
     """Step 2: serve the API on the socket from ``bind_api``.
 
@@ -510,7 +542,7 @@ async def serve_api(
 
 
 async def start_api(
-    daemon: Any, sock: socket.socket | None = None, *, max_connections: int | None = None
+    daemon: Daemon, sock: socket.socket | None = None, *, max_connections: int | None = None
 ) -> ApiServer:
     """Serve the API: on ``sock`` when the daemon bound it already (before its
     first kernel write), else bind ``api.listen`` now (``bind_api`` then ``serve_api``)."""

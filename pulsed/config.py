@@ -33,34 +33,16 @@ from pulsed.checks.config import MAX_FILE_BYTES, CheckConfig, check_problems, fi
 from pulsed.durations import Duration, format_duration, parse_duration
 from pulsed.files import MAX_CONFIG_BYTES, FileProblem, check_file, read_file
 from pulsed.ha.config import VrrpConfig, vrrp_problems
-from pulsed.model import AF_INET, AF_INET6, ServiceKey, family_of, normalize_address
-
-SCHEDULERS = (
-    "rr",
-    "wrr",
-    "lc",
-    "wlc",
-    "lblc",
-    "lblcr",
-    "dh",
-    "sh",
-    "sed",
-    "nq",
-    "mh",
-    "fo",
-    "ovf",
-    "twos",
+from pulsed.model import (
+    AF_INET,
+    AF_INET6,
+    SCHEDULER_FLAGS,
+    SCHEDULERS,
+    SVC_F_ONEPACKET,
+    ServiceKey,
+    family_of,
+    normalize_address,
 )
-SCHEDULER_FLAGS = {
-    "sh-fallback": ("sh", 0x0008),
-    "sh-port": ("sh", 0x0010),
-    "mh-fallback": ("mh", 0x0008),
-    "mh-port": ("mh", 0x0010),
-    "flag-1": (None, 0x0008),
-    "flag-2": (None, 0x0010),
-    "flag-3": (None, 0x0020),
-}
-ONE_PACKET_FLAG = 0x0004
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Weight = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -806,7 +788,7 @@ def persistence_netmask(svc: ServiceConfig) -> int:
 
 
 def scheduler_flag_bits(svc: ServiceConfig) -> int:
-    bits = ONE_PACKET_FLAG if svc.one_packet else 0
+    bits = SVC_F_ONEPACKET if svc.one_packet else 0
     for flag in svc.scheduler_flags:
         bits |= SCHEDULER_FLAGS[flag][1]
     return bits

@@ -3,7 +3,9 @@
 ``Daemon`` owns the runtime state that outlives any one config: health
 (inside the HealthMonitor), admin overrides, the set of services pulsed has
 owned, and reload bookkeeping. The config itself is immutable and replaced
-whole on reload. Everything the API and metrics show is read from here.
+whole on reload, with its KeyIndex (pulsed.keys). Readers (the API,
+/status, /metrics) get it all as one frozen Snapshot (pulsed.readmodel),
+built here in ``snapshot()`` and nowhere else.
 """
 
 from __future__ import annotations
@@ -14,26 +16,31 @@ import gc
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
-from pulsed.checks.base import Target
-from pulsed.checks.policy import plan_changes
+from pulsed.checks.base import ProbeResult, Target
+from pulsed.checks.monitor import HealthMonitor
 from pulsed.checks.reaper import reaper
+from pulsed.checks.state import RealHealth
 from pulsed.config import Config, ConfigError, ParseCache, load_config
 from pulsed.desired import Wanted, WantedMemo, wanted_table
 from pulsed.ipvs.base import Backend
-from pulsed.model import DestKey, OpKind, ServiceKey, Table
-from pulsed.overrides import Mode, OverrideStore, RealKey
+from pulsed.keys import KeyIndex
+from pulsed.model import OpKind, RealKey, ServiceKey, Table
+from pulsed.overrides import Mode, Override, OverrideStore
 from pulsed.owned import OwnedServices
+from pulsed.pool_policy import PoolPlan, plan_changes
+from pulsed.readmodel import HaView, PassView, ReloadView, Snapshot
 from pulsed.reconcile import PassResult, Reconciler, diff
 from pulsed.statefile import check_state_dir
 
-if TYPE_CHECKING:  # the API (aiohttp) is imported only when it is enabled
+if TYPE_CHECKING:  # the API (aiohttp) and VRRP are imported only when configured
+    from pulsed.api import ApiServer
     from pulsed.api_guard import BoundSocket
+    from pulsed.ha.node import PreparedVrrp, VrrpNode
 
 log = structlog.get_logger(__name__)
 
@@ -54,39 +61,25 @@ class ReloadRefused(Exception):
         self.fields = fields
 
 
-@dataclass
-class ReloadStatus:
-    generation: int = 0
-    last_ok: bool = True
-    last_time: float = 0.0  # wall clock of the last attempt
-    last_error: str = ""
-    last_changed: bool = False
-
-
 def health_targets(
-    config: Config,
-    memo: WantedMemo | None = None,
-    previous: Config | None = None,
+    index: KeyIndex,
+    previous: KeyIndex | None = None,
     known: Mapping[RealKey, Target] | None = None,
 ) -> dict[RealKey, Target]:
     """What to probe: every configured real server with its effective check.
 
-    With ``memo``, the keys hold the DestKey objects the wanted table uses.
-    A service whose config object is the one in ``previous`` (the parser
-    hands back the same object for a service a reload left alone) keeps its
-    Target objects from ``known``, and the monitor finds them equal at once.
+    The keys are the index's own. A service the ``previous`` index holds as
+    the very same entry (a reload left its config alone) keeps its Target
+    objects from ``known``, and the monitor finds them equal at once.
     """
-    memo = memo or WantedMemo()
-    unchanged = {s.key: s for s in previous.service} if previous and known else {}
     targets: dict[RealKey, Target] = {}
-    for svc in config.service:
-        svc_key = svc.key
-        same = unchanged.get(svc_key) is svc
-        for real, dest in zip(svc.real, memo.dest_keys(svc), strict=True):
-            key = (svc_key, dest)
+    for svc in index:
+        same = previous is not None and known is not None and previous.by_key(svc.key) is svc
+        check = svc.config.check
+        for real, key in zip(svc.config.real, svc.reals, strict=True):
             target = known.get(key) if same and known is not None else None
             if target is None:
-                target = Target(dest.address, dest.port, real.check or svc.check)
+                target = Target(key[1].address, key[1].port, real.check or check)
             targets[key] = target
     return targets
 
@@ -106,13 +99,19 @@ class Daemon:
         self.config_path = Path(config_path)
         self.backend = backend
         self.config = config
-        self.reload_status = ReloadStatus(generation=1, last_time=time.time())
+        self.index = KeyIndex(config)
+        self.reload_status = ReloadView(generation=1, last_time=time.time())
         self.overrides = OverrideStore(config.daemon.state_dir)
         self.overrides.load()
         self._owned_store = OwnedServices(config.daemon.state_dir)
         self._owned: set[ServiceKey] = self._load_owned() | {s.key for s in config.service}
         self.wanted: Wanted = Wanted(Table())
         self._wanted_memo = WantedMemo()
+        # Published by the event loop after every pass, each replaced whole
+        # (one reference assignment), so readers on other threads (the VRRP
+        # heartbeat) and readers between passes see one consistent value.
+        self._healthy: Mapping[str, float] = {}
+        self._last_pass = PassView()
         self.started_at = time.time()
         self._notify = notify or (lambda _msg: None)
         self._stop = asyncio.Event()
@@ -120,8 +119,8 @@ class Daemon:
         self._parse_cache = parse_cache or ParseCache()
         self._wakeup: asyncio.TimerHandle | None = None
         # Observers of every probe result and every health change (metrics).
-        self.probe_observers: list[Callable[[RealKey, object], None]] = []
-        self.health_observers: list[Callable[[RealKey, object], None]] = []
+        self.probe_observers: list[Callable[[RealKey, ProbeResult], None]] = []
+        self.health_observers: list[Callable[[RealKey, RealHealth], None]] = []
         self.monitor = self._make_monitor()
         self.reconciler = Reconciler(
             backend,
@@ -132,32 +131,30 @@ class Daemon:
             on_pass=self._on_pass,
             full_resync_interval=config.daemon.full_resync_interval,
         )
-        self.vrrp = None  # set when [vrrp] is configured (see _start_vrrp)
+        self.vrrp: VrrpNode | None = None  # set when [vrrp] is configured (see _start_vrrp)
         # Built by _preflight or a reload, used by the next VRRP node (one node only).
-        self._vrrp_prepared: object | None = None
+        self._vrrp_prepared: PreparedVrrp | None = None
         self._api_bound: BoundSocket | None = None  # bound by _preflight
         self._extras_started = False  # API and VRRP started: a reload may move them
         self._tasks: set[asyncio.Future] = set()
-        self.api = None
+        self.api: ApiServer | None = None
         self.pass_observers: list[Callable[[PassResult, float], None]] = []
 
     # Wiring ---------------------------------------------------------------
 
-    def _make_monitor(self):
-        from pulsed.checks.monitor import HealthMonitor
-
+    def _make_monitor(self) -> HealthMonitor:
         return HealthMonitor(
             on_change=self._on_health_change,
             on_result=self._on_probe_result,
             max_tick=self.config.daemon.probe_tick_max,
         )
 
-    def _on_health_change(self, key: RealKey, health: object) -> None:
+    def _on_health_change(self, key: RealKey, health: RealHealth) -> None:
         for observer in self.health_observers:
             observer(key, health)
         self.reconciler.mark_dirty()
 
-    def _on_probe_result(self, key: RealKey, result: object) -> None:
+    def _on_probe_result(self, key: RealKey, result: ProbeResult) -> None:
         for observer in self.probe_observers:
             observer(key, result)
 
@@ -168,6 +165,8 @@ class Daemon:
         if still != self._owned:
             self._owned = still
             self._persist_owned()
+        # What this pass wanted beside what the kernel held after its writes.
+        self._last_pass = PassView(self.wanted.pools, self.reconciler.last_actual)
         for observer in self.pass_observers:
             observer(result, elapsed)
 
@@ -180,12 +179,17 @@ class Daemon:
             actual=actual,
             now=time.monotonic(),
             memo=self._wanted_memo,
+            previous=before,
+            index=self.index,
         )
+        self._healthy = self.wanted.healthy
         self._wake_at(self.wanted.next_change_at)
         self._log_pool_changes(before, self.wanted.pools)
         return self.wanted.table
 
-    def _log_pool_changes(self, before, after) -> None:
+    def _log_pool_changes(
+        self, before: Mapping[ServiceKey, PoolPlan], after: Mapping[ServiceKey, PoolPlan]
+    ) -> None:
         for key, plan in after.items():
             old = before.get(key)
             if old is plan:
@@ -257,7 +261,7 @@ class Daemon:
         # over an unchanged table writes nothing and drops nothing.
         actual = await self.backend.dump()
         serving = {(svc.key, dest.key) for svc in actual for dest in svc.dests if dest.weight > 0}
-        self.monitor.update(health_targets(self.config, self._wanted_memo), assume_up=serving)
+        self.monitor.update(health_targets(self.index), assume_up=serving)
         await self.monitor.start()
         first = await self.reconciler.reconcile_once(actual)
         log.info(
@@ -317,13 +321,12 @@ class Daemon:
         from pulsed.limits import api_connection_budget
 
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        reals = sum(len(s.real) for s in self.config.service)
-        return max(1, api_connection_budget(soft, reals))
+        return max(1, api_connection_budget(soft, self.index.real_count()))
 
     def _on_role_change(self, old: str, new: str, reason: str) -> None:
         self._notify("STATUS=" + self.status_line())
 
-    async def _build_api(self, old: Config, new: Config):
+    async def _build_api(self, old: Config, new: Config) -> ApiServer | None:
         """The API server the new config wants: the running one when its
         listen address stays, else a new one already serving (bound first:
         an address that cannot be bound refuses the reload), or None."""
@@ -398,8 +401,7 @@ class Daemon:
         """
         async with self._reload_lock:
             self._notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
-            status = self.reload_status
-            status.last_time = time.time()
+            attempt = time.time()
             try:
                 changed = await self._reload_transaction()
             except ReloadRefused as exc:
@@ -408,7 +410,11 @@ class Daemon:
                 reason = f"internal error: {type(exc).__name__}: {_one_line(exc)}"
                 fields = {}
             else:
-                status.last_ok, status.last_error, status.last_changed = True, "", changed
+                status = self.reload_status = ReloadView(
+                    generation=self.reload_status.generation + changed,
+                    last_time=attempt,
+                    last_changed=changed,
+                )
                 if changed:
                     log.info(
                         "reload.applied",
@@ -419,7 +425,12 @@ class Daemon:
                     log.info("reload.unchanged", generation=status.generation)
                 self._notify("READY=1\nSTATUS=" + self.status_line())
                 return True
-            status.last_ok, status.last_error, status.last_changed = False, reason, False
+            self.reload_status = ReloadView(
+                generation=self.reload_status.generation,
+                last_ok=False,
+                last_time=attempt,
+                last_error=reason,
+            )
             log.error("reload.failed", error=reason, **fields)
             self._notify("READY=1\nSTATUS=reload failed, old config kept: " + reason[:200])
             return False
@@ -449,8 +460,9 @@ class Daemon:
         prepared = await _prepare_vrrp(new) if vrrp_changed else None
         new_api = await self._build_api(old, new)
         old_targets = self.monitor.targets()
+        index = KeyIndex(new, self.index)
         try:
-            targets = health_targets(new, self._wanted_memo, old, old_targets)
+            targets = health_targets(index, self.index, old_targets)
             # Swap. Only the monitor can still fail here; it is put back if it does.
             try:
                 self.monitor.update(targets)
@@ -461,7 +473,7 @@ class Daemon:
             if new_api is not None and new_api is not self.api:
                 await new_api.cleanup()
             raise
-        self.config = new
+        self.config, self.index = new, index
         if new_api is not self.api:
             old_api, self.api = self.api, new_api
             if old_api is not None:
@@ -484,42 +496,59 @@ class Daemon:
         # the cyclic collector from re-scanning it (at 10,000 services a full
         # collection during a parse took ~100 ms).
         gc.freeze()
-        self.reload_status.generation += 1
         return True
 
     # Admin ------------------------------------------------------------------
 
     def known_real(self, key: RealKey) -> bool:
-        svc = next((s for s in self.config.service if s.key == key[0]), None)
-        if svc is None:
-            return False
-        return any(DestKey(*svc.real_endpoint(r)) == key[1] for r in svc.real)
+        return self.index.real(key) is not None
 
-    def set_mode(self, key: RealKey, mode: Mode) -> None:
-        self.overrides.set_mode(key, mode)
+    def set_mode(self, key: RealKey, mode: Mode) -> Override:
+        override = self.overrides.set_mode(key, mode)
         log.info(f"admin.{mode}", service=str(key[0]), real=str(key[1]))
         self.reconciler.mark_dirty()
+        return override
 
-    def set_weight(self, key: RealKey, weight: int | None) -> None:
-        self.overrides.set_weight(key, weight)
+    def set_weight(self, key: RealKey, weight: int | None) -> Override:
+        override = self.overrides.set_weight(key, weight)
         log.info("admin.weight", service=str(key[0]), real=str(key[1]), weight=weight)
         self.reconciler.mark_dirty()
+        return override
 
     # Views ------------------------------------------------------------------
 
+    def snapshot(self) -> Snapshot:
+        """Everything readers show, as of now, in one frozen value (pulsed.readmodel)."""
+        vrrp = self.vrrp
+        return Snapshot(
+            config=self.config,
+            index=self.index,
+            config_path=str(self.config_path),
+            started_at=self.started_at,
+            taken_at=time.time(),
+            health=self.monitor.health(),
+            overrides=self.overrides.all(),
+            last_pass=self._last_pass,
+            reconcile=self.reconciler.status,
+            reload=self.reload_status,
+            ha=HaView(
+                configured=self.config.vrrp is not None,
+                status=vrrp.status() if vrrp is not None else None,
+            ),
+            probes=self.monitor.local_faults(),
+        )
+
     def healthy_fraction(self, service_name: str) -> float | None:
-        svc = self.config.service_named(service_name)
-        if svc is None or not svc.real:
-            return None
-        health = self.monitor.health()
-        up = 0
-        for real in svc.real:
-            h = health.get((svc.key, DestKey(*svc.real_endpoint(real))))
-            up += bool(h is not None and getattr(h, "up", False))
-        return up / len(svc.real)
+        """The share of the service's real servers that pass their check, as
+        of the last reconcile pass (None: no such service, or no servers).
+
+        Called from the VRRP heartbeat's thread: it reads the mapping the
+        event loop publishes whole after each pass, and touches nothing else.
+        """
+        return self._healthy.get(service_name)
 
     def status_line(self) -> str:
-        reals = sum(len(s.real) for s in self.config.service)
+        reals = self.index.real_count()
         generation = self.reload_status.generation
         line = f"{len(self.config.service)} services, {reals} real servers, generation {generation}"
         status = self.vrrp.status() if self.vrrp is not None else None
@@ -536,7 +565,7 @@ class Daemon:
         self._owned_store.save(self._owned)
 
 
-async def _prepare_vrrp(config: Config):
+async def _prepare_vrrp(config: Config) -> PreparedVrrp | None:
     """What the VRRP node needs that can fail (its config, its key, a raw
     socket), built now and off the loop, so that a reload or start that cannot
     bring VRRP up fails before it swaps anything. ReloadRefused names it."""

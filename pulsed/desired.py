@@ -2,7 +2,7 @@
 
 Admin overrides sit on top of health: ``disable`` removes a server, ``drain``
 pins its weight to 0, a weight override replaces the configured weight and
-health then applies to it as usual (pulsed.checks.policy).
+health then applies to it as usual (pulsed.pool_policy).
 """
 
 from __future__ import annotations
@@ -12,11 +12,19 @@ from dataclasses import dataclass, field
 from operator import attrgetter, is_
 
 from pulsed.addresses import split_host_port
-from pulsed.checks.policy import PLAN_FIELDS, PoolPlan, PoolPolicy, RealView, plan_pool
 from pulsed.checks.state import RealHealth
 from pulsed.config import Config, ServiceConfig, persistence_netmask, scheduler_flag_bits
-from pulsed.model import Dest, DestKey, Forwarding, Service, ServiceKey, Table
-from pulsed.overrides import Override, RealKey
+from pulsed.keys import IndexedService, KeyIndex
+from pulsed.model import Dest, DestKey, Forwarding, RealKey, Service, ServiceKey, Table
+from pulsed.overrides import Override
+from pulsed.pool_policy import (
+    PLAN_FIELDS,
+    PoolPlan,
+    PoolPolicy,
+    RealView,
+    held_servers,
+    plan_pool,
+)
 
 _DEFAULT_OVERRIDE = Override()
 _HEALTHY = RealHealth(up=True, reason="assumed healthy")
@@ -31,6 +39,9 @@ class Wanted:
     pools: Mapping[ServiceKey, PoolPlan] = field(default_factory=dict)
     # Monotonic time at which some pool changes by itself (slow start, drain).
     next_change_at: float | None = None
+    # Per service name with real servers: the share of them that pass their
+    # check (what VRRP's track_services reads).
+    healthy: Mapping[str, float] = field(default_factory=dict)
 
 
 def service_settings(svc: ServiceConfig) -> Service:
@@ -52,18 +63,17 @@ def pool_policy(svc: ServiceConfig) -> PoolPolicy:
         slow_start=float(svc.slow_start),
         min_healthy=svc.min_healthy,
         sorry_server=sorry,
-        sorry_forwarding=svc.sorry_forwarding,
     )
 
 
 @dataclass
 class _Memo:
-    config: ServiceConfig
-    dest_keys: tuple[DestKey, ...]
-    healths: tuple[RealHealth | None, ...]  # the monitor's records, in dest_keys order
+    svc: IndexedService
+    healths: tuple[RealHealth | None, ...]  # the monitor's records, in svc.reals order
     others: tuple  # every other input of plan_pool
     service: Service
     plan: PoolPlan
+    up: int  # servers whose health says up
 
 
 _PLAN_INPUTS = attrgetter(*PLAN_FIELDS)
@@ -88,37 +98,11 @@ class WantedMemo:
     config and every input to plan_pool (of health records, the fields in
     PLAN_FIELDS) are the same as last time, and it has no slow start or
     drain deadline pending.
-
-    It also hands out one ``DestKey`` per configured real server
-    (``dest_keys``), shared by the health monitor's keys, the plans and the
-    wanted table: at 10,000 servers each copy costs about 0.5 MB.
     """
 
     def __init__(self) -> None:
         self.entries: dict[ServiceKey, _Memo] = {}
-        self._keys: dict[ServiceKey, tuple[ServiceConfig, tuple[DestKey, ...]]] = {}
-
-    def dest_keys(self, svc: ServiceConfig) -> tuple[DestKey, ...]:
-        """The DestKeys of ``svc.real``, in order; the same objects while they stay equal."""
-        known = self._keys.get(svc.key)
-        if known is not None and known[0] is svc:
-            return known[1]
-        if known is not None and known[0] == svc:  # a reload that left it as it was
-            self._keys[svc.key] = (svc, known[1])
-            return known[1]
-        keys = tuple(DestKey(*svc.real_endpoint(r)) for r in svc.real)
-        if known is not None:  # a changed service: keep the objects of unchanged reals
-            same = {k: k for k in known[1]}
-            keys = tuple(same.get(k, k) for k in keys)
-        self._keys[svc.key] = (svc, keys)
-        return keys
-
-    def forget_others(self, config: Config) -> None:
-        """Drop the keys of services no longer configured."""
-        if len(self._keys) > len(config.service):
-            current = {svc.key for svc in config.service}
-            for key in [k for k in self._keys if k not in current]:
-                del self._keys[key]
+        self.healthy: Mapping[str, float] = {}
 
 
 def wanted_table(
@@ -129,34 +113,43 @@ def wanted_table(
     now: float = 0.0,
     assume_healthy: bool = False,
     memo: WantedMemo | None = None,
+    previous: Mapping[ServiceKey, PoolPlan] | None = None,
+    index: KeyIndex | None = None,
 ) -> Wanted:
     """Compute the table pulsed wants.
 
     ``health`` maps each real server to its RealHealth (a server with no
     entry counts as not yet checked, hence down, unless ``assume_healthy``).
     ``actual`` supplies the kernel's connection counts for draining; ``now``
-    is monotonic time for slow start and drain deadlines.
+    is monotonic time for slow start and drain deadlines; ``previous`` is
+    the last outcome's pools (a server min_healthy kept at full weight is
+    spared slow start when it comes up). ``index`` is the config's KeyIndex
+    (the daemon's, so every key is the one object it hands out everywhere).
     """
     health = health or {}
     overrides = overrides or {}
     actual = actual or Table()
+    previous = previous or {}
     memo = memo or WantedMemo()
-    previous, memo.entries = memo.entries, {}
+    if index is None or index.config is not config:
+        index = KeyIndex(config)
+    prior_entries, memo.entries = memo.entries, {}
     services: list[Service] = []
     pools: dict[ServiceKey, PoolPlan] = {}
     deadlines: list[float] = []
-    for svc in config.service:
+    recomputed = len(prior_entries) != len(index)
+    for svc in index.services:
         key = svc.key
-        entry = previous.get(key)
-        dest_keys = memo.dest_keys(svc)
-        if entry is not None and entry.dest_keys is not dest_keys:
+        entry = prior_entries.get(key)
+        if entry is not None and entry.svc is not svc:
             entry = None  # the service's config changed
         have = actual.get(key)
-        healths = tuple(health.get((key, k)) for k in dest_keys)
+        healths = tuple(map(health.get, svc.reals))
         others = (
-            tuple(overrides.get((key, k)) for k in dest_keys) if overrides else (),
-            _connections(have) if svc.on_failure == "remove" else None,
+            tuple(map(overrides.get, svc.reals)) if overrides else (),
+            _connections(have) if svc.config.on_failure == "remove" else None,
             assume_healthy,
+            held_servers(previous.get(key)),
         )
         if (
             entry is None
@@ -164,14 +157,16 @@ def wanted_table(
             or entry.others != others
             or not _same_for_plan(entry.healths, healths)
         ):
-            settings = service_settings(svc)
-            policy = pool_policy(svc)
-            views = _views(svc, dest_keys, health, overrides, have, assume_healthy)
-            plan = plan_pool(policy, views, now)
-            prior = previous.get(key)
+            policy = pool_policy(svc.config)
+            views = _views(svc, health, overrides, have, assume_healthy)
+            plan = plan_pool(policy, views, now, others[-1])
+            prior = prior_entries.get(key)
             before = prior.service if prior is not None else None
-            service = _service(svc, dest_keys, settings, plan, policy, before)
-            entry = _Memo(svc, dest_keys, healths, others, service, plan)
+            service = _service(svc, service_settings(svc.config), plan, policy, before)
+            up = sum(1 for h in healths if h is not None and h.up)
+            if prior is None or prior.up != up or prior.svc is not svc:
+                recomputed = True
+            entry = _Memo(svc, healths, others, service, plan, up)
         else:
             # At most what plan_pool does not read changed (check time,
             # latency, reason): the plan stands. Hold the current records,
@@ -182,8 +177,11 @@ def wanted_table(
         if entry.plan.next_change_at is not None:
             deadlines.append(entry.plan.next_change_at)
         services.append(entry.service)
-    memo.forget_others(config)
-    return Wanted(Table.of(services), pools, min(deadlines) if deadlines else None)
+    if recomputed:
+        memo.healthy = {
+            e.svc.name: e.up / len(e.svc.reals) for e in memo.entries.values() if e.svc.reals
+        }
+    return Wanted(Table.of(services), pools, min(deadlines) if deadlines else None, memo.healthy)
 
 
 def _connections(have: Service | None) -> tuple[tuple[DestKey, int], ...]:
@@ -193,8 +191,7 @@ def _connections(have: Service | None) -> tuple[tuple[DestKey, int], ...]:
 
 
 def _views(
-    svc: ServiceConfig,
-    dest_keys: tuple[DestKey, ...],
+    svc: IndexedService,
     health: Mapping[RealKey, RealHealth],
     overrides: Mapping[RealKey, Override],
     have: Service | None,
@@ -202,25 +199,25 @@ def _views(
 ) -> dict[DestKey, RealView]:
     kernel = have.dest_map() if have is not None else {}
     views: dict[DestKey, RealView] = {}
-    for real, key in zip(svc.real, dest_keys, strict=True):
-        override = overrides.get((svc.key, key), _DEFAULT_OVERRIDE)
+    for real, key in zip(svc.config.real, svc.reals, strict=True):
+        override = overrides.get(key, _DEFAULT_OVERRIDE)
         if override.mode == "disable":
             continue
-        state = _HEALTHY if assume_healthy else health.get((svc.key, key), _UNKNOWN)
-        in_kernel = kernel.get(key)
+        dest = key[1]
+        state = _HEALTHY if assume_healthy else health.get(key, _UNKNOWN)
+        in_kernel = kernel.get(dest)
         active = None
         if in_kernel is not None:
             active = in_kernel.stats.active_connections if in_kernel.stats else 0
         weight = override.weight if override.weight is not None else real.weight
         if override.mode == "drain":
             weight = 0  # no new connections, and not counted as serving
-        views[key] = RealView(weight=weight, health=state, active_connections=active)
+        views[dest] = RealView(weight=weight, health=state, active_connections=active)
     return views
 
 
 def _service(
-    svc: ServiceConfig,
-    dest_keys: tuple[DestKey, ...],
+    indexed: IndexedService,
     settings: Service,
     plan: PoolPlan,
     policy: PoolPolicy,
@@ -231,8 +228,9 @@ def _service(
     # other copies would live on in the kernel-side table (the memory backend
     # keeps what it was given) and in the memo.
     reuse = {(d.address, d.port): d for d in before.dests} if before is not None else {}
+    svc = indexed.config
     dests: list[Dest] = []
-    for real, key in zip(svc.real, dest_keys, strict=True):
+    for real, (_, key) in zip(svc.real, indexed.reals, strict=True):
         weight = plan.weights.get(key)
         if weight is None:
             continue

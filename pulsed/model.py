@@ -39,6 +39,36 @@ SVC_F_SCHED2 = 0x0010
 SVC_F_SCHED3 = 0x0020
 USER_FLAGS_MASK = SVC_F_ONEPACKET | SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
 
+# The schedulers a stock kernel has (net/netfilter/ip_vs_*.c), the one list
+# the config checks names against and the kernel-faithful fake accepts.
+SCHEDULERS = (
+    "rr",
+    "wrr",
+    "lc",
+    "wlc",
+    "lblc",
+    "lblcr",
+    "dh",
+    "sh",
+    "sed",
+    "nq",
+    "mh",
+    "fo",
+    "ovf",
+    "twos",
+)
+# Scheduler flags by the names the config uses: (the scheduler they belong
+# to, or None for the generic names; the kernel's bit).
+SCHEDULER_FLAGS: Mapping[str, tuple[str | None, int]] = {
+    "sh-fallback": ("sh", SVC_F_SCHED1),
+    "sh-port": ("sh", SVC_F_SCHED2),
+    "mh-fallback": ("mh", SVC_F_SCHED1),
+    "mh-port": ("mh", SVC_F_SCHED2),
+    "flag-1": (None, SVC_F_SCHED1),
+    "flag-2": (None, SVC_F_SCHED2),
+    "flag-3": (None, SVC_F_SCHED3),
+}
+
 
 @lru_cache(maxsize=1 << 16)
 def _parsed(address: str) -> tuple[int, str]:
@@ -127,6 +157,12 @@ class DestKey:
         if ":" in self.address:
             return f"[{self.address}]:{self.port}"
         return f"{self.address}:{self.port}"
+
+
+# A real server's identity: its service and its address within it. The one
+# key that joins config, health, overrides and the kernel table; its text
+# form is pulsed.keys.real_key_text.
+RealKey = tuple[ServiceKey, DestKey]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,15 +17,13 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from pulsed.addresses import join_host_port, split_host_port
-from pulsed.model import AF_INET6, DestKey, ServiceKey
+from pulsed.keys import parse_real_key, real_key_text
+from pulsed.model import RealKey
 from pulsed.statefile import StateProblem, check_version, load_json_state, write_atomic
 
 Mode = Literal["enabled", "drain", "disable"]
 MODES: tuple[Mode, ...] = ("enabled", "drain", "disable")
-RealKey = tuple[ServiceKey, DestKey]
 MAX_WEIGHT = 65535  # the kernel's range, as config.Weight
-MAX_FWMARK = 2**32 - 1  # as config.Fwmark
 FILE_VERSION = 1
 
 
@@ -45,48 +43,6 @@ class Override:
     @property
     def is_default(self) -> bool:
         return self.mode == "enabled" and self.weight is None
-
-
-def real_key_text(key: RealKey) -> str:
-    """Stable text for a real server: ``tcp:192.0.2.1:80/10.0.0.2:80``."""
-    service, dest = key
-    return f"{service}/{join_host_port(dest.address, dest.port)}"
-
-
-def parse_real_key(text: str) -> RealKey:
-    """Inverse of real_key_text; raises ValueError naming the problem."""
-    service_text, sep, dest_text = text.rpartition("/")
-    if not sep:
-        raise ValueError(f"{text!r}: expected SERVICE/REAL, e.g. tcp:192.0.2.1:80/10.0.0.2:80")
-    address, port = split_host_port(_unscoped(dest_text))
-    return parse_service_key(service_text), DestKey(address, port)
-
-
-def parse_service_key(text: str) -> ServiceKey:
-    """``tcp:192.0.2.1:80``, ``udp:[2001:db8::1]:53`` or ``fwmark:7`` (``fwmark:7/ipv6``)."""
-    protocol, sep, rest = text.partition(":")
-    if not sep:
-        raise ValueError(f"{text!r}: expected PROTO:VIP:PORT or fwmark:N")
-    if protocol == "fwmark":
-        mark, sep, fam = rest.partition("/")
-        if not (mark.isascii() and mark.isdigit()):
-            raise ValueError(f"{text!r}: fwmark must be a number")
-        if not 1 <= int(mark) <= MAX_FWMARK:
-            raise ValueError(f"{text!r}: fwmark must be between 1 and {MAX_FWMARK}")
-        if sep and fam != "ipv6":
-            raise ValueError(f"{text!r}: expected fwmark:N or fwmark:N/ipv6")
-        return ServiceKey.for_fwmark(int(mark), AF_INET6 if fam == "ipv6" else 2)
-    if protocol not in ("tcp", "udp", "sctp"):
-        raise ValueError(f"{text!r}: protocol must be tcp, udp, sctp or fwmark")
-    address, port = split_host_port(_unscoped(rest))
-    return ServiceKey.for_address(protocol, address, port)
-
-
-def _unscoped(text: str) -> str:
-    # ipaddress takes "fe80::1%eth0", the kernel's IPVS table has no scope.
-    if "%" in text:
-        raise ValueError(f"{text!r}: an address with a scope (%) cannot be in the IPVS table")
-    return text
 
 
 class OverrideStore:

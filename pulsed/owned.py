@@ -14,8 +14,8 @@ from pathlib import Path
 import msgspec
 import structlog
 
+from pulsed.keys import parse_service_key
 from pulsed.model import ServiceKey
-from pulsed.overrides import parse_service_key
 from pulsed.statefile import StateProblem, check_version, load_json_state, write_atomic
 
 log = structlog.get_logger(__name__)

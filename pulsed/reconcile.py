@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -97,17 +97,21 @@ def _settled_pairs(wanted: Table, actual: Table, ops: list[Op]) -> dict:
     }
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReconcileStatus:
-    """What the loop did, for /status and /metrics."""
+    """What the loop did, as of its last pass (replaced whole: readers may hold one).
+
+    ``in_sync``: the last pass left the kernel equal to the wanted table;
+    ``Reconciler.last_actual`` was read after that pass's writes.
+    """
 
     passes: int = 0
-    ops_applied: Counter = field(default_factory=Counter)  # by OpKind value
+    ops_applied: Mapping[str, int] = field(default_factory=dict)  # by OpKind value
     errors: int = 0
     last_duration: float = 0.0
     last_run: float = 0.0  # wall clock
     last_error: str = ""
-    failing_services: dict[ServiceKey, str] = field(default_factory=dict)
+    failing_services: Mapping[ServiceKey, str] = field(default_factory=dict)
     in_sync: bool = False
 
 
@@ -155,6 +159,9 @@ class Reconciler:
         self._foreign_seen: set[ServiceKey] = set()
         self._lock = asyncio.Lock()
         self.status = ReconcileStatus()
+        self._ops_applied: Counter[str] = Counter()
+        # The kernel's table as last read; after a pass that wrote, read again
+        # after the writes, so no reader sees weights a pass behind.
         self.last_actual: Table = Table()
 
     def mark_dirty(self) -> None:
@@ -217,6 +224,10 @@ class Reconciler:
             if ops:
                 outcomes = await self.backend.apply(ops)
                 errors = self._record(ops, outcomes)
+                # Read back what the kernel now holds (cheap: only what changed
+                # is re-read), so that its weights never lag the wanted ones
+                # beside them. A failed read raises: the pass is not in sync.
+                self.last_actual = await self.backend.refresh()
             elapsed = time.perf_counter() - started
             self._finish(ops, errors, elapsed)
             result = PassResult(ops, errors)
@@ -226,19 +237,19 @@ class Reconciler:
 
     def _read_failed(self, error: str) -> None:
         log.error("reconcile.read_failed", error=error, retry_in=self.retry_interval)
-        self.status.last_error = error
-        self.status.in_sync = False
+        self.status = replace(self.status, last_error=error, in_sync=False)
         self._last_full = float("-inf")  # read everything next time
 
     def _record(
         self, ops: list[Op], outcomes: list[BackendError | None]
     ) -> dict[ServiceKey, BackendError]:
         errors: dict[ServiceKey, BackendError] = {}
+        refused = 0
         for op, outcome in zip(ops, outcomes, strict=True):
             if outcome is None:
-                self.status.ops_applied[op.kind.value] += 1
+                self._ops_applied[op.kind.value] += 1
                 continue
-            self.status.errors += 1
+            refused += 1
             # One line per service per pass: the first refusal explains the rest.
             if op.service.key not in errors:
                 errors[op.service.key] = outcome
@@ -248,21 +259,28 @@ class Reconciler:
                     op=str(op),
                     error=str(outcome),
                 )
+        if refused:
+            self.status = replace(self.status, errors=self.status.errors + refused)
         return errors
 
     def _finish(
         self, ops: list[Op], errors: dict[ServiceKey, BackendError], elapsed: float
     ) -> None:
         status = self.status
-        status.passes += 1
-        status.last_duration = elapsed
-        status.last_run = time.time()
         healed = set(status.failing_services) - set(errors)
         for key in healed:
             log.info("reconcile.recovered", service=str(key))
-        status.failing_services = {k: str(e) for k, e in errors.items()}
-        status.last_error = next(iter(status.failing_services.values()), "")
-        status.in_sync = not errors
+        failing = {k: str(e) for k, e in errors.items()}
+        self.status = ReconcileStatus(
+            passes=status.passes + 1,
+            ops_applied=dict(self._ops_applied),
+            errors=status.errors,
+            last_duration=elapsed,
+            last_run=time.time(),
+            last_error=next(iter(failing.values()), ""),
+            failing_services=failing,
+            in_sync=not errors,
+        )
         if ops:
             log.info(
                 "reconcile.applied",

@@ -7,45 +7,23 @@ documented in docs/openapi.yaml (``Status``); keep the two in step.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, is_dataclass
-from typing import Any
+from dataclasses import asdict, fields, is_dataclass
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from pulsed import __version__
-from pulsed.model import DestKey, ServiceKey, Stats
-from pulsed.overrides import Override, RealKey, real_key_text
+from pulsed.checks.state import RealHealth
+from pulsed.config import RealConfig
+from pulsed.keys import IndexedService, real_key_text
+from pulsed.model import Dest, RealKey, Service, ServiceKey, Stats
+from pulsed.overrides import Override
+from pulsed.pool_policy import PoolPlan
+from pulsed.readmodel import NO_OVERRIDE, HaView, Snapshot
+from pulsed.reconcile import ReconcileStatus
 
-_NO_OVERRIDE = Override()
-_index: tuple[Any, list] | None = None
-
-
-def indexed_reals(
-    config: Any, health: Mapping[RealKey, Any] | None = None
-) -> list[tuple[Any, ServiceKey, tuple[DestKey, ...]]]:
-    """[(service, its key, its reals' DestKeys in ``svc.real`` order), ...], once per config.
-
-    ``ServiceConfig.key`` and ``real_endpoint`` parse addresses on every call;
-    at 10,000 servers that cost more than rendering the metrics. Given the
-    monitor's health snapshot, its DestKey objects are reused, not copied.
-    """
-    global _index
-    cached = _index
-    if cached is not None and cached[0] is config:
-        return cached[1]
-    canonical = {key: key for key in health} if health else {}
-    index = []
-    for svc in config.service:
-        key = svc.key
-        dests = []
-        for real in svc.real:
-            dest = DestKey(*svc.real_endpoint(real))
-            dests.append(canonical.get((key, dest), (key, dest))[1])
-        index.append((svc, key, tuple(dests)))
-    _index = (config, index)
-    return index
+if TYPE_CHECKING:
+    from pulsed.checks.monitor import LocalFaults
 
 
 def stats_view(stats: Stats | None) -> dict[str, int] | None:
@@ -53,13 +31,13 @@ def stats_view(stats: Stats | None) -> dict[str, int] | None:
 
 
 def real_view(
-    svc: Any,
-    real: Any,
+    svc: IndexedService,
+    real: RealConfig,
     key: RealKey,
-    health: Any,
+    health: RealHealth | None,
     override: Override,
     effective: int | None,
-    kernel: Any,
+    kernel: Dest | None,
 ) -> dict[str, Any]:
     dest = key[1]
     if health is None:
@@ -68,8 +46,8 @@ def real_view(
         state, reason = "pending", health.reason
     else:
         state, reason = ("up" if health.up else "down"), health.reason
-    local_at = getattr(health, "local_error_at", None)
-    if local_at is not None and local_at >= (health.last_check or 0.0):
+    local_at = health.local_error_at if health is not None else None
+    if health is not None and local_at is not None and local_at >= (health.last_check or 0.0):
         # The latest probe said nothing about the server; the state stands.
         reason = f"{reason}; latest probe unknown ({health.local_error})"
     if override.mode == "disable":
@@ -84,14 +62,14 @@ def real_view(
         "health": state,
         "up": bool(health is not None and health.up),
         "reason": reason,
-        "category": getattr(health, "category", "pending"),
-        "last_check": getattr(health, "last_check", None),
-        "last_transition": getattr(health, "last_transition", None),
-        "latency": getattr(health, "latency", None),
-        "local_errors": getattr(health, "local_errors", 0),
-        "last_local_error": getattr(health, "local_error", None),
+        "category": health.category if health is not None else "pending",
+        "last_check": health.last_check if health is not None else None,
+        "last_transition": health.last_transition if health is not None else None,
+        "latency": health.latency if health is not None else None,
+        "local_errors": health.local_errors if health is not None else 0,
+        "last_local_error": health.local_error if health is not None else None,
         "last_local_error_at": local_at,
-        "check": (real.check or svc.check).type,
+        "check": (real.check or svc.config.check).type,
         "mode": override.mode,
         "weight_override": override.weight,
         "override_updated_at": override.updated_at or None,
@@ -99,35 +77,32 @@ def real_view(
         "configured_weight": configured,
         "effective_weight": effective,
         "kernel_weight": None if kernel is None else kernel.weight,
-        "forwarding": real.forwarding or svc.forwarding,
+        "forwarding": real.forwarding or svc.config.forwarding,
         "stats": stats_view(None if kernel is None else kernel.stats),
     }
 
 
 def service_view(
-    svc: Any,
-    svc_key: ServiceKey,
-    dests: tuple[DestKey, ...],
-    health: Mapping[RealKey, Any],
+    svc: IndexedService,
+    health: Mapping[RealKey, RealHealth],
     overrides: Mapping[RealKey, Override],
-    pool: Any,
-    kernel: Any,
+    pool: PoolPlan | None,
+    kernel: Service | None,
     failing: str | None,
 ) -> dict[str, Any]:
     weights = pool.weights if pool is not None else {}
     kernel_dests = kernel.dest_map() if kernel is not None else {}
     reals = []
-    for real, dest in zip(svc.real, dests, strict=True):
-        key = (svc_key, dest)
+    for real, key in zip(svc.config.real, svc.reals, strict=True):
         reals.append(
             real_view(
                 svc,
                 real,
                 key,
                 health.get(key),
-                overrides.get(key, _NO_OVERRIDE),
-                weights.get(dest),
-                kernel_dests.get(dest),
+                overrides.get(key, NO_OVERRIDE),
+                weights.get(key[1]),
+                kernel_dests.get(key[1]),
             )
         )
     up = sum(r["up"] for r in reals)
@@ -143,15 +118,16 @@ def service_view(
         reason += f"; kernel refused: {failing}"
     checks = [r["last_check"] for r in reals if r["last_check"] is not None]
     changes = [r["last_transition"] for r in reals if r["last_transition"] is not None]
+    config = svc.config
     return {
-        "key": str(svc_key),
-        "name": svc.name,
-        "protocol": svc.protocol if svc.fwmark is None else "fwmark",
-        "vip": svc.vip,
-        "port": svc.port,
-        "fwmark": svc.fwmark,
-        "scheduler": svc.scheduler,
-        "forwarding": svc.forwarding,
+        "key": str(svc.key),
+        "name": config.name,
+        "protocol": config.protocol if config.fwmark is None else "fwmark",
+        "vip": config.vip,
+        "port": config.port,
+        "fwmark": config.fwmark,
+        "scheduler": config.scheduler,
+        "forwarding": config.forwarding,
         "state": _service_state(up, serving, len(reals), sorry),
         "reason": reason,
         "last_check": max(checks) if checks else None,
@@ -176,28 +152,22 @@ def _service_state(up: int, serving: int, total: int, sorry: bool) -> str:
     return "down"
 
 
-def ha_view(node: Any) -> dict[str, Any] | None:
-    """The VRRP node's status, with the keys every /status entity has."""
-    if node is None:
+def ha_view(ha: HaView) -> dict[str, Any] | None:
+    """The VRRP node's status, with the keys every /status entity has (None: no VRRP)."""
+    if not ha.configured:
         return None
-    from pulsed.metrics import vrrp_status
-
-    raw = vrrp_status(node)
-    if raw is None:
+    status = ha.status
+    if status is None:
         return {
             "role": "init",
             "reason": "VRRP not started yet",
             "last_check": None,
             "last_transition": None,
         }
-    view = {k: _jsonable(v) for k, v in raw.items()}
-    view["role"] = str(view.pop("state", "init")).lower()
-    view.pop("configured_priority", None)
-    view["priority"] = raw.get("configured_priority", raw.get("priority"))
-    view["effective_priority"] = raw.get("priority")
-    view.setdefault("reason", view.get("last_transition_reason") or "")
-    view.setdefault("last_check", view.get("last_transition"))
-    view.setdefault("last_transition", view.get("since"))
+    view = {f.name: _jsonable(getattr(status, f.name)) for f in fields(status)}
+    view["role"] = str(view.pop("state")).lower()
+    view["reason"] = status.last_transition_reason
+    view["last_check"] = status.last_transition
     return view
 
 
@@ -213,21 +183,15 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def build_status(daemon: Any, now: float | None = None) -> dict[str, Any]:
-    """The whole /status document for ``daemon`` (reads only)."""
-    parts = _StatusParts(daemon, now)
-    return {**parts.head, "services": list(parts.services()), "orphan_overrides": parts.orphans}
-
-
-def status_chunks(daemon: Any, size: int = 64 * 1024, now: float | None = None) -> Iterator[bytes]:
+def status_chunks(snapshot: Snapshot, size: int = 64 * 1024) -> Iterator[bytes]:
     """The /status document as JSON, in pieces of about ``size`` bytes.
 
-    The same bytes as encoding ``build_status`` whole, but only one piece's
-    services exist as dicts at a time: at 10,000 real servers the whole
-    document is over 100,000 small objects and 5 MB of JSON; built whole, the
-    first request grew the process by ~8 MiB and later ones by more.
+    Only one piece's services exist as dicts at a time: at 10,000 real
+    servers the whole document is over 100,000 small objects and 5 MB of
+    JSON; built whole, the first request grew the process by ~8 MiB and
+    later ones by more.
     """
-    parts = _StatusParts(daemon, now)
+    parts = _StatusParts(snapshot)
     encode = msgspec.json.encode
     head = encode(parts.head)
     pieces = [head[:-1], b',"services":[']  # the head is a JSON object: reopen it
@@ -246,38 +210,32 @@ def status_chunks(daemon: Any, size: int = 64 * 1024, now: float | None = None) 
     yield b"".join(pieces)
 
 
-def service_status(daemon: Any, key: ServiceKey) -> dict[str, Any] | None:
+def service_status(snapshot: Snapshot, key: ServiceKey) -> dict[str, Any] | None:
     """One service's part of /status (None if not configured)."""
-    return next(_StatusParts(daemon).services(key), None)
+    return next(_StatusParts(snapshot).services(key), None)
 
 
 class _StatusParts:
     """Everything /status shows but the services, and the services one by one."""
 
-    def __init__(self, daemon: Any, now: float | None = None) -> None:
-        d = daemon
-        self.health = d.monitor.health()
-        self.overrides = d.overrides.all()
-        self.pools = d.wanted.pools
-        self.actual = d.reconciler.last_actual
-        rs = d.reconciler.status
-        self.failing = dict(rs.failing_services)
-        self.index = indexed_reals(d.config, self.health)
-        configured = {(key, dest) for _, key, dests in self.index for dest in dests}
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        index = snap.index
         self.orphans = [
             {"key": real_key_text(k), "mode": o.mode, "weight_override": o.weight}
-            for k, o in sorted(self.overrides.items())
-            if k not in configured
+            for k, o in sorted(snap.overrides.items())
+            if index.real(k) is None
         ]
-        reload = d.reload_status
+        reload = snap.reload
         reload_reason = "config loaded" if reload.last_ok else f"reload failed: {reload.last_error}"
+        rs = snap.reconcile
         self.head = {
-            "version": __version__,
-            "now": time.time() if now is None else now,
-            "started_at": d.started_at,
-            "refresh_seconds": float(d.config.api.status_refresh),
+            "version": snap.version,
+            "now": snap.taken_at,
+            "started_at": snap.started_at,
+            "refresh_seconds": float(snap.config.api.status_refresh),
             "config": {
-                "path": str(d.config_path),
+                "path": snap.config_path,
                 "generation": reload.generation,
                 "last_reload_ok": reload.last_ok,
                 "last_reload_error": reload.last_error or None,
@@ -295,33 +253,35 @@ class _StatusParts:
                 "last_transition": rs.last_run or None,
                 "reason": _reconcile_reason(rs),
             },
-            "ha": ha_view(getattr(d, "vrrp", None)),
-            "probes": probes_view(d.monitor),
+            "ha": ha_view(snap.ha),
+            "probes": probes_view(snap.probes),
         }
 
     def services(self, only: ServiceKey | None = None) -> Iterator[dict[str, Any]]:
-        for svc, key, dests in self.index:
-            if only is not None and key != only:
-                continue
+        snap = self.snap
+        failing = snap.reconcile.failing_services
+        if only is not None:
+            one = snap.index.by_key(only)
+            chosen: tuple[IndexedService, ...] = (one,) if one is not None else ()
+        else:
+            chosen = snap.index.services
+        for svc in chosen:
+            key = svc.key
             yield service_view(
                 svc,
-                key,
-                dests,
-                self.health,
-                self.overrides,
-                self.pools.get(key),
-                self.actual.get(key),
-                self.failing.get(key),
+                snap.health,
+                snap.overrides,
+                snap.pools.get(key),
+                snap.kernel.get(key),
+                failing.get(key),
             )
 
 
-def probes_view(monitor: Any) -> dict[str, Any] | None:
+def probes_view(faults: LocalFaults | None) -> dict[str, Any] | None:
     """The monitor's local errors: probes that failed for a reason on the router
     (they never count against a server; see pulsed.checks.base.local_fault)."""
-    local_faults = getattr(monitor, "local_faults", None)
-    if local_faults is None:
+    if faults is None:
         return None
-    faults = local_faults()
     total = faults.total
     if total:
         reason = f"{total} probe(s) failed for a local reason; last: {faults.last_reason}"
@@ -341,10 +301,12 @@ def probes_view(monitor: Any) -> dict[str, Any] | None:
     }
 
 
-def _reconcile_reason(rs: Any) -> str:
+def _reconcile_reason(rs: ReconcileStatus) -> str:
     if rs.passes == 0:
         return "no pass yet"
     if rs.in_sync:
         return "kernel table matches the wanted table"
     n = len(rs.failing_services)
+    if n == 0:
+        return f"the kernel table could not be read: {rs.last_error}"
     return f"{n} service(s) refused by the kernel: {rs.last_error}"

@@ -62,11 +62,9 @@ from pulsed.checks.state import (
     repeated,
     settled,
 )
-from pulsed.model import DestKey, ServiceKey
+from pulsed.model import RealKey
 
 log = structlog.get_logger(__name__)
-
-RealKey = tuple[ServiceKey, DestKey]
 
 
 class Cancellable(Protocol):

@@ -1,7 +1,8 @@
-"""A daemon-shaped snapshot built from the real parts (config, overrides, wanted table).
+"""A stand-in daemon made of the real parts (config, overrides, wanted table).
 
-The metrics and /status builders read only attributes of the Daemon; this
-assembles the same attributes from the real config loader, OverrideStore,
+The API, /status and /metrics read only the daemon's ``snapshot()`` (a
+pulsed.readmodel.Snapshot) and call its few admin methods; this stand-in
+builds a real Snapshot from the real config loader, KeyIndex, OverrideStore,
 wanted_table and RealHealth, without starting anything.
 """
 
@@ -10,15 +11,18 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
+from pathlib import Path
 
 from pulsed.checks.base import ProbeResult
-from pulsed.checks.state import apply_result, initial_health
-from pulsed.config import parse_config
-from pulsed.daemon import ReloadStatus
-from pulsed.desired import wanted_table
-from pulsed.model import DestKey, Service, Stats, Table
-from pulsed.overrides import OverrideStore
+from pulsed.checks.monitor import LocalFaults
+from pulsed.checks.state import RealHealth, apply_result, initial_health
+from pulsed.config import Config, parse_config
+from pulsed.desired import Wanted, wanted_table
+from pulsed.ha.node import VrrpStatus
+from pulsed.keys import KeyIndex
+from pulsed.model import RealKey, Service, Stats, Table
+from pulsed.overrides import Mode, Override, OverrideStore
+from pulsed.readmodel import HaView, PassView, ReloadView, Snapshot
 from pulsed.reconcile import ReconcileStatus
 
 
@@ -39,18 +43,81 @@ def config_text(services: int, reals: int, state_dir: Path) -> str:
 class FakeMonitor:
     def __init__(self, health: dict) -> None:
         self._health = health
+        self.faults: LocalFaults | None = None
 
     def health(self):
         return dict(self._health)
 
 
+class DaemonStandIn:
+    """What pulsed.api.Daemon asks for, from real parts; ``snapshot()`` is a real Snapshot."""
+
+    def __init__(
+        self,
+        config: Config,
+        health: dict[RealKey, RealHealth],
+        overrides: OverrideStore,
+        wanted: Wanted,
+        actual: Table,
+        config_path: Path,
+        now: float,
+    ) -> None:
+        self._config = config
+        self._index = KeyIndex(config)
+        self.config_path = config_path
+        self.reload_status = ReloadView(generation=1, last_time=now)
+        self.monitor = FakeMonitor(health)
+        self.overrides = overrides
+        self.wanted = wanted
+        self.actual = actual
+        self.reconcile = ReconcileStatus()
+        self.vrrp_status: VrrpStatus | None = None
+        self.started_at = now
+        self.pass_observers: list = []
+        self.probe_observers: list = []
+        self.health_observers: list = []
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        self._config = config
+        self._index = KeyIndex(config, self._index)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot.build(
+            self._config,
+            index=self._index,
+            config_path=str(self.config_path),
+            started_at=self.started_at,
+            health=self.monitor.health(),
+            overrides=self.overrides.all(),
+            last_pass=PassView(self.wanted.pools, self.actual),
+            reconcile=self.reconcile,
+            reload=self.reload_status,
+            ha=HaView(self.vrrp_status is not None, self.vrrp_status),
+            probes=self.monitor.faults,
+        )
+
+    def set_mode(self, key: RealKey, mode: Mode) -> Override:
+        return self.overrides.set_mode(key, mode)
+
+    def set_weight(self, key: RealKey, weight: int | None) -> Override:
+        return self.overrides.set_weight(key, weight)
+
+    async def reload(self) -> bool:
+        return True
+
+
 def snapshot(tmp_path: Path, services: int = 2, reals: int = 2, *, stats: bool = True):
     config = parse_config(config_text(services, reals, tmp_path))
+    index = KeyIndex(config)
     now = time.time()
     health = {}
-    for svc in config.service:
-        for i, real in enumerate(svc.real):
-            key = (svc.key, DestKey(*svc.real_endpoint(real)))
+    for svc in index:
+        for i, key in enumerate(svc.reals):
             h = initial_health(False, now)
             ok = i % 2 == 0
             result = ProbeResult(
@@ -60,7 +127,7 @@ def snapshot(tmp_path: Path, services: int = 2, reals: int = 2, *, stats: bool =
                 h = apply_result(h, result, 2, 3, now, time.monotonic())
             health[key] = h
     overrides = OverrideStore(tmp_path)
-    wanted = wanted_table(config, health=health, overrides=overrides.all())
+    wanted = wanted_table(config, health=health, overrides=overrides.all(), index=index)
     actual = Table.of(
         replace(
             svc,
@@ -69,20 +136,11 @@ def snapshot(tmp_path: Path, services: int = 2, reals: int = 2, *, stats: bool =
         )
         for svc in wanted.table
     )
-    return SimpleNamespace(
-        config=config,
-        config_path=tmp_path / "pulsed.toml",
-        reload_status=ReloadStatus(generation=1, last_time=now),
-        monitor=FakeMonitor(health),
-        overrides=overrides,
-        wanted=wanted,
-        reconciler=SimpleNamespace(status=ReconcileStatus(), last_actual=actual),
-        vrrp=None,
-        started_at=now,
-        pass_observers=[],
-        probe_observers=[],
-        health_observers=[],
+    daemon = DaemonStandIn(
+        config, health, overrides, wanted, actual, tmp_path / "pulsed.toml", now
     )
+    daemon._index = index
+    return daemon
 
 
 def set_health(daemon, key, up: bool, reason: str) -> None:
@@ -94,4 +152,20 @@ def set_health(daemon, key, up: bool, reason: str) -> None:
     )
 
 
-__all__ = ["Service", "set_health", "snapshot"]
+def render(daemon, recorder) -> str:
+    """The whole /metrics text of a stand-in, as a scrape sends it."""
+    from pulsed.metrics import MetricsRenderer
+
+    return b"".join(MetricsRenderer(daemon.snapshot, recorder).chunks()).decode()
+
+
+def status(daemon) -> dict:
+    """The whole /status document of a stand-in, as a request gets it."""
+    import json
+
+    from pulsed.status_view import status_chunks
+
+    return json.loads(b"".join(status_chunks(daemon.snapshot())))
+
+
+__all__ = ["DaemonStandIn", "Service", "render", "set_health", "snapshot", "status"]

@@ -21,15 +21,8 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from pulsed.model import AF_INET, AF_INET6, DestKey, ServiceKey
-from pulsed.overrides import (
-    MAX_WEIGHT,
-    MODES,
-    Override,
-    OverrideStore,
-    parse_real_key,
-    parse_service_key,
-    real_key_text,
-)
+from pulsed.keys import parse_real_key, parse_service_key, real_key_text
+from pulsed.overrides import MAX_WEIGHT, MODES, Override, OverrideStore
 from pulsed.statefile import MAX_STATE_BYTES
 
 KEY = (ServiceKey.for_address("tcp", "192.0.2.1", 80), DestKey("10.0.0.2", 80))

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from pulsed.model import AF_INET, AF_INET6, ServiceKey
-from pulsed.overrides import parse_service_key
+from pulsed.keys import parse_service_key
 from pulsed.owned import OwnedServices
 from pulsed.statefile import MAX_STATE_BYTES
 

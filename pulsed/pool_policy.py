@@ -16,7 +16,9 @@ Rules, in order:
   server went down. A server that was never up is never added;
 - min_healthy: when fewer servers are up than this, the least-recently-failed
   down servers are kept at their base weight (fail open: a health-check
-  outage on the router's side must not empty the pool);
+  outage on the router's side must not empty the pool). A kept server that
+  comes up is already serving at its full weight: slow start does not take
+  it back down (``held``: the kept and exempt servers of the previous plan);
 - sorry server: present (weight ``sorry_weight``) only while no server is
   serving, i.e. none is up with a base weight above 0 and none is kept.
 """
@@ -24,7 +26,7 @@ Rules, in order:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,7 +49,6 @@ class PoolPolicy:
     slow_start: float = 0.0
     min_healthy: int | str = 0  # a count, or a percentage such as "50%"
     sorry_server: DestKey | None = None
-    sorry_forwarding: str | None = None  # carried for the daemon; unused here
     sorry_weight: int = 1
 
 
@@ -68,6 +69,9 @@ class PoolPlan:
     kept: tuple[DestKey, ...] = ()  # down servers kept by min_healthy
     draining: tuple[DestKey, ...] = ()  # on_failure="remove", waiting to be deleted
     ramping: tuple[DestKey, ...] = ()  # in slow start
+    # Up servers spared slow start: they were serving at full weight (kept by
+    # min_healthy) when they came up, and stay spared while they stay up.
+    exempt: tuple[DestKey, ...] = ()
     # Monotonic time at which the plan changes by itself (next slow-start
     # step or drain deadline); None when nothing is pending.
     next_change_at: float | None = None
@@ -83,33 +87,31 @@ def required_healthy(min_healthy: int | str, total: int) -> int:
     return max(0, min(wanted, total))
 
 
-def min_healthy_problem(min_healthy: int | str) -> str | None:
-    """Error text for a bad min_healthy value, for the config checker."""
-    if isinstance(min_healthy, bool):
-        return "must be a count or a percentage like '50%'"
-    if isinstance(min_healthy, int):
-        return None if min_healthy >= 0 else "must not be negative"
-    text = min_healthy.strip()
-    if not text.endswith("%"):
-        return "must be a count or a percentage like '50%'"
-    try:
-        pct = float(text[:-1])
-    except ValueError:
-        return "must be a count or a percentage like '50%'"
-    return None if 0 <= pct <= 100 else "percentage must be between 0% and 100%"
+def plan_pool(
+    policy: PoolPolicy,
+    reals: Mapping[DestKey, RealView],
+    now: float,
+    held: Collection[DestKey] = (),
+) -> PoolPlan:
+    """Kernel weights for one pool at monotonic time ``now``.
 
-
-def plan_pool(policy: PoolPolicy, reals: Mapping[DestKey, RealView], now: float) -> PoolPlan:
-    """Kernel weights for one pool at monotonic time ``now``."""
+    ``held``: servers the previous plan served at full weight though down or
+    unramped (``held_servers(previous)``); one of them that is up skips slow start.
+    """
     weights: dict[DestKey, int] = {}
     draining: list[DestKey] = []
     ramping: list[DestKey] = []
+    exempt: list[DestKey] = []
     deadlines: list[float] = []
 
     kept = _kept_by_min_healthy(policy, reals)
     for key, view in reals.items():
         health = view.health
         if health.up:
+            if key in held and policy.slow_start > 0:
+                weights[key] = _up_weight(view, 0.0, now)[0]
+                exempt.append(key)
+                continue
             weight, step_at = _up_weight(view, policy.slow_start, now)
             weights[key] = weight
             if step_at is not None:
@@ -135,15 +137,17 @@ def plan_pool(policy: PoolPolicy, reals: Mapping[DestKey, RealView], now: float)
         kept=tuple(sorted(kept)),
         draining=tuple(sorted(draining)),
         ramping=tuple(sorted(ramping)),
+        exempt=tuple(sorted(exempt)),
         next_change_at=min(deadlines) if deadlines else None,
     )
 
 
-def next_change_at(
-    policy: PoolPolicy, reals: Mapping[DestKey, RealView], now: float
-) -> float | None:
-    """When the plan changes by itself; the daemon should recompute then."""
-    return plan_pool(policy, reals, now).next_change_at
+def held_servers(previous: PoolPlan | None) -> tuple[DestKey, ...]:
+    """What ``plan_pool`` needs to know of the previous plan: the servers it
+    served at full weight while down (kept) or while sparing them slow start."""
+    if previous is None or not (previous.kept or previous.exempt):
+        return ()
+    return previous.kept + previous.exempt
 
 
 def _kept_by_min_healthy(policy: PoolPolicy, reals: Mapping[DestKey, RealView]) -> set[DestKey]:

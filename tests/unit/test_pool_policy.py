@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pulsed.checks.policy import (
+from pulsed.config import ConfigError, parse_config
+from pulsed.pool_policy import (
     PoolPlan,
     PoolPolicy,
     RealView,
-    min_healthy_problem,
-    next_change_at,
+    held_servers,
     plan_changes,
     plan_pool,
     required_healthy,
@@ -194,12 +194,91 @@ def test_min_healthy_ignores_servers_taken_out_by_the_admin() -> None:
     assert not plan.failed_open
 
 
-def test_min_healthy_problems() -> None:
-    assert min_healthy_problem(2) is None
-    assert min_healthy_problem("50%") is None
-    assert min_healthy_problem(-1) == "must not be negative"
-    assert min_healthy_problem("half") == "must be a count or a percentage like '50%'"
-    assert min_healthy_problem("150%") == "percentage must be between 0% and 100%"
+@pytest.mark.parametrize("value", [-1, '"half"', '"150%"', '"50"'])
+def test_min_healthy_values_the_config_refuses(value: object) -> None:
+    # The one check of min_healthy is the config's (what it accepts, plan_pool can use).
+    text = f'[[service]]\nname = "a"\nvip = "192.0.2.1"\nport = 80\nmin_healthy = {value}\n'
+    with pytest.raises(ConfigError, match="min_healthy"):
+        parse_config(text)
+
+
+@pytest.mark.parametrize("value", [2, '"50%"', '"0%"', '"100%"'])
+def test_min_healthy_values_the_planner_takes(value: object) -> None:
+    text = f'[[service]]\nname = "a"\nvip = "192.0.2.1"\nport = 80\nmin_healthy = {value}\n'
+    svc = parse_config(text).service[0]
+    assert 0 <= required_healthy(svc.min_healthy, 4) <= 4
+
+
+# --- min_healthy and slow start together ---------------------------------------
+
+
+def test_a_kept_server_that_comes_up_keeps_its_full_weight() -> None:
+    # A cold start: nothing checked yet, min_healthy keeps both at full weight.
+    policy = PoolPolicy(min_healthy=2, slow_start=60)
+    cold = plan_pool(policy, {A: view(down(), weight=100), B: view(down(), weight=100)}, now=0)
+    assert cold.weights == {A: 100, B: 100} and cold.failed_open
+    # A passes: it was serving at 100 already, so no ramp from 10.
+    first = plan_pool(
+        policy,
+        {A: view(up(went_up_at=1), weight=100), B: view(down(), weight=100)},
+        now=1,
+        held=held_servers(cold),
+    )
+    assert first.weights == {A: 100, B: 100} and A in first.exempt
+    # ... nor later, while it stays up.
+    later = plan_pool(
+        policy,
+        {A: view(up(went_up_at=1), weight=100), B: view(up(went_up_at=2), weight=100)},
+        now=2,
+        held=held_servers(first),
+    )
+    assert later.weights == {A: 100, B: 100}
+    # Down and up again, not kept in between: that return ramps as usual.
+    gone = plan_pool(
+        policy,
+        {A: view(down(3), weight=100), B: view(up(went_up_at=2), weight=100)},
+        now=3,
+        held=held_servers(later),
+    )
+    assert gone.failed_open  # min_healthy 2 keeps A: it stays held
+    back = plan_pool(
+        PoolPolicy(slow_start=60),
+        {A: view(up(went_up_at=4), weight=100), B: view(up(went_up_at=2), weight=100)},
+        now=4,
+        held=(),
+    )
+    assert back.weights[A] == 10
+
+
+@given(
+    st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=12),
+)
+def test_no_weight_dips_while_min_healthy_keeps_a_server(steps: list[tuple[bool, bool]]) -> None:
+    """A server served at its full weight is never taken lower by its own recovery."""
+    policy = PoolPolicy(min_healthy=2, slow_start=100)
+    plan = None
+    went: dict[DestKey, tuple[bool, float | None, float | None]] = {
+        A: (False, None, None),
+        B: (False, None, None),
+    }
+    for now, (a_up, b_up) in enumerate(steps, start=1):
+        for key, is_up in ((A, a_up), (B, b_up)):
+            was_up, up_at, down_at = went[key]
+            if is_up and not was_up:
+                up_at = float(now)
+            if was_up and not is_up:
+                down_at = float(now)
+            went[key] = (is_up, up_at, down_at)
+        reals = {
+            k: view(up(went_up_at=w[1]) if w[0] else down(w[2]), weight=100)
+            for k, w in went.items()
+        }
+        new = plan_pool(policy, reals, float(now), held=held_servers(plan))
+        if plan is not None:
+            for key in (A, B):
+                if plan.weights.get(key) == 100 and went[key][0]:
+                    assert new.weights[key] == 100, (key, plan, new)
+        plan = new
 
 
 # --- sorry server ------------------------------------------------------------
@@ -229,7 +308,7 @@ def test_no_sorry_server_configured() -> None:
 def test_next_change_at_is_the_earliest_pending_change() -> None:
     policy = PoolPolicy(on_failure="remove", drain_timeout=30, slow_start=1000)
     reals = {A: view(up(went_up_at=0), weight=10), B: view(down(0), conns=2)}
-    assert next_change_at(policy, reals, now=1) == pytest.approx(30)
+    assert plan_pool(policy, reals, now=1).next_change_at == pytest.approx(30)
 
 
 def test_plan_changes_log_failing_open_and_the_sorry_server() -> None:

@@ -1,0 +1,130 @@
+"""The read model: one frozen, typed snapshot of the daemon for every reader.
+
+The API, ``/status``, ``/metrics`` and the page read a ``Snapshot`` and
+nothing else; only the daemon builds one (``Daemon.snapshot``), in one
+place, from its parts. Readers never reach into the daemon's internals, so
+those can change without touching them, and a test builds a real snapshot
+(``Snapshot.build`` with its parts) rather than a look-alike.
+
+A snapshot holds references to immutable values (the config, the key index,
+frozen health records, the kernel table read after the last apply) plus
+copies of the few mutable mappings (health, overrides), so it stays true to
+the moment it was taken while the daemon goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pulsed import __version__
+from pulsed.checks.state import RealHealth
+from pulsed.config import Config
+from pulsed.keys import KeyIndex
+from pulsed.model import RealKey, ServiceKey, Table
+from pulsed.overrides import Override
+from pulsed.pool_policy import PoolPlan
+from pulsed.reconcile import ReconcileStatus
+
+if TYPE_CHECKING:  # the HA code (sockets, threads) is imported only when VRRP runs
+    from pulsed.checks.monitor import LocalFaults
+    from pulsed.ha.node import VrrpStatus
+
+NO_OVERRIDE = Override()
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadView:
+    """The last reload (or the start)."""
+
+    generation: int = 1
+    last_ok: bool = True
+    last_time: float = 0.0  # wall clock of the last attempt
+    last_error: str = ""
+    last_changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PassView:
+    """One finished reconcile pass: what it wanted and what the kernel then held.
+
+    ``kernel`` was read after the pass's writes (or, when it wrote nothing,
+    at its start, which is then the same), so its weights are the kernel's
+    own and never lag the ``pools`` beside them.
+    """
+
+    pools: Mapping[ServiceKey, PoolPlan] = field(default_factory=dict)
+    kernel: Table = field(default_factory=Table)
+
+
+@dataclass(frozen=True, slots=True)
+class HaView:
+    """VRRP as readers see it: configured or not, and the node's status once it runs."""
+
+    configured: bool = False
+    status: VrrpStatus | None = None  # None: configured but not started yet
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The daemon's state at one moment, for every reader."""
+
+    config: Config
+    index: KeyIndex
+    config_path: str
+    started_at: float
+    taken_at: float  # wall clock
+    health: Mapping[RealKey, RealHealth]
+    overrides: Mapping[RealKey, Override]
+    last_pass: PassView
+    reconcile: ReconcileStatus
+    reload: ReloadView
+    ha: HaView
+    probes: LocalFaults | None = None
+    version: str = __version__
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        *,
+        index: KeyIndex | None = None,
+        config_path: str = "",
+        started_at: float = 0.0,
+        taken_at: float | None = None,
+        health: Mapping[RealKey, RealHealth] | None = None,
+        overrides: Mapping[RealKey, Override] | None = None,
+        last_pass: PassView | None = None,
+        reconcile: ReconcileStatus | None = None,
+        reload: ReloadView | None = None,
+        ha: HaView | None = None,
+        probes: LocalFaults | None = None,
+    ) -> Snapshot:
+        """A snapshot from its parts; what is left out is empty (nothing known yet)."""
+        return cls(
+            config=config,
+            index=index if index is not None and index.config is config else KeyIndex(config),
+            config_path=config_path,
+            started_at=started_at,
+            taken_at=time.time() if taken_at is None else taken_at,
+            health=health if health is not None else {},
+            overrides=overrides if overrides is not None else {},
+            last_pass=last_pass if last_pass is not None else PassView(),
+            reconcile=reconcile if reconcile is not None else ReconcileStatus(),
+            reload=reload if reload is not None else ReloadView(),
+            ha=ha if ha is not None else HaView(configured=config.vrrp is not None),
+            probes=probes,
+        )
+
+    @property
+    def pools(self) -> Mapping[ServiceKey, PoolPlan]:
+        return self.last_pass.pools
+
+    @property
+    def kernel(self) -> Table:
+        return self.last_pass.kernel
+
+    def override(self, key: RealKey) -> Override:
+        return self.overrides.get(key, NO_OVERRIDE)
