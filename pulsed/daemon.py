@@ -571,12 +571,11 @@ async def _prepare_vrrp(config: Config) -> PreparedVrrp | None:
     bring VRRP up fails before it swaps anything. ReloadRefused names it."""
     if config.vrrp is None:
         return None
-    from pulsed.ha.node import ConfigError as VrrpConfigError
-    from pulsed.ha.node import prepare_vrrp_async
+    from pulsed.ha.node import VrrpSetupError, prepare_vrrp_async
 
     try:
         return await prepare_vrrp_async(config.vrrp)
-    except VrrpConfigError as exc:
+    except VrrpSetupError as exc:
         raise ReloadRefused(str(exc)) from None
 
 

@@ -7,13 +7,14 @@ pyroute2, gratuitous ARP / unsolicited NA), ``node`` (VrrpNode, what the daemon 
 ``config`` holds the [vrrp] table; ``python -m pulsed.ha CONFIG`` runs the node alone; the
 namespace lab used by the tests and benchmarks/failover.py is tests/support/ha_lab.py.
 
-The daemon embeds it as::
+The [vrrp] table is validated once, when the config is loaded (pulsed.config). The daemon
+embeds it as::
 
-    prepared = await prepare_vrrp_async(cfg.vrrp)   # ConfigError (one line): nothing touched
+    prepared = await prepare_vrrp_async(cfg.vrrp)   # VrrpSetupError (one line): nothing touched
     node = VrrpNode(prepared, healthy_fraction=store.healthy_fraction,
                     on_role_change=lambda old, new, reason: ...)
     await node.start()
     ...
-    node.status()          # VrrpStatus: state, priorities, master, counters, drops by reason
+    node.status()          # VrrpStatus: interface, VRID, state, priorities, master, counters
     await node.stop(graceful=True)   # priority 0: the peer takes over after skew time
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -18,9 +19,9 @@ import time
 
 from pulsed.config import ConfigError, load_config
 from pulsed.ha.config import VrrpConfig
-from pulsed.ha.node import ConfigError as NodeConfigError
 from pulsed.ha.node import PreparedVrrp, VrrpNode, prepare_vrrp
 from pulsed.logs import configure_logging
+from pulsed.statefile import write_atomic
 
 
 def load_vrrp_config(path: str) -> VrrpConfig:
@@ -34,7 +35,7 @@ def load_vrrp_config(path: str) -> VrrpConfig:
     return config.vrrp
 
 
-def _emit(obj: dict) -> None:
+def _emit(obj: dict[str, object]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
 
@@ -44,21 +45,18 @@ def _dump_status(node: VrrpNode, path: str, last: str | None) -> str | None:
     st = node.status()
     if st is None:
         return last
-    doc = st.as_dict()
+    doc = dataclasses.asdict(st)
     key = json.dumps({k: v for k, v in doc.items() if k != "last_transition"}, sort_keys=True)
     if key != last:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(doc).encode())
     return key
 
 
-async def _write_status(node: VrrpNode, path: str) -> None:
-    last = _dump_status(node, path, None)
+async def _write_status(node: VrrpNode, path: str, last: str | None) -> None:
+    # Off the loop: an fsync must not hold up the role events this loop relays.
     while True:
         await asyncio.sleep(0.02)
-        last = _dump_status(node, path, last)
+        last = await asyncio.to_thread(_dump_status, node, path, last)
 
 
 async def _main(args: argparse.Namespace, prepared: PreparedVrrp) -> int:
@@ -76,11 +74,10 @@ async def _main(args: argparse.Namespace, prepared: PreparedVrrp) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.start()
+    writer = None
     if args.status_file:
-        _dump_status(node, args.status_file, None)
-    writer = (
-        asyncio.create_task(_write_status(node, args.status_file)) if args.status_file else None
-    )
+        last = _dump_status(node, args.status_file, None)  # written before "ready"
+        writer = asyncio.create_task(_write_status(node, args.status_file, last))
     if args.events:
         _emit({"event": "ready", "pid": os.getpid()})
     await stop.wait()
@@ -103,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         prepared = prepare_vrrp(cfg)  # every check before anything is touched
         configure_logging("json", cfg.log_level)
         return asyncio.run(_main(args, prepared))
-    except (ValueError, NodeConfigError, OSError) as e:
+    except (ValueError, OSError) as e:  # VrrpSetupError is a ValueError
         print(f"pulsed.ha: {e}", file=sys.stderr)
         return 2
 

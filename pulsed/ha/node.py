@@ -16,17 +16,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
 from pulsed.ha import fsm
 from pulsed.ha.auth import Authenticator, load_key
-from pulsed.ha.config import VrrpConfig, vrrp_problems
+from pulsed.ha.config import VrrpConfig
 from pulsed.ha.receive import Expect, Rejected, validate
 from pulsed.ha.transport import MalformedIP, VrrpSocket
 from pulsed.ha.vip import Announcer, VipManager, link_is_up
 from pulsed.ha.vrrp import IPPROTO_VRRP, MCAST_V4, MCAST_V6, Advert, Drop, IPAddr, encode
+from pulsed.ipvs import syncd as kernel_syncd
+from pulsed.ipvs.syncd import SyncState
 
 log = structlog.get_logger(__name__)
 
@@ -35,26 +37,19 @@ RoleChange = Callable[[str, str, str], None]  # (old, new, reason)
 
 
 class SyncDaemonControl(Protocol):
-    async def start_sync_daemon(self, state: str, ifname: str, syncid: int) -> None: ...
-    async def stop_sync_daemon(self, state: str) -> None: ...
+    """Starts and stops the kernel's IPVS sync daemon: the module pulsed.ipvs.syncd by
+    default, a fake in tests."""
 
-
-class _ModuleSyncd:
-    """Calls pulsed.ipvs.syncd when it exists (looked up at call time)."""
-
-    async def start_sync_daemon(self, state: str, ifname: str, syncid: int) -> None:
-        from pulsed.ipvs import syncd  # type: ignore[attr-defined]
-
-        await syncd.start_sync_daemon(state, ifname, syncid)
-
-    async def stop_sync_daemon(self, state: str) -> None:
-        from pulsed.ipvs import syncd  # type: ignore[attr-defined]
-
-        await syncd.stop_sync_daemon(state)
+    async def start_sync_daemon(self, state: SyncState, ifname: str, syncid: int) -> None: ...
+    async def stop_sync_daemon(self, state: SyncState) -> None: ...
 
 
 @dataclass(frozen=True)
 class VrrpStatus:
+    """A snapshot of one VRRP router, all a reader needs (it never looks at the config)."""
+
+    interface: str
+    vrid: int
     state: str
     priority: int
     effective_priority: int
@@ -77,9 +72,6 @@ class VrrpStatus:
     probes_sent: int = 0  # authenticated challenges/answers (see pulsed/ha/auth.py)
     probes_received: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 _LIVE = (fsm.Role.MASTER, fsm.Role.BACKUP)
 # Least time between two answers to challenges (authentication): bounds what replays can make
@@ -87,16 +79,9 @@ _LIVE = (fsm.Role.MASTER, fsm.Role.BACKUP)
 ANSWER_GAP = 0.02
 
 
-class ConfigError(ValueError):
-    """The [vrrp] table cannot run; the message is one line."""
-
-
-def check_config(cfg: VrrpConfig) -> None:
-    problems = vrrp_problems(cfg)
-    if problems:
-        path, value, msg = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConfigError(f"vrrp.{path} = {value!r}: {msg}{more}")
+class VrrpSetupError(ValueError):
+    """What a valid [vrrp] table needs at run time is missing (the key file cannot be read,
+    no raw socket); the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -118,23 +103,24 @@ def _check_raw_socket(family: int) -> None:
     except OSError as e:
         why = (e.strerror or type(e).__name__).lower()
         msg = f"vrrp: cannot open a raw VRRP socket ({why}); it needs CAP_NET_RAW"
-        raise ConfigError(msg) from None
+        raise VrrpSetupError(msg) from None
     # The interface itself may appear later: the node waits for it in FAULT (tracking).
 
 
 def prepare_vrrp(cfg: VrrpConfig, *, check_socket: bool = True) -> PreparedVrrp:
-    """Validate ``cfg``, read the auth key and build the Authenticator, check that a raw
-    VRRP socket can be opened (``check_socket``). ConfigError (one line) on any failure.
+    """Read the auth key and build the Authenticator, check that a raw VRRP socket can be
+    opened (``check_socket``). VrrpSetupError (one line) on any failure.
 
+    ``cfg`` was validated when the config was loaded (pulsed.config, the one validation):
+    this only does what can still fail at run time, as the key file may have changed since.
     Blocking (it reads the key file): from a running event loop, use ``prepare_vrrp_async``.
     """
-    check_config(cfg)
     auth = None
     if cfg.auth.key_file:
         try:
             auth = Authenticator(load_key(cfg.auth.key_file))
         except ValueError as e:
-            raise ConfigError(f"vrrp.auth.key_file: {e}") from None
+            raise VrrpSetupError(f"vrrp.auth.key_file: {e}") from None
     if check_socket:
         _check_raw_socket(cfg.family())
     return PreparedVrrp(cfg=cfg, auth=auth)
@@ -144,12 +130,12 @@ async def prepare_vrrp_async(
     cfg: VrrpConfig, *, check_socket: bool = True, timeout: float = 2.0
 ) -> PreparedVrrp:
     """``prepare_vrrp`` off the event loop; a key file that cannot be read in ``timeout``
-    seconds (a hung mount) fails with ConfigError instead of freezing the loop."""
+    seconds (a hung mount) fails with VrrpSetupError instead of freezing the loop."""
     try:
         async with asyncio.timeout(timeout):
             return await asyncio.to_thread(prepare_vrrp, cfg, check_socket=check_socket)
     except TimeoutError:
-        raise ConfigError(f"vrrp.auth.key_file: not read within {timeout:g}s") from None
+        raise VrrpSetupError(f"vrrp.auth.key_file: not read within {timeout:g}s") from None
 
 
 @dataclass
@@ -168,8 +154,8 @@ class _Counters:
     )
 
 
-class _Engine:
-    """Everything that runs on the heartbeat's event loop."""
+class _Router:
+    """One running VRRP router: everything that runs on the heartbeat's event loop."""
 
     def __init__(
         self,
@@ -211,7 +197,7 @@ class _Engine:
         self.last_transition_wall = wall_clock()
         self.applied_role: fsm.Role = fsm.Role.INIT
         self.vips_held = False
-        self.syncd_state: str | None = None
+        self.syncd_state: SyncState | None = None
         self.graceful = True
         self._role_wakeup = asyncio.Event()
         self._role_settled = asyncio.Event()
@@ -561,7 +547,7 @@ class _Engine:
             await asyncio.sleep(cfg.garp_refresh)
             self.announcer.announce(self.vips)
 
-    async def _sync(self, want: str | None) -> None:
+    async def _sync(self, want: SyncState | None) -> None:
         sd = self.cfg.sync_daemon
         if not sd.enabled or self.syncd is None or want == self.syncd_state:
             return
@@ -587,6 +573,8 @@ class _Engine:
     def status(self) -> VrrpStatus:
         s, c = self.state, self.counters
         return VrrpStatus(
+            interface=self.cfg.interface,
+            vrid=self.cfg.vrid,
             state=s.role.value,
             priority=self.cfg.priority,
             effective_priority=s.priority,
@@ -632,7 +620,8 @@ class VrrpNode:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """``cfg``: a PreparedVrrp (built by ``prepare_vrrp`` before anything was swapped), or a
-        VrrpConfig, which is prepared here (ConfigError, one line, on failure).
+        VrrpConfig validated by pulsed.config, which is prepared here (VrrpSetupError, one
+        line, on failure).
 
         ``on_applied(role, vips_held)``: after the VIPs were added or removed for a role.
         ``wall_clock``: only for the timestamps in the status; nothing else reads wall time.
@@ -644,8 +633,8 @@ class VrrpNode:
         self.cfg = prepared.cfg
         self._healthy_fraction = healthy_fraction
         self._on_role_change = on_role_change
-        self._syncd = sync_daemon if sync_daemon is not None else _ModuleSyncd()
-        self._engine: _Engine | None = None
+        self._syncd: SyncDaemonControl = sync_daemon if sync_daemon is not None else kernel_syncd
+        self._router: _Router | None = None
         self._caller_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._hb_loop: asyncio.AbstractEventLoop | None = None
@@ -662,8 +651,8 @@ class VrrpNode:
     async def start(self) -> None:
         self._caller_loop = asyncio.get_running_loop()
         if not self.cfg.dedicated_thread:
-            self._engine = self._make_engine()
-            await self._engine.start()
+            self._router = self._make_router()
+            await self._router.start()
             return
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
@@ -672,8 +661,8 @@ class VrrpNode:
         self._thread.start()
         await asyncio.wrap_future(ready)
 
-    def _make_engine(self) -> _Engine:
-        return _Engine(
+    def _make_router(self) -> _Router:
+        return _Router(
             self._prepared,
             self._healthy_fraction,
             self._notify,
@@ -696,8 +685,8 @@ class VrrpNode:
         self._hb_loop = loop
 
         async def boot() -> None:
-            self._engine = self._make_engine()
-            await self._engine.start()
+            self._router = self._make_router()
+            await self._router.start()
 
         try:
             loop.run_until_complete(boot())
@@ -712,14 +701,14 @@ class VrrpNode:
             loop.close()
 
     async def stop(self, graceful: bool = True) -> None:
-        engine = self._engine
-        if engine is None:
+        router = self._router
+        if router is None:
             return
         if self._thread is None:
-            await engine.stop(graceful)
+            await router.stop(graceful)
             return
         assert self._hb_loop is not None
-        fut = asyncio.run_coroutine_threadsafe(engine.stop(graceful), self._hb_loop)
+        fut = asyncio.run_coroutine_threadsafe(router.stop(graceful), self._hb_loop)
         try:
             await asyncio.wrap_future(fut)
         finally:
@@ -729,4 +718,4 @@ class VrrpNode:
 
     def status(self) -> VrrpStatus | None:
         """A snapshot; None before start."""
-        return self._engine.status() if self._engine is not None else None
+        return self._router.status() if self._router is not None else None

@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from pulsed.ha.config import SyncDaemon, VrrpConfig
 from pulsed.ha.node import VrrpNode
 from pulsed.ha.vrrp import MCAST_V4, Advert, encode
 from pulsed.ipvs.syncd import sync_daemons
+from tests.support.vrrp_config import vrrp_config
 
 VIP = "192.0.2.100"
 
@@ -67,13 +67,13 @@ async def daemons() -> dict[str, int]:
 
 
 async def test_sync_daemon_follows_role(veth):
-    cfg = VrrpConfig(
+    cfg = vrrp_config(
         interface="pha-k0",
         vrid=51,
         priority=150,
-        advert_interval=0.1,
+        advert_interval="100ms",
         virtual_addresses=[f"{VIP}/24"],
-        sync_daemon=SyncDaemon(enabled=True, syncid=42),
+        sync_daemon={"enabled": True, "syncid": 42},
     )
     roles: list[str] = []
     node = VrrpNode(cfg, on_role_change=lambda old, new, why: roles.append(new))

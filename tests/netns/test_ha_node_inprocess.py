@@ -11,9 +11,9 @@ import threading
 import pytest
 from pyroute2 import netns
 
-from pulsed.ha.config import SyncDaemon, TrackService, VrrpConfig
 from pulsed.ha.node import VrrpNode
 from tests.support.ha_lab import VIP
+from tests.support.vrrp_config import vrrp_config
 
 pytestmark = [
     pytest.mark.root,
@@ -57,13 +57,13 @@ def config(lab, **kw):
         interface=lab.ifname(0),
         vrid=51,
         priority=200,
-        advert_interval=0.1,
+        advert_interval="100ms",
         virtual_addresses=[f"{VIP}/24"],
-        track_interval=0.05,
+        track_interval="50ms",
         garp_count=1,
     )
     base.update(kw)
-    return VrrpConfig(**base)
+    return vrrp_config(**base)
 
 
 class Roles:
@@ -94,8 +94,8 @@ async def test_service_tracking_fault_and_sync_daemon(inside, dedicated):
     cfg = config(
         lab,
         dedicated_thread=dedicated,
-        track_services=[TrackService(service="web", min_healthy=0.5)],
-        sync_daemon=SyncDaemon(enabled=True, syncid=7),
+        track_services=[{"service": "web", "min_healthy": 0.5}],
+        sync_daemon={"enabled": True, "syncid": 7},
     )
     node = VrrpNode(cfg, healthy_fraction=health.get, on_role_change=roles, sync_daemon=syncd)
     await node.start()
@@ -129,7 +129,7 @@ async def test_service_decrement_hands_over_to_peer(inside):
     peer = await lab.start_pulsed(1, priority=150)
     health = {"web": 1.0}
     roles = Roles()
-    cfg = config(lab, track_services=[TrackService(service="web", min_healthy=0.9, decrement=100)])
+    cfg = config(lab, track_services=[{"service": "web", "min_healthy": 0.9, "decrement": 100}])
     node = VrrpNode(cfg, healthy_fraction=health.get, on_role_change=roles)
     await node.start()
     try:
@@ -156,7 +156,7 @@ async def test_unknown_sync_module_failure_does_not_stop_heartbeat(inside):
             raise OSError(errno.ENOPROTOOPT, "IPVS not available")
 
     roles = Roles()
-    cfg = config(inside, sync_daemon=SyncDaemon(enabled=True))
+    cfg = config(inside, sync_daemon={"enabled": True})
     node = VrrpNode(cfg, on_role_change=roles, sync_daemon=Broken())
     await node.start()
     try:

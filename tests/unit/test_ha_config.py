@@ -11,6 +11,7 @@ from pulsed.ha.config import (
     VrrpConfig,
     vrrp_problems,
 )
+from tests.support.vrrp_config import vrrp_config
 
 
 def cfg(**kw):
@@ -253,30 +254,30 @@ def test_max_clock_skew_is_deprecated_but_still_loads(tmp_path):
 
 
 def test_prepare_reads_the_key_before_anything_runs(tmp_path):
-    from pulsed.ha.node import ConfigError, PreparedVrrp, prepare_vrrp
+    from pulsed.ha.node import PreparedVrrp, VrrpSetupError, prepare_vrrp
 
-    good = cfg(auth=VrrpAuth(key_file=keyfile(tmp_path)))
+    good = vrrp_config(virtual_addresses=["192.0.2.10/24"], auth={"key_file": keyfile(tmp_path)})
     prepared = prepare_vrrp(good, check_socket=False)
     assert isinstance(prepared, PreparedVrrp) and prepared.auth is not None
-    assert prepare_vrrp(cfg(), check_socket=False).auth is None
+    plain = vrrp_config(virtual_addresses=["192.0.2.10/24"])
+    assert prepare_vrrp(plain, check_socket=False).auth is None
     # The key went bad between check-config and the swap: one line, nothing started.
     (tmp_path / "vrrp.key").chmod(0o644)
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(VrrpSetupError) as e:
         prepare_vrrp(good, check_socket=False)
     assert "vrrp.auth.key_file" in str(e.value) and "\n" not in str(e.value)
 
 
 async def test_prepare_async_is_off_the_loop(tmp_path):
-    from pulsed.ha.node import ConfigError, prepare_vrrp_async
+    from pulsed.ha.node import VrrpSetupError, prepare_vrrp_async
 
-    prepared = await prepare_vrrp_async(
-        cfg(auth=VrrpAuth(key_file=keyfile(tmp_path))), check_socket=False
-    )
+    good = vrrp_config(virtual_addresses=["192.0.2.10/24"], auth={"key_file": keyfile(tmp_path)})
+    prepared = await prepare_vrrp_async(good, check_socket=False)
     assert prepared.auth is not None
-    with pytest.raises(ConfigError, match="No such file"):
-        await prepare_vrrp_async(
-            cfg(auth=VrrpAuth(key_file=str(tmp_path / "gone"))), check_socket=False
-        )
+    # The key is gone by the time the node is prepared (it was there when the config loaded).
+    (tmp_path / "vrrp.key").unlink()
+    with pytest.raises(VrrpSetupError, match="No such file"):
+        await prepare_vrrp_async(good, check_socket=False)
 
 
 def test_cli_refuses_a_missing_key_in_one_line(tmp_path, capsys):

@@ -229,7 +229,7 @@ class SimRouter:
 
 
 class Sim:
-    """Routers on one link; mirrors VrrpNode._Engine's use of fsm, validate and auth."""
+    """Routers on one link; mirrors node._Router's use of fsm, validate and auth."""
 
     def __init__(self, routers: list[SimRouter], monkeypatch, unicast: bool = False) -> None:
         self.routers = routers
