@@ -43,10 +43,12 @@ def config_text(services: int, reals: int, state_dir: Path) -> str:
 class FakeMonitor:
     def __init__(self, health: dict) -> None:
         self._health = health
-        self.faults: LocalFaults | None = None
 
     def health(self):
         return dict(self._health)
+
+    def local_faults(self) -> LocalFaults | None:
+        return None  # a real HealthMonitor counts them
 
 
 class DaemonStandIn:
@@ -98,7 +100,7 @@ class DaemonStandIn:
             reconcile=self.reconcile,
             reload=self.reload_status,
             ha=HaView(self.vrrp_status is not None, self.vrrp_status),
-            probes=self.monitor.faults,
+            probes=self.monitor.local_faults(),
         )
 
     def set_mode(self, key: RealKey, mode: Mode) -> Override:
@@ -169,3 +171,55 @@ def status(daemon) -> dict:
 
 
 __all__ = ["DaemonStandIn", "Service", "render", "set_health", "snapshot", "status"]
+
+
+def vrrp_status(**fields) -> VrrpStatus:
+    """A VRRP node's status as the node reports it, with ``fields`` changed."""
+    base = dict(
+        interface="eth0",
+        vrid=51,
+        state="BACKUP",
+        priority=100,
+        effective_priority=100,
+        master=None,
+        advert_interval=1.0,
+        master_advert_interval=1.0,
+        vips=["192.0.2.1/32"],
+        vips_held=False,
+        adverts_sent=0,
+        adverts_received=0,
+        priority_zero_sent=0,
+        priority_zero_received=0,
+        interval_mismatches=0,
+        drops={},
+        transitions=0,
+        last_transition=0.0,
+        last_transition_reason="started",
+        faults=[],
+    )
+    base.update(fields)
+    return VrrpStatus(**base)
+
+
+# Reading one server's figures from a recorder's columns (row = its slot).
+
+
+def histogram(recorder, key) -> tuple[list[int], float]:
+    """Cumulative bucket counts (the last one is the total) and the sum of latencies."""
+    slot = recorder.slots.get(key)
+    if slot is None:
+        return [0] * len(recorder.counts), 0.0
+    return [c[slot] for c in recorder.counts], recorder.sums[slot]
+
+
+def results(recorder, key) -> dict[str, int]:
+    """Probe count per result category (categories never seen are left out)."""
+    slot = recorder.slots.get(key)
+    if slot is None:
+        return {}
+    return {name: c[slot] for name, c in recorder.categories.items() if c[slot]}
+
+
+def transitions_of(recorder, key) -> int:
+    slot = recorder.slots.get(key)
+    return 0 if slot is None else recorder.transitions[slot]

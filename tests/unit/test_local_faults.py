@@ -47,8 +47,8 @@ from pulsed.limits import (
     wanted_soft_limit,
 )
 from pulsed.metrics import ActivityRecorder, MetricsRenderer, attach_recorder
-from pulsed.status_view import build_status
 from tests.unit.pop_snapshot import snapshot
+from tests.unit.pop_snapshot import status as build_status
 
 OK50 = ProbeResult(True, "status 200", 0.001, "ok", 50)
 REFUSED = ProbeResult(False, "connect refused", 0.001, "refused")
@@ -281,7 +281,7 @@ async def test_local_errors_show_in_status_and_metrics(tmp_path):
     assert probes["last_local_error_server"] == "tcp:192.0.2.1:8000/10.0.0.1:80"
     json.dumps(doc)
 
-    text = MetricsRenderer(daemon, recorder).render().decode()
+    text = b"".join(MetricsRenderer(daemon.snapshot, recorder).chunks()).decode()
     assert f'pulsed_probe_local_errors_total{{reason="emfile"}} {n_local}\n' in text
     assert 'pulsed_probe_local_errors_total{reason="saturated"} 0\n' in text
     assert (

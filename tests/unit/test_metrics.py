@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from types import SimpleNamespace
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -14,7 +12,8 @@ from pulsed.checks.state import apply_result, initial_health
 from pulsed.config import parse_config
 from pulsed.desired import wanted_table
 from pulsed.metrics import ActivityRecorder, Histogram, MetricsRenderer, attach_recorder, escape
-from tests.unit.pop_snapshot import config_text, snapshot
+from pulsed.reconcile import PassResult
+from tests.unit.pop_snapshot import config_text, snapshot, transitions_of, vrrp_status
 
 
 def samples(text: str) -> dict:
@@ -27,7 +26,7 @@ def samples(text: str) -> dict:
 
 def render(daemon, recorder=None) -> str:
     recorder = recorder or ActivityRecorder()
-    return MetricsRenderer(daemon, recorder).render().decode()
+    return b"".join(MetricsRenderer(daemon.snapshot, recorder).chunks()).decode()
 
 
 def labels(service: str, server: str, **extra: str) -> tuple:
@@ -41,16 +40,15 @@ def test_promtool_accepts_the_output(tmp_path):
     attach_recorder(daemon, recorder)
     for key in daemon.monitor.health():
         recorder.on_probe(key, ProbeResult(True, "ok", 0.004, "ok"))
-    daemon.vrrp = SimpleNamespace(
-        status=lambda: {
-            "interface": "eth0",
-            "vrid": 51,
-            "role": "master",
-            "priority": 100,
-            "adverts_sent": 5,
-            "adverts_received": 2,
-            "drops": {"auth": 1, "ttl": 2},
-        }
+    daemon.vrrp_status = vrrp_status(
+        interface="eth0",
+        vrid=51,
+        state="MASTER",
+        priority=100,
+        effective_priority=100,
+        adverts_sent=5,
+        adverts_received=2,
+        drops={"auth": 1, "ttl": 2},
     )
     text = render(daemon, recorder)
     out = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True)
@@ -98,15 +96,15 @@ def test_removed_server_loses_every_series(tmp_path):
     attach_recorder(daemon, recorder)
     for key in daemon.monitor.health():
         recorder.on_probe(key, ProbeResult(False, "timeout", 1.0, "timeout"))
-    renderer = MetricsRenderer(daemon, recorder)
-    assert 'server="10.0.0.3:80"' in renderer.render().decode()
+    renderer = MetricsRenderer(daemon.snapshot, recorder)
+    assert 'server="10.0.0.3:80"' in b"".join(renderer.chunks()).decode()
     # Reload to a config without the third server, as the daemon does: new config, new health.
     daemon.config = parse_config(config_text(1, 2, tmp_path))
     gone = [k for k in daemon.monitor._health if str(k[1]) == "10.0.0.3:80"]
     for key in gone:
         del daemon.monitor._health[key]
     daemon.wanted = wanted_table(daemon.config, daemon.monitor.health())
-    text = renderer.render().decode()
+    text = b"".join(renderer.chunks()).decode()
     assert 'server="10.0.0.3:80"' not in text
     assert 'server="10.0.0.2:80"' in text
     assert all(str(k[1]) != "10.0.0.3:80" for k in recorder.slots)
@@ -146,7 +144,7 @@ def test_transitions_count_flips_only(tmp_path):
             recorder.on_health(key, health)
             reports += 1
     assert reports == 4
-    assert recorder.transitions_of(key) == 3
+    assert transitions_of(recorder, key) == 3
 
 
 def test_first_report_of_a_server_counts_only_if_it_flipped(tmp_path):
@@ -156,8 +154,8 @@ def test_first_report_of_a_server_counts_only_if_it_flipped(tmp_path):
     recorder.on_health(("svc", "a"), weight_report)
     down = apply_result(start, ProbeResult(False, "timeout", 1.0, "timeout"), 1, 1, 101.0, 1.0)
     recorder.on_health(("svc", "b"), down)
-    assert recorder.transitions_of(("svc", "a")) == 0
-    assert recorder.transitions_of(("svc", "b")) == 1
+    assert transitions_of(recorder, ("svc", "a")) == 0
+    assert transitions_of(recorder, ("svc", "b")) == 1
 
 
 def test_reconcile_passes_feed_the_duration_histogram(tmp_path):
@@ -165,7 +163,7 @@ def test_reconcile_passes_feed_the_duration_histogram(tmp_path):
     recorder = ActivityRecorder()
     attach_recorder(daemon, recorder)
     for observer in daemon.pass_observers:
-        observer(SimpleNamespace(ops=[], errors={}), 0.003)
+        observer(PassResult(ops=[], errors={}), 0.003)
     got = samples(render(daemon, recorder))
     assert got[("pulsed_reconcile_duration_seconds_count", ())] == 1
     assert got[("pulsed_reconcile_duration_seconds_bucket", (("le", "0.005"),))] == 1
@@ -190,5 +188,5 @@ def test_histogram_buckets_are_cumulative():
     h = Histogram((0.1, 1.0))
     for v in (0.05, 0.1, 0.5, 2.0):
         h.observe(v)
-    assert h.cumulative() == [2, 3, 4]
+    assert h.counts == [2, 3, 4]
     assert h.sum == pytest.approx(2.65)

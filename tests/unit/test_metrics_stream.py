@@ -11,9 +11,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pulsed.checks.base import ProbeResult
-from pulsed.metrics import BLOCK, ActivityRecorder, MetricsRenderer, attach_recorder
-from pulsed.status_view import build_status, service_status, status_chunks
-from tests.unit.pop_snapshot import snapshot
+from pulsed.metrics import ActivityRecorder, MetricsRenderer, attach_recorder
+from pulsed.metrics.render import BLOCK
+from pulsed.status_view import service_status, status_chunks
+from tests.unit.pop_snapshot import histogram, results, snapshot
+from tests.unit.pop_snapshot import status as build_status
 
 
 def probed(tmp_path, services: int, reals: int):
@@ -24,7 +26,7 @@ def probed(tmp_path, services: int, reals: int):
         recorder.on_probe(key, ProbeResult(True, "ok", 0.0004 * (i % 7), "ok"))
         if i % 3 == 0:
             recorder.on_probe(key, ProbeResult(False, "connect refused", 0.3, "refused"))
-    return daemon, MetricsRenderer(daemon, recorder)
+    return daemon, MetricsRenderer(daemon.snapshot, recorder)
 
 
 def samples(text: str) -> dict:
@@ -42,7 +44,7 @@ def test_pieces_make_the_same_document_as_one_render(tmp_path):
     assert len(pieces) > 10
     # A piece holds at most one block past the size (a block of 64 histograms, ~58 KB).
     assert max(len(p) for p in pieces[:-1]) < 8192 + BLOCK * 1024
-    whole = renderer.render()
+    whole = b"".join(renderer.chunks())
     assert samples(b"".join(pieces).decode()) == samples(whole.decode())
     assert whole.count(b"# TYPE pulsed_real_probe_duration_seconds ") == 1
 
@@ -67,8 +69,8 @@ def test_promtool_accepts_a_streamed_document_with_several_result_categories(tmp
 
 def test_a_server_not_probed_yet_has_an_empty_histogram(tmp_path):
     daemon = snapshot(tmp_path, services=1, reals=2)
-    renderer = MetricsRenderer(daemon, ActivityRecorder())
-    got = samples(renderer.render().decode())
+    renderer = MetricsRenderer(daemon.snapshot, ActivityRecorder())
+    got = samples(b"".join(renderer.chunks()).decode())
     labels = (("server", "10.0.0.2:80"), ("service", "svc0"))
     assert got[("pulsed_real_probe_duration_seconds_count", labels)] == 0
     assert got[("pulsed_real_transitions_total", labels)] == 0
@@ -81,12 +83,12 @@ def test_recorder_keeps_cumulative_buckets_and_counts_per_category():
     for latency, category in ((0.0005, "ok"), (0.02, "ok"), (3.0, "timeout")):
         recorder.on_probe(key, ProbeResult(category == "ok", category, latency, category))
     recorder.on_probe(other, ProbeResult(False, "connect refused", 0.2, "refused"))
-    counts, total = recorder.histogram(key)
+    counts, total = histogram(recorder, key)
     assert counts == [1, 1, 2, 2, 2, 2, 3]
     assert total == pytest.approx(3.0205)
-    assert recorder.results(key) == {"ok": 2, "timeout": 1}
-    assert recorder.results(other) == {"refused": 1}
-    assert recorder.histogram(other) == ([0, 0, 0, 0, 1, 1, 1], 0.2)
+    assert results(recorder, key) == {"ok": 2, "timeout": 1}
+    assert results(recorder, other) == {"refused": 1}
+    assert histogram(recorder, other) == ([0, 0, 0, 0, 1, 1, 1], 0.2)
 
 
 def test_recorder_layout_moves_rows_and_forgets_servers_left_out():
@@ -98,28 +100,31 @@ def test_recorder_layout_moves_rows_and_forgets_servers_left_out():
     before = recorder.counts
     recorder.layout([c, b])
     assert list(recorder.slots) == [c, b]
-    assert recorder.results(b) == {"timeout": 2} and recorder.histogram(b)[1] == 2.0
-    assert recorder.results(c) == {} and recorder.histogram(c) == ([0] * 7, 0.0)
-    assert a not in recorder.slots and recorder.results(a) == {}
+    assert results(recorder, b) == {"timeout": 2} and histogram(recorder, b)[1] == 2.0
+    assert results(recorder, c) == {} and histogram(recorder, c) == ([0] * 7, 0.0)
+    assert a not in recorder.slots and results(recorder, a) == {}
     # A scrape under way keeps the old columns: new ones were made.
     assert all(old is not new for old, new in zip(before, recorder.counts, strict=True))
     recorder.on_probe(c, ProbeResult(True, "ok", 0.002, "ok"))
-    assert recorder.results(c) == {"ok": 1}
+    assert results(recorder, c) == {"ok": 1}
 
 
 def test_status_pieces_make_the_same_json_as_the_whole_document(tmp_path):
     daemon = snapshot(tmp_path, services=40, reals=5)
     daemon.overrides.set_mode(next(iter(daemon.monitor.health())), "drain")
-    pieces = list(status_chunks(daemon, size=2048, now=1234.5))
+    snap = daemon.snapshot()
+    pieces = list(status_chunks(snap, size=2048))
     assert len(pieces) > 5
-    assert b"".join(pieces) == msgspec.json.encode(build_status(daemon, now=1234.5))
+    whole = b"".join(status_chunks(snap, size=1 << 40))  # one piece: the document made whole
+    assert b"".join(pieces) == whole
+    assert msgspec.json.decode(whole)["now"] == snap.taken_at
 
 
 def test_one_service_status_is_its_part_of_the_document(tmp_path):
     daemon = snapshot(tmp_path, services=3, reals=2)
     doc = build_status(daemon)
     key = daemon.config.service[1].key
-    assert service_status(daemon, key) == doc["services"][1]
+    assert service_status(daemon.snapshot(), key) == doc["services"][1]
 
 
 def test_prometheus_client_is_not_imported_before_the_first_scrape():

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from pulsed.desired import wanted_table
-from pulsed.status_view import build_status
-from tests.unit.pop_snapshot import set_health, snapshot
+from tests.unit.pop_snapshot import set_health, snapshot, vrrp_status
+from tests.unit.pop_snapshot import status as build_status
 
 
 def test_every_entity_has_times_and_reason(tmp_path):
@@ -63,6 +61,6 @@ def test_orphan_overrides_are_listed(tmp_path):
 
 def test_ha_view_from_a_node(tmp_path):
     daemon = snapshot(tmp_path)
-    daemon.vrrp = SimpleNamespace(status=lambda: {"role": "MASTER", "priority": 150, "since": 5.0})
+    daemon.vrrp_status = vrrp_status(state="MASTER", priority=150, last_transition=5.0)
     ha = build_status(daemon)["ha"]
     assert ha["role"] == "master" and ha["priority"] == 150 and ha["last_transition"] == 5.0
