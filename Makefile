@@ -5,6 +5,7 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 PYTEST     := $(VENV)/bin/pytest
 RUFF       := $(VENV)/bin/ruff
+MYPY       := $(VENV)/bin/mypy
 REPORTS    := .cache/reports
 VM_OUT     := .cache/vm-out
 MODE       ?= nat
@@ -52,6 +53,7 @@ $(VENV_STAMP): pyproject.toml
 lint: $(VENV_STAMP)
 	$(RUFF) check . scripts/lab
 	$(RUFF) format --check . scripts/lab
+	$(MYPY)
 
 unit: $(VENV_STAMP)
 	@mkdir -p $(REPORTS)

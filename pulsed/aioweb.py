@@ -18,11 +18,13 @@ itself, it changes nothing.
 from __future__ import annotations
 
 import os
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 _CA_LOCATIONS = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
-def _import_web():
+def _import_web() -> ModuleType:
     saved = {name: os.environ.get(name) for name in _CA_LOCATIONS}
     try:
         for name in _CA_LOCATIONS:
@@ -37,4 +39,8 @@ def _import_web():
     return web
 
 
-web = _import_web()
+if TYPE_CHECKING:
+    # The type checker sees aiohttp.web itself, not a module of unknown type.
+    from aiohttp import web
+else:
+    web = _import_web()

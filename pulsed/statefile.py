@@ -94,13 +94,15 @@ def load_json_state(
         data = read_file(path, what=what, max_bytes=MAX_STATE_BYTES)
         return decode(data)
     except FileProblem as exc:
-        return _reject(path, what, str(exc))
+        _reject(path, what, str(exc))
     except (ValueError, TypeError, RecursionError) as exc:
         # msgspec raises RecursionError for deep nesting, even in a value it skips.
-        return _reject(path, what, _one_line(exc))
+        _reject(path, what, _one_line(exc))
+    return None
 
 
 def _reject(path: Path, what: str, problem: str) -> None:
+    """Move an unusable state file aside and log it at error (one line)."""
     try:
         aside = move_aside(path)
     except OSError as exc:
@@ -113,7 +115,7 @@ def _reject(path: Path, what: str, problem: str) -> None:
             move_error=_strerror(exc),
             action="starting with empty state",
         )
-        return None
+        return
     log.error(
         "state.corrupt",
         file=str(path),
@@ -122,7 +124,6 @@ def _reject(path: Path, what: str, problem: str) -> None:
         moved_to=str(aside),
         action="starting with empty state",
     )
-    return None
 
 
 def move_aside(path: str | os.PathLike[str], now: float | None = None) -> Path:

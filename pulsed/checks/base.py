@@ -109,7 +109,7 @@ def local_fault(exc: BaseException) -> str | None:
     if isinstance(exc, MemoryError):
         return "memory"
     if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
-        return _LOCAL_ERRNOS.get(exc.errno)  # type: ignore[arg-type]
+        return _LOCAL_ERRNOS.get(exc.errno or 0)  # no errno (0, None): not local
     return None
 
 
@@ -160,7 +160,8 @@ def _errno_text(exc: OSError) -> str:
     return (exc.strerror or errno.errorcode.get(exc.errno or 0, "error")).lower()
 
 
-_LINGER_ZERO = struct.pack("ii", 1, 0)
+# SO_LINGER on with a zero timeout: close() sends RST and skips TIME_WAIT.
+LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
 def set_reset_on_close(sock: socket.socket | None) -> None:
@@ -168,4 +169,4 @@ def set_reset_on_close(sock: socket.socket | None) -> None:
     second must not leave them in TIME_WAIT (HAProxy's checks do the same)."""
     if sock is not None:
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)

@@ -312,15 +312,7 @@ class _HttpProbeBase:
         self.weight_header = check.weight_header.lower().encode() if check.weight_header else None
         self.head_only = check.method.upper() == "HEAD"
         self.family = family_of(target.address)
-        self.ssl: ssl.SSLContext | None = None
-        self.server_hostname: str | None = None
-        default_port = 80
-        if check.type == "https":
-            default_port = 443
-            self.ssl = tls_context(
-                check.tls_verify, check.ca_file, check.client_cert, check.client_key
-            )
-            self.server_hostname = check.host or target.address
+        default_port = 443 if check.type == "https" else 80
         host = check.host or (f"[{self.address}]" if ":" in self.address else self.address)
         if self.port != default_port:
             host = f"{host}:{self.port}"
@@ -382,12 +374,18 @@ class HttpProbe(_HttpProbeBase):
 class HttpsProbe(_HttpProbeBase):
     """HTTPS, on pulsed.checks.tls over a plain asyncio connection."""
 
+    def __init__(self, target: Target) -> None:
+        super().__init__(target)
+        check = target.check
+        self.ssl = tls_context(check.tls_verify, check.ca_file, check.client_cert, check.client_key)
+        self.server_hostname = check.host or target.address
+
     async def probe(self) -> ProbeResult:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         parser = self._parser()
         tls = TlsExchange(self.ssl, self.server_hostname, self.request, parser, self.max_bytes)
-        transport: asyncio.BaseTransport | None = None
+        transport: asyncio.Transport | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 transport, _ = await loop.create_connection(lambda: tls, self.address, self.port)

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import structlog
 
@@ -52,7 +52,7 @@ from pulsed.checks.base import (
     seconds_text,
 )
 from pulsed.checks.probes import make_probe
-from pulsed.checks.sockio import ProbeEngine, StallMeter
+from pulsed.checks.sockio import EngineProbe, ProbeEngine, StallMeter
 from pulsed.checks.state import (
     RealHealth,
     apply_result,
@@ -68,6 +68,8 @@ log = structlog.get_logger(__name__)
 
 
 class Cancellable(Protocol):
+    started: float  # monotonic
+
     def cancel(self) -> None: ...
 
 
@@ -415,7 +417,7 @@ class HealthMonitor:
     def _on_wake(self) -> None:
         self._wake = None
         self._wake_at = math.inf
-        assert self._engine is not None
+        assert self._engine is not None and self._loop is not None
         horizon = self._engine.begin() + _BATCH_WINDOW
         times, buckets = self._due_times, self._due
         budget = _STARTS_PER_SLICE
@@ -449,14 +451,15 @@ class HealthMonitor:
         return self._in_flight > 0
 
     def _launch(self, entry: _Entry) -> None:
-        assert self._loop is not None
+        assert self._loop is not None and self._engine is not None
         self._in_flight += 1
         if not entry.on_engine:
             entry.task = self._loop.create_task(self._run(entry))
             return
         # Socket probe on the engine (pulsed.checks.sockio): no task at all.
         try:
-            entry.exchange = entry.probe.start(self._engine, self._exchange_done, entry)
+            probe = cast(EngineProbe, entry.probe)  # on_engine: it has start()
+            entry.exchange = probe.start(self._engine, self._exchange_done, entry)
         except Exception as exc:
             crash = _crash_result(exc, entry.key)
             entry.exchange = _Crashed(self._engine.clock())

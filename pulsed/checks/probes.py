@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pulsed.checks.base import Probe, Target
 from pulsed.checks.exec import ExecProbe
 from pulsed.checks.http import HttpProbe, HttpsProbe
 from pulsed.checks.none import NoneProbe
 from pulsed.checks.tcp import TcpProbe
 
-_PROBES = {"http": HttpProbe, "https": HttpsProbe, "tcp": TcpProbe, "exec": ExecProbe}
+_PROBES: dict[str, Callable[[Target], Probe]] = {
+    "http": HttpProbe,
+    "https": HttpsProbe,
+    "tcp": TcpProbe,
+    "exec": ExecProbe,
+}
 
 
 def make_probe(target: Target) -> Probe:

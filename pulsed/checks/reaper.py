@@ -185,9 +185,10 @@ class Reaper:
                 waiter = exited if exited is not None else watch_exit(pid)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(waiter), KILL_WAIT)
-            if popen.poll() is None:
-                _hand_over(popen)
-            return popen.returncode
+            code = popen.poll()
+            if code is None:
+                code = _hand_over(popen)
+            return code
         finally:
             self._live.pop(pid, None)
             self.kick()
@@ -284,12 +285,13 @@ class Reaper:
             log.exception("reaper.sweep_failed")
 
 
-def _hand_over(popen: subprocess.Popen) -> None:
+def _hand_over(popen: subprocess.Popen) -> int:
     """A killed process that has not exited yet (stuck in the kernel, in D
     state): from now on the sweeps reap it like an orphan. Popen must not
     poll it any more (it would wait on a pid that may be someone else's by
-    then), so it is told the process is gone."""
+    then), so it is told the process is gone. Returns the status it was given."""
     popen.returncode = -signal.SIGKILL
+    return popen.returncode
 
 
 def watch_exit(pid: int) -> asyncio.Future[None]:

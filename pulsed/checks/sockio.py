@@ -36,13 +36,18 @@ import errno
 import os
 import select
 import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pulsed.checks.base import ProbeResult, error_result, local_error_result, timeout_result
+from pulsed.checks.base import (
+    LINGER_ZERO,
+    ProbeResult,
+    error_result,
+    local_error_result,
+    timeout_result,
+)
 
 Done = Callable[[Any, ProbeResult], None]
 
@@ -51,7 +56,6 @@ _EPOLLOUT = select.EPOLLOUT
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_ERROR = socket.SO_ERROR
 _SO_LINGER = socket.SO_LINGER
-_LINGER_ZERO = struct.pack("ii", 1, 0)
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 # socket.SocketType is the C socket type itself: no Python-level __init__ or
 # close() wrapper (those serve makefile(), which a probe never uses).
@@ -73,6 +77,15 @@ class Reader(Protocol):
     def eof(self) -> None: ...
 
     def result(self, latency: float) -> ProbeResult: ...
+
+
+class EngineProbe(Protocol):
+    """A probe that can also run on a ProbeEngine (see pulsed.checks.base.Probe):
+    ``start`` opens its exchange and ``done(token, result)`` follows from the loop."""
+
+    async def probe(self) -> ProbeResult: ...
+
+    def start(self, engine: ProbeEngine, done: Done, token: object = None) -> Exchange: ...
 
 
 class Exchange:
@@ -107,7 +120,7 @@ class Exchange:
         started: float,
     ) -> None:
         self._engine = engine
-        self._sock: socket.socket | None = None
+        self._sock: _RawSocket | None = None  # None until open() made it
         self._fd = -1
         self._pending = request
         self._reader = reader
@@ -136,7 +149,9 @@ class Exchange:
             if state == _READING:
                 self._read()
             elif state == _CONNECTING:
-                err = self._sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+                sock = self._sock
+                assert sock is not None  # events come only for an open socket
+                err = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
                 if err:
                     raise OSError(err, os.strerror(err))
                 if not self._pending and self._reader is None:
@@ -169,8 +184,10 @@ class Exchange:
         Returns whether the exchange should wait for the socket to become
         readable (everything sent) rather than writable. Errors propagate.
         """
+        sock = self._sock
+        assert sock is not None  # called by open() once the socket exists
         try:
-            sent = self._sock.send(self._pending)
+            sent = sock.send(self._pending)
         except BlockingIOError:
             return False  # handshake still under way
         self._pending = self._pending[sent:]
@@ -183,7 +200,9 @@ class Exchange:
     # --- steps ------------------------------------------------------------------
 
     def _send(self) -> None:
-        sent = self._sock.send(self._pending)
+        sock = self._sock
+        assert sock is not None
+        sent = sock.send(self._pending)
         self._pending = self._pending[sent:]
         if not self._pending:
             self._state = _READING
@@ -191,8 +210,9 @@ class Exchange:
 
     def _read(self) -> None:
         reader = self._reader
-        assert reader is not None
-        data = self._sock.recv(65536)
+        sock = self._sock
+        assert reader is not None and sock is not None
+        data = sock.recv(65536)
         if data:
             if not reader.feed(data):
                 return
@@ -215,7 +235,7 @@ class Exchange:
         if sock is None:
             return
         # SO_LINGER cannot fail on an open socket (only on a bad option length).
-        sock.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER_ZERO)
+        sock.setsockopt(_SOL_SOCKET, _SO_LINGER, LINGER_ZERO)
         sock.close()  # also takes the socket out of the engine's epoll set
 
 

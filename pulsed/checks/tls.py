@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Protocol
+from typing import Protocol, cast
 
 # Plaintext read per call: one TLS record at most.
 _READ_SIZE = 16384
@@ -68,7 +68,8 @@ class TlsExchange(asyncio.BufferedProtocol):
     # --- asyncio.Protocol ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        # loop.create_connection() hands over a stream transport.
+        self._transport = cast(asyncio.Transport, transport)
         self._step()
 
     def get_buffer(self, sizehint: int) -> memoryview:

@@ -29,11 +29,14 @@ class Backend(Protocol):
     ``refresh`` returns the whole table too, but may take the fields and
     counters of services that did not visibly change from an earlier read
     (see NetlinkBackend); the reconcile loop uses it between dumps.
-    ``apply_one`` performs one operation and raises BackendError with the
-    kernel's errno on refusal (EEXIST, ENOENT, ESRCH, EINVAL...).
-    ``apply`` performs many; it returns one entry per op, None on success
-    or the BackendError. Backends may batch writes for speed, but must
+    ``apply`` performs ops; it returns one entry per op, None on success
+    or a BackendError with the kernel's errno on refusal (EEXIST, ENOENT,
+    ESRCH, EINVAL...). Backends may batch writes for speed, but must
     report each op's outcome.
+
+    Each backend module checks its class against this protocol for the type
+    checker (``_conforms: type[Backend] = ...``), and
+    tests/unit/test_backend_conformance.py checks the signatures at run time.
     """
 
     async def dump(self) -> Table: ...

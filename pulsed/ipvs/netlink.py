@@ -33,13 +33,14 @@ import asyncio
 import errno
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from pulsed.ipvs import procfs, wire
-from pulsed.ipvs.base import BackendError, IPVSUnavailable
+from pulsed.ipvs.base import Backend, BackendError, IPVSUnavailable
 from pulsed.ipvs.channel import NO_PERMISSION, Channel, resolve_family
-from pulsed.model import Dest, Op, OpKind, Service, Stats, Table
+from pulsed.model import Dest, Op, OpKind, Service, ServiceKey, Stats, Table
 
 # A batch stays under the default socket send buffer (212,992 bytes) even
 # when growing it is not allowed.
@@ -72,7 +73,7 @@ def _parse_dests(raw: bytes) -> tuple[Dest, ...]:
     return tuple(dests)
 
 
-def _only_match(block: bytes, table: dict) -> Service | None:
+def _only_match(block: bytes, table: Mapping[ServiceKey, Service]) -> Service | None:
     """The one service of ``table`` a /proc block stands for, if it is clear."""
     try:
         keys = procfs.service_keys(procfs.head(block))
@@ -172,7 +173,7 @@ class NetlinkBackend:
         async with self._lock:
             return await asyncio.to_thread(self._locked, self._read_changed)
 
-    def _locked(self, read):
+    def _locked(self, read: Callable[[], Table]) -> Table:
         with self._channel.lock:
             return read()
 
@@ -281,7 +282,7 @@ class NetlinkBackend:
         self._last_table = result if not changed else None  # re-read: after the read
         return result
 
-    def _read_one(self, key) -> Service | None:
+    def _read_one(self, key: ServiceKey) -> Service | None:
         """One service and its real servers over netlink; None when it is gone."""
         self.rereads += 1
         try:
@@ -341,7 +342,7 @@ class NetlinkBackend:
                 start = self._send_batch(ops, start, results)
         return results
 
-    def _send_batch(self, ops: Sequence[Op], first: int, results: list) -> int:
+    def _send_batch(self, ops: Sequence[Op], first: int, results: list[BackendError | None]) -> int:
         """Send ops[first:k] as one batch, record outcomes, return k."""
         ch = self._channel
         family_id = ch.family_id
@@ -371,7 +372,9 @@ class NetlinkBackend:
         self._collect(base, count, first, results)
         return index
 
-    def _collect(self, base: int, count: int, first: int, results: list) -> None:
+    def _collect(
+        self, base: int, count: int, first: int, results: list[BackendError | None]
+    ) -> None:
         """Read error replies until the ack of the batch's last message."""
         last_seq = base + count - 1
         ch = self._channel
@@ -417,3 +420,9 @@ def _encode(op: Op) -> tuple[int, bytes]:
     if kind is OpKind.SET_DEST:
         return wire.CMD_SET_DEST, key + wire.dest_nest(op.dest)
     return wire.CMD_DEL_DEST, key + wire.dest_key_nest(op.dest)
+
+
+if TYPE_CHECKING:
+    # The type checker holds NetlinkBackend to the Backend protocol here, where
+    # it is defined, rather than where a caller first passes one as a Backend.
+    _conforms: type[Backend] = NetlinkBackend

@@ -420,26 +420,26 @@ def parse_service(buf, start: int, end: int) -> tuple[Service, dict] | None:
     if fwmark:
         key = ServiceKey(family, "fwmark", "", 0, fwmark)
     else:
-        s = _required(a, SVC_ATTR_ADDR, "service address")
+        addr = _required(a, SVC_ATTR_ADDR, "service address")
         key = ServiceKey(
             family,
             protocol_name(_u16(buf, a.get(SVC_ATTR_PROTOCOL))),
-            unpack_address(family, bytes(buf[s[0] : s[1]])),
+            unpack_address(family, bytes(buf[addr[0] : addr[1]])),
             _field(buf, _required(a, SVC_ATTR_PORT, "service port"), _BE16),
         )
-    s = a.get(SVC_ATTR_SCHED_NAME)
-    scheduler = text(buf, s) if s else ""
+    sched = a.get(SVC_ATTR_SCHED_NAME)
+    scheduler = text(buf, sched) if sched else ""
     raw_flags = _u32(buf, a.get(SVC_ATTR_FLAGS))
     persistent = bool(raw_flags & SVC_F_PERSISTENT)
-    s = a.get(SVC_ATTR_NETMASK)
-    if s is None:
+    mask = a.get(SVC_ATTR_NETMASK)
+    if mask is None:
         netmask = 128 if family == AF_INET6 else 32
     elif family == AF_INET6:
-        netmask = _field(buf, s, _U32)
+        netmask = _field(buf, mask, _U32)
         if netmask > 128:
             raise DecodeError(f"IPv6 persistence prefix /{netmask}")
     else:
-        netmask = netmask_to_prefix(family, _field(buf, s, _BE32))
+        netmask = netmask_to_prefix(family, _field(buf, mask, _BE32))
     svc = Service(
         key=key,
         scheduler=scheduler,
