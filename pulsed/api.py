@@ -341,12 +341,12 @@ def real_state(key: RealKey, override: Override) -> dict[str, Any]:
 async def set_mode(request: web.Request) -> web.Response:
     await authorize(request)
     action = request.match_info["action"]
-    mode = "enabled" if action == "enable" else action
-    if mode not in MODES:
+    mode = next((m for m in MODES if m == ("enabled" if action == "enable" else action)), None)
+    if mode is None:
         raise ApiError(404, f"unknown action {quoted(action)!r}")
     daemon = request.app[DAEMON]
     key = resolve_real(daemon.snapshot(), request.match_info["key"])
-    override = await _persist(lambda: daemon.set_mode(key, mode))  # type: ignore[arg-type]  # checked against MODES
+    override = await _persist(lambda: daemon.set_mode(key, mode))
     return web.json_response(real_state(key, override))
 
 
@@ -502,7 +502,7 @@ async def serve_api(
     request, so a reload applies them.
     """
     api = daemon.config.api
-    handler_args = {
+    handler_args: dict[str, Any] = {
         "access_log": None,
         # A backstop only: the guard's head deadline acts first (pulsed.api_guard).
         "keepalive_timeout": 2 * float(api.header_timeout),

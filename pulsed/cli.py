@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from pulsed import __version__
+from pulsed.admin_cli import add_admin_commands
 from pulsed.config import Config, ConfigError, ParseCache, load_config
 
 DEFAULT_CONFIG = "/etc/pulsed/pulsed.toml"
@@ -53,12 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     plan.set_defaults(func=cmd_plan)
 
-    try:
-        from pulsed.admin_cli import add_admin_commands
-    except ImportError:  # the admin client is optional at build time
-        pass
-    else:
-        add_admin_commands(sub)
+    add_admin_commands(sub)
     return parser
 
 
@@ -192,9 +188,11 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     import structlog
 
     from pulsed.daemon import Daemon, StartupError
-    from pulsed.ipvs.base import IPVSUnavailable
+    from pulsed.ipvs.base import Backend, IPVSUnavailable
+    from pulsed.sdnotify import Notifier
 
     log = structlog.get_logger("pulsed")
+    backend: Backend
     if args.backend == "memory":
         from pulsed.ipvs.memory import MemoryBackend
 
@@ -208,13 +206,7 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
             log.error("daemon.no_ipvs", error=str(exc))
             print(f"pulsed: {exc}", file=sys.stderr)
             return EXIT_INVALID
-    notify = None
-    try:
-        from pulsed.sdnotify import Notifier
-    except ImportError:
-        pass
-    else:
-        notify = Notifier.from_environment()
+    notify = Notifier.from_environment()
     daemon = Daemon(
         args.config,
         backend,

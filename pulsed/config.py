@@ -54,7 +54,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
-class DaemonConfig(_Section):
+class DaemonConfig(_Section, frozen=True):
     state_dir: str = "/var/lib/pulsed"
     resync_interval: Duration = Duration(10.0)
     full_resync_interval: Duration = Duration(30.0)
@@ -66,7 +66,7 @@ class DaemonConfig(_Section):
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
-class ApiConfig(_Section):
+class ApiConfig(_Section, frozen=True):
     enabled: bool = True
     listen: str = "127.0.0.1:9480"
     # Empty: admin calls are off. A named file must exist, be a regular file
@@ -81,7 +81,7 @@ class ApiConfig(_Section):
     response_timeout: Duration = Duration(60.0)
 
 
-class RealConfig(_Section):
+class RealConfig(_Section, frozen=True):
     address: str
     weight: Weight = 1
     forwarding: Literal["nat", "dr", "tunnel"] | None = None
@@ -91,7 +91,7 @@ class RealConfig(_Section):
     check: CheckConfig | None = None
 
 
-class ServiceConfig(_Section):
+class ServiceConfig(_Section, frozen=True):
     name: str
     vip: str | None = None
     port: Port | None = None
@@ -133,7 +133,7 @@ def _service_key(
     return ServiceKey.for_address(protocol, vip, port)
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     daemon: DaemonConfig = DaemonConfig()
     api: ApiConfig = ApiConfig()
     vrrp: VrrpConfig | None = None
@@ -392,8 +392,13 @@ class _Validator:
                 if r.check is not None
             ]
             for base, check in checks:
-                files = (check.type, check.ca_file, check.client_cert, check.client_key)
-                files += tuple(check.command[:1])
+                files: tuple[str | None, ...] = (
+                    check.type,
+                    check.ca_file,
+                    check.client_cert,
+                    check.client_key,
+                    *check.command[:1],
+                )
                 if files not in checked:
                     checked[files] = file_problems(check)
                 for key, value, message in checked[files]:

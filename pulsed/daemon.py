@@ -93,7 +93,7 @@ class Daemon:
         backend: Backend,
         config: Config,
         *,
-        notify: Callable[[str], None] | None = None,
+        notify: Callable[[str], object] | None = None,
         parse_cache: ParseCache | None = None,
     ) -> None:
         self.config_path = Path(config_path)

@@ -103,6 +103,7 @@ class WantedMemo:
     def __init__(self) -> None:
         self.entries: dict[ServiceKey, _Memo] = {}
         self.healthy: Mapping[str, float] = {}
+        self.index: KeyIndex | None = None  # when the caller gives none
 
 
 def wanted_table(
@@ -132,7 +133,8 @@ def wanted_table(
     previous = previous or {}
     memo = memo or WantedMemo()
     if index is None or index.config is not config:
-        index = KeyIndex(config)
+        index = memo.index if memo.index is not None and memo.index.config is config else None
+        index = memo.index = index or KeyIndex(config, memo.index)
     prior_entries, memo.entries = memo.entries, {}
     services: list[Service] = []
     pools: dict[ServiceKey, PoolPlan] = {}

@@ -47,11 +47,11 @@ def diff(
     ops: list[Op] = []
     owned_keys = owned if owned is not None else ()
     settled = settled or {}
-    for key, have in actual.services.items():
+    for key, gone in actual.services.items():
         if key in wanted.services or key not in owned_keys:
             continue
-        settings = have.settings()
-        ops.extend(Op(OpKind.DEL_DEST, settings, d) for d in have.dests)
+        settings = gone.settings()
+        ops.extend(Op(OpKind.DEL_DEST, settings, d) for d in gone.dests)
         ops.append(Op(OpKind.DEL_SERVICE, settings))
     for key, want in wanted.services.items():
         have = actual.services.get(key)

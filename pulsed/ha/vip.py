@@ -10,8 +10,8 @@ import socket
 import struct
 
 import structlog
-from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped]
-from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from pulsed.ha.config import IPIface
 

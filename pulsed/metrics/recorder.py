@@ -100,10 +100,10 @@ class ActivityRecorder:
             for column in self._tails[bisect.bisect_left(PROBE_BUCKETS, latency)]:
                 column[slot] += 1
             self.sums[slot] += latency
-        column = self.categories.get(category)
-        if column is None:
-            column = self.categories[category] = array("q", bytes(8 * len(self.slots)))
-        column[slot] += 1
+        counts = self.categories.get(category)
+        if counts is None:
+            counts = self.categories[category] = array("q", bytes(8 * len(self.slots)))
+        counts[slot] += 1
 
     def on_health(self, key: RealKey, health: RealHealth) -> None:
         slot = self._slot(key)

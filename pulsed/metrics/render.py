@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from operator import attrgetter
 from typing import Any
 
+from pulsed.checks.state import RealHealth
 from pulsed.keys import KeyIndex
 from pulsed.metrics.recorder import PROBE_BUCKETS, ActivityRecorder
 from pulsed.metrics.text import Family, counter, escape, gauge, head
@@ -154,6 +155,7 @@ class _RealSnapshot:
         self.index = index
         health = snap.health
         keys = index.keys
+        states: list[RealHealth | None]
         if list(health) == keys:  # the monitor's order is the config's: no lookups
             states = list(health.values())
         else:
@@ -196,9 +198,9 @@ class _RealSnapshot:
             if kernel is not None and kernel.dests:
                 by_endpoint = {(keys[i][1].address, keys[i][1].port): i for i in range(start, end)}
                 for kd in kernel.dests:
-                    i = by_endpoint.get((kd.address, kd.port))
-                    if i is not None and kd.stats is not None:  # configured destinations only
-                        lab = f'service="{names[i]}",server="{servers[i]}"'
+                    row = by_endpoint.get((kd.address, kd.port))
+                    if row is not None and kd.stats is not None:  # configured destinations only
+                        lab = f'service="{names[row]}",server="{servers[row]}"'
                         self.kernel_reals.append((lab, kd.stats))
 
     def pieces(self) -> Iterator[str]:
@@ -471,8 +473,8 @@ def reconcile_families(st: ReconcileStatus, recorder: ActivityRecorder) -> list[
     duration = Family(
         "pulsed_reconcile_duration_seconds", "histogram", "Duration of reconcile passes."
     )
-    for bound, count in zip((*hist.bounds, "+Inf"), hist.counts, strict=True):
-        le = bound if isinstance(bound, str) else repr(float(bound))
+    bounds = [repr(float(b)) for b in hist.bounds] + ["+Inf"]
+    for le, count in zip(bounds, hist.counts, strict=True):
         duration.add(f'le="{le}"', count, "_bucket")
     duration.add("", hist.sum, "_sum")
     duration.add("", hist.count, "_count")

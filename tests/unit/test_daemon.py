@@ -164,15 +164,15 @@ async def test_start_up_objects_are_not_kept_and_keys_are_shared(tmp_path):
 def test_a_reload_keeps_the_probe_targets_of_unchanged_services(tmp_path):
     from pulsed.config import ParseCache, parse_config
     from pulsed.daemon import health_targets
-    from pulsed.desired import WantedMemo
+    from pulsed.keys import KeyIndex
 
     other = '\n[[service]]\nname = "api"\nvip = "192.0.2.101"\nport = 80\n'
     other += '[[service.real]]\naddress = "10.0.0.4:80"\n'
-    cache, memo = ParseCache(), WantedMemo()
-    old = parse_config(CONFIG.format(state=tmp_path, weight=1) + other, "a", cache)
-    known = health_targets(old, memo)
-    new = parse_config(CONFIG.format(state=tmp_path, weight=2) + other, "b", cache)
-    targets = health_targets(new, memo, old, known)
+    cache = ParseCache()
+    old = KeyIndex(parse_config(CONFIG.format(state=tmp_path, weight=1) + other, "a", cache))
+    known = health_targets(old)
+    new = KeyIndex(parse_config(CONFIG.format(state=tmp_path, weight=2) + other, "b", cache), old)
+    targets = health_targets(new, old, known)
     api = (ServiceKey.for_address("tcp", "192.0.2.101", 80), DestKey("10.0.0.4", 80))
     assert targets[api] is known[api]  # "api" is unchanged: same objects
     assert targets[(SVC, A)] is not known[(SVC, A)]  # "web" changed: made anew

@@ -106,7 +106,7 @@ async def test_a_refused_config_leaves_everything_as_it_was(running, text, words
 async def test_a_failure_while_building_the_new_checks_puts_the_monitor_back(running, monkeypatch):
     config, table = running.daemon.config, running.table()
     targets = dict(running.daemon.monitor.targets())
-    running.path.write_text(CONFIG.format(state=running.path.parent / "state").replace("7", "8"))
+    running.path.write_text(CONFIG.replace("7", "8").format(state=running.path.parent / "state"))
     monitor = running.daemon.monitor
     real_update = monitor.update
     calls = []
@@ -164,7 +164,7 @@ async def test_status_reports_the_failed_reload(running):
     assert not await running.daemon.reload()
     import json
 
-    body = json.loads(b"".join(status_chunks(running.daemon)))
+    body = json.loads(b"".join(status_chunks(running.daemon.snapshot())))
     text = json.dumps(body)
     assert '"last_reload_ok": false' in text and "empty" in text
 
@@ -172,7 +172,7 @@ async def test_status_reports_the_failed_reload(running):
 async def test_a_good_reload_after_a_refused_one_applies(running):
     running.path.write_text("")
     assert not await running.daemon.reload()
-    running.path.write_text(CONFIG.format(state=running.path.parent / "state").replace("7", "9"))
+    running.path.write_text(CONFIG.replace("7", "9").format(state=running.path.parent / "state"))
     assert await running.daemon.reload()
     assert running.daemon.reload_status.generation == 2
     assert running.daemon.reload_status.last_ok
