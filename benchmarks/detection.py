@@ -35,7 +35,7 @@ import structlog
 from pulsed.checks.base import Target
 from pulsed.checks.config import CheckConfig
 from pulsed.checks.monitor import HealthMonitor, RealKey
-from pulsed.checks.policy import PoolPolicy, RealView, plan_pool
+from pulsed.pool_policy import PoolPolicy, RealView, plan_pool
 from pulsed.checks.state import RealHealth
 from pulsed.durations import Duration
 from pulsed.model import DestKey, ServiceKey

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from pathlib import Path
 
 from pulsed.checks.base import ProbeResult
 from pulsed.checks.monitor import LocalFaults
@@ -138,9 +137,7 @@ def snapshot(tmp_path: Path, services: int = 2, reals: int = 2, *, stats: bool =
         )
         for svc in wanted.table
     )
-    daemon = DaemonStandIn(
-        config, health, overrides, wanted, actual, tmp_path / "pulsed.toml", now
-    )
+    daemon = DaemonStandIn(config, health, overrides, wanted, actual, tmp_path / "pulsed.toml", now)
     daemon._index = index
     return daemon
 

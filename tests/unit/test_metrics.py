@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from pulsed.model import AF_INET, AF_INET6, DestKey, ServiceKey
 from pulsed.keys import parse_real_key, parse_service_key, real_key_text
+from pulsed.model import AF_INET, AF_INET6, DestKey, ServiceKey
 from pulsed.overrides import MAX_WEIGHT, MODES, Override, OverrideStore
 from pulsed.statefile import MAX_STATE_BYTES
 

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from pulsed.model import AF_INET, AF_INET6, ServiceKey
 from pulsed.keys import parse_service_key
+from pulsed.model import AF_INET, AF_INET6, ServiceKey
 from pulsed.owned import OwnedServices
 from pulsed.statefile import MAX_STATE_BYTES
 

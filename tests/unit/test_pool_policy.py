@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pulsed.checks.state import RealHealth
 from pulsed.config import ConfigError, parse_config
+from pulsed.model import DestKey
 from pulsed.pool_policy import (
     PoolPlan,
     PoolPolicy,
@@ -16,8 +18,6 @@ from pulsed.pool_policy import (
     plan_pool,
     required_healthy,
 )
-from pulsed.checks.state import RealHealth
-from pulsed.model import DestKey
 
 A, B, C, D = (DestKey(f"10.0.0.{i}", 80) for i in (1, 2, 3, 4))
 SORRY = DestKey("10.0.9.9", 80)
