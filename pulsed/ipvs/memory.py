@@ -12,12 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pulsed.ipvs.base import Backend, BackendError
-from pulsed.model import Dest, Forwarding, Op, OpKind, Service, ServiceKey, Table
-
-# The schedulers a stock Debian kernel ships as modules.
-KERNEL_SCHEDULERS = frozenset(
-    ["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos"]
-)
+from pulsed.model import SCHEDULERS, Dest, Forwarding, Op, OpKind, Service, ServiceKey, Table
 
 
 class MemoryBackend:
@@ -114,7 +109,7 @@ class MemoryBackend:
 def _check_scheduler(name: str) -> None:
     if len(name.encode()) >= 16:  # IP_VS_SCHEDNAME_MAXLEN, NUL included
         raise BackendError(errno.EINVAL, "scheduler name too long")
-    if name not in KERNEL_SCHEDULERS:
+    if name not in SCHEDULERS:
         raise BackendError(errno.ENOENT, f"scheduler {name!r} not found")
 
 
