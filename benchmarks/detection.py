@@ -35,10 +35,10 @@ import structlog
 from pulsed.checks.base import Target
 from pulsed.checks.config import CheckConfig
 from pulsed.checks.monitor import HealthMonitor, RealKey
-from pulsed.pool_policy import PoolPolicy, RealView, plan_pool
 from pulsed.checks.state import RealHealth
 from pulsed.durations import Duration
 from pulsed.model import DestKey, ServiceKey
+from pulsed.pool_policy import PoolPolicy, RealView, plan_pool
 
 sys.path.insert(0, str(Path(__file__).parent))
 from checks import free_ports  # the sibling benchmark

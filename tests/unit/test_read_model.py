@@ -30,7 +30,8 @@ def config_text(state: Path, reals: int, extra: str = "", interval: str = "10ms"
         f'[[service]]\nname = "web"\nvip = "192.0.2.100"\nport = 80\n{extra}',
         f'[service.check]\ntype = "tcp"\ninterval = "{interval}"\ntimeout = "5ms"\nrise = 2\n',
     ]
-    lines += [f'[[service.real]]\naddress = "10.0.0.{i + 1}:80"\nweight = 100\n' for i in range(reals)]
+    for i in range(reals):
+        lines.append(f'[[service.real]]\naddress = "10.0.0.{i + 1}:80"\nweight = 100\n')
     return "\n".join(lines)
 
 
@@ -106,7 +107,8 @@ async def test_the_heartbeat_reads_without_losing_a_result(tmp_path):
 
 async def test_kernel_weights_in_status_are_read_after_the_writes(tmp_path):
     path = tmp_path / "pulsed.toml"
-    path.write_text(config_text(tmp_path / "state", reals=2).replace('type = "tcp"', 'type = "none"'))
+    text = config_text(tmp_path / "state", reals=2)
+    path.write_text(text.replace('type = "tcp"', 'type = "none"'))
     daemon = Daemon(path, MemoryBackend(), load_config(path))
     passes: asyncio.Queue = asyncio.Queue()
     daemon.pass_observers.append(lambda result, _elapsed: passes.put_nowait(result))
