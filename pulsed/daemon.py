@@ -16,6 +16,7 @@ import gc
 import signal
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -166,7 +167,7 @@ class Daemon:
             self._owned = still
             self._persist_owned()
         # What this pass wanted beside what the kernel held after its writes.
-        self._last_pass = PassView(self.wanted.pools, self.reconciler.last_actual)
+        self._last_pass = PassView(self.wanted.pools, self.reconciler.last_actual, self.index)
         for observer in self.pass_observers:
             observer(result, elapsed)
 
@@ -520,6 +521,11 @@ class Daemon:
     def snapshot(self) -> Snapshot:
         """Everything readers show, as of now, in one frozen value (pulsed.readmodel)."""
         vrrp = self.vrrp
+        reconcile = self.reconciler.status
+        if self.reconciler.pending or self._last_pass.index is not self.index:
+            # A change (reload, admin call, health flip) is not in the kernel
+            # yet: the figures beside it are the last pass's, not the wanted ones.
+            reconcile = replace(reconcile, in_sync=False, pending=True)
         return Snapshot(
             config=self.config,
             index=self.index,
@@ -529,7 +535,7 @@ class Daemon:
             health=self.monitor.health(),
             overrides=self.overrides.all(),
             last_pass=self._last_pass,
-            reconcile=self.reconciler.status,
+            reconcile=reconcile,
             reload=self.reload_status,
             ha=HaView(
                 configured=self.config.vrrp is not None,

@@ -57,6 +57,7 @@ class PassView:
 
     pools: Mapping[ServiceKey, PoolPlan] = field(default_factory=dict)
     kernel: Table = field(default_factory=Table)
+    index: KeyIndex | None = None  # of the config the pass worked from
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,8 @@ class ReconcileStatus:
 
     ``in_sync``: the last pass left the kernel equal to the wanted table;
     ``Reconciler.last_actual`` was read after that pass's writes.
+    ``pending``: a change (a reload, an admin call, a health flip) waits for
+    the next pass; a reader's view then says not in sync (pulsed.readmodel).
     """
 
     passes: int = 0
@@ -113,6 +115,7 @@ class ReconcileStatus:
     last_error: str = ""
     failing_services: Mapping[ServiceKey, str] = field(default_factory=dict)
     in_sync: bool = False
+    pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,11 @@ class Reconciler:
     def mark_dirty(self) -> None:
         """Ask for a pass as soon as possible (probe result, reload, admin call)."""
         self._dirty.set()
+
+    @property
+    def pending(self) -> bool:
+        """Whether a change waits for the next pass."""
+        return self._dirty.is_set()
 
     async def run(self) -> None:
         """Reconcile on demand and on every resync interval, until cancelled."""

@@ -246,6 +246,7 @@ class _StatusParts:
             "reconcile": {
                 "passes": rs.passes,
                 "in_sync": rs.in_sync,
+                "pending": rs.pending,
                 "errors": rs.errors,
                 "operations": dict(rs.ops_applied),
                 "last_duration": rs.last_duration,
@@ -306,6 +307,8 @@ def _reconcile_reason(rs: ReconcileStatus) -> str:
         return "no pass yet"
     if rs.in_sync:
         return "kernel table matches the wanted table"
+    if rs.pending and not rs.failing_services:
+        return "a change waits for the next pass"
     n = len(rs.failing_services)
     if n == 0:
         return f"the kernel table could not be read: {rs.last_error}"

@@ -190,3 +190,21 @@ def test_the_key_index_keeps_the_key_objects_of_unchanged_services(tmp_path):
     assert second.real((SVC, DestKey("10.0.0.4", 80))) is not None
     assert second.real((SVC, DestKey("10.0.0.9", 80))) is None
     assert second.canonical((SVC, DestKey("10.0.0.2", 80))) is new.reals[1]
+
+
+async def test_a_change_waiting_for_its_pass_is_not_in_sync(tmp_path):
+    path = tmp_path / "pulsed.toml"
+    text = config_text(tmp_path / "state", reals=2)
+    path.write_text(text.replace('type = "tcp"', 'type = "none"'))
+    daemon = Daemon(path, MemoryBackend(), load_config(path))
+    await daemon._first_pass()  # no loop task: the next pass runs only when asked
+    try:
+        assert daemon.snapshot().reconcile.in_sync
+        daemon.set_weight((SVC, DestKey("10.0.0.1", 80)), 50)
+        waiting = json.loads(b"".join(status_chunks(daemon.snapshot())))["reconcile"]
+        assert not waiting["in_sync"] and waiting["pending"]
+        assert waiting["reason"] == "a change waits for the next pass"
+        await daemon.reconciler.reconcile_once()
+        assert daemon.snapshot().reconcile.in_sync
+    finally:
+        await daemon.monitor.stop()
