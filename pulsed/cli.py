@@ -118,7 +118,7 @@ async def _plan(config: Config) -> int:
     finally:
         await backend.close()
     overrides = OverrideStore(config.daemon.state_dir)
-    overrides.load()
+    overrides.load(read_only=True)  # the daemon's file: plan only reads it
     # Without the daemon's probe results, plan shows the table with every
     # real server healthy: what pulsed would program once checks pass.
     wanted = wanted_table(

@@ -52,9 +52,13 @@ class OverrideStore:
         self.path = Path(state_dir) / "overrides.json"
         self._overrides: dict[RealKey, Override] = {}
 
-    def load(self) -> None:
-        """Read the file if present. A damaged file is moved aside, logged, and not used."""
-        self._overrides = load_json_state(self.path, decode_overrides, what="overrides file") or {}
+    def load(self, *, read_only: bool = False) -> None:
+        """Read the file if present. A damaged file is logged, not used, and moved
+        aside unless ``read_only`` (readers other than the daemon leave it be)."""
+        self._overrides = (
+            load_json_state(self.path, decode_overrides, what="overrides file", read_only=read_only)
+            or {}
+        )
 
     def all(self) -> dict[RealKey, Override]:
         return dict(self._overrides)

@@ -65,14 +65,19 @@ def check_version(data: bytes, known: int, *, missing: int | None = None) -> Non
 
 
 def load_json_state(
-    path: str | os.PathLike[str], decode: Callable[[bytes], T], *, what: str = "state file"
+    path: str | os.PathLike[str],
+    decode: Callable[[bytes], T],
+    *,
+    what: str = "state file",
+    read_only: bool = False,
 ) -> T | None:
     """The decoded content of ``path``; None if it is missing or unusable.
 
     ``decode`` turns the bytes into a value, or raises ValueError or
     TypeError (msgspec's errors are ValueErrors) naming the problem. An
     unusable file is moved aside and logged at error in one line; nothing
-    is raised.
+    is raised. ``read_only`` (a reader that is not the daemon, such as
+    ``pulsed plan``): the file is logged but left where it is.
     """
     path = Path(path)
     try:
@@ -94,15 +99,18 @@ def load_json_state(
         data = read_file(path, what=what, max_bytes=MAX_STATE_BYTES)
         return decode(data)
     except FileProblem as exc:
-        _reject(path, what, str(exc))
+        _reject(path, what, str(exc), read_only)
     except (ValueError, TypeError, RecursionError) as exc:
         # msgspec raises RecursionError for deep nesting, even in a value it skips.
-        _reject(path, what, _one_line(exc))
+        _reject(path, what, _one_line(exc), read_only)
     return None
 
 
-def _reject(path: Path, what: str, problem: str) -> None:
+def _reject(path: Path, what: str, problem: str, read_only: bool = False) -> None:
     """Move an unusable state file aside and log it at error (one line)."""
+    if read_only:
+        log.error("state.corrupt", file=str(path), what=what, problem=problem, moved_to=None)
+        return
     try:
         aside = move_aside(path)
     except OSError as exc:

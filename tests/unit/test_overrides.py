@@ -399,3 +399,15 @@ def test_what_the_store_writes_it_reads_back(overrides):
         store, used = _judge(Path(tmp))
         assert used
         assert store.all() == overrides
+
+
+def test_a_read_only_load_leaves_a_damaged_file_where_it_is(tmp_path):
+    path = tmp_path / "overrides.json"
+    path.write_bytes(b"{not json")
+    store = OverrideStore(tmp_path)
+    with capture_logs() as logs:
+        store.load(read_only=True)
+    assert store.all() == {}
+    assert path.read_bytes() == b"{not json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["overrides.json"]
+    assert [entry["event"] for entry in logs] == ["state.corrupt"]
