@@ -7,7 +7,7 @@ health then applies to it as usual (pulsed.pool_policy).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter, is_
 
@@ -180,10 +180,19 @@ def wanted_table(
             deadlines.append(entry.plan.next_change_at)
         services.append(entry.service)
     if recomputed:
-        memo.healthy = {
-            e.svc.name: e.up / len(e.svc.reals) for e in memo.entries.values() if e.svc.reals
-        }
+        memo.healthy = _fractions(memo.entries.values())
     return Wanted(Table.of(services), pools, min(deadlines) if deadlines else None, memo.healthy)
+
+
+def _fractions(entries: Iterable[_Memo]) -> dict[str, float]:
+    """Each service's share of up servers, by name. Services share one float
+    object per value (0.0, 0.5, 1.0...): 10,000 copies would cost 240 KB."""
+    shared: dict[float, float] = {}
+    return {
+        e.svc.name: shared.setdefault(e.up / len(e.svc.reals), e.up / len(e.svc.reals))
+        for e in entries
+        if e.svc.reals
+    }
 
 
 def _connections(have: Service | None) -> tuple[tuple[DestKey, int], ...]:

@@ -46,7 +46,7 @@ async def test_large_documents_arrive_whole(tmp_path):
 
 async def test_a_render_failure_halfway_drops_the_connection(tmp_path):
     daemon = snapshot(tmp_path, services=50, reals=20)
-    client = await client_for(daemon, BreaksHalfway(daemon, ActivityRecorder()))
+    client = await client_for(daemon, BreaksHalfway(daemon.snapshot, ActivityRecorder()))
     try:
         resp = await client.get("/metrics")
         assert resp.status == 200  # the headers went out with the first piece
