@@ -11,9 +11,9 @@ import threading
 import pytest
 from pyroute2 import netns
 
+from lab.ha_pair import VIP
 from pulsed.ha.config import SyncDaemon, TrackService, VrrpConfig
 from pulsed.ha.node import VrrpNode
-from tests.support.ha_lab import VIP
 
 pytestmark = [
     pytest.mark.root,
