@@ -38,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from tests.support.ha_lab import VIP, Lab, Proc, netns_exec, sh
+from lab.ha_pair import VIP, HaPair, Proc, netns_exec, sh
 
 
 class AddrMonitor:
@@ -84,17 +84,17 @@ class AddrMonitor:
             self._task.cancel()
 
 
-def mac_of(lab: Lab, i: int) -> str:
+def mac_of(lab: HaPair, i: int) -> str:
     out = sh("ip", "-n", lab.routers[i], "-j", "link", "show", lab.ifname(i)).stdout
     return json.loads(out)[0]["address"]
 
 
-def clear_vips(lab: Lab) -> None:
+def clear_vips(lab: HaPair) -> None:
     for i, ns in enumerate(lab.routers):
         sh("ip", "-n", ns, "addr", "del", f"{VIP}/24", "dev", lab.ifname(i), check=False)
 
 
-async def start_pair(lab: Lab, impl: str) -> list[Proc]:
+async def start_pair(lab: HaPair, impl: str) -> list[Proc]:
     clear_vips(lab)
     if impl == "pulsed":
         r1 = await lab.start_pulsed(0, priority=200, garp_count=5, garp_interval="10ms")
@@ -113,7 +113,7 @@ async def start_pair(lab: Lab, impl: str) -> list[Proc]:
     return procs
 
 
-async def stop_all(lab: Lab, procs: list[Proc], impl: str) -> None:
+async def stop_all(lab: HaPair, procs: list[Proc], impl: str) -> None:
     for i, p in enumerate(procs):
         if impl == "keepalived":
             lab.crash_keepalived(i)
@@ -124,7 +124,7 @@ async def stop_all(lab: Lab, procs: list[Proc], impl: str) -> None:
     clear_vips(lab)
 
 
-async def one_run(lab: Lab, impl: str, graceful: bool, cap: Proc, mon: AddrMonitor) -> dict:
+async def one_run(lab: HaPair, impl: str, graceful: bool, cap: Proc, mon: AddrMonitor) -> dict:
     procs = await start_pair(lab, impl)
     backup_mac = mac_of(lab, 1)
     await asyncio.sleep(0.05 + (hash((impl, time.time())) % 100) / 1000)  # random phase
@@ -155,7 +155,7 @@ async def one_run(lab: Lab, impl: str, graceful: bool, cap: Proc, mon: AddrMonit
     return result
 
 
-async def heal_run(lab: Lab, impl: str, mon: AddrMonitor) -> dict:
+async def heal_run(lab: HaPair, impl: str, mon: AddrMonitor) -> dict:
     """Partition the master away until the backup holds the VIP too, then heal: time until
     the VIP is gone from the backup (one master again)."""
     procs = await start_pair(lab, impl)
@@ -249,7 +249,7 @@ async def load_node(conf: str, rate: int, cpu_ms: float, stall_ms: float, durati
 
 
 async def load_bench(args: argparse.Namespace) -> int:
-    lab = Lab(routers=1).create()
+    lab = HaPair(routers=1).create()
     out: list[dict] = []
     try:
         cap = await lab.capture()
@@ -327,7 +327,7 @@ async def main() -> int:
     if os.geteuid() != 0:
         print("failover.py needs root (network namespaces)", file=sys.stderr)
         return 2
-    lab = Lab().create()
+    lab = HaPair().create()
     results: dict[str, dict] = {}
     try:
         cap = await lab.capture()

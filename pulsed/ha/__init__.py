@@ -5,7 +5,7 @@ Pure cores: ``vrrp`` (packet codec), ``receive`` (validation, drop reasons), ``a
 (state machine). I/O edges: ``transport`` (raw protocol-112 sockets), ``vip`` (addresses via
 pyroute2, gratuitous ARP / unsolicited NA), ``node`` (VrrpNode, what the daemon embeds).
 ``config`` holds the [vrrp] table; ``python -m pulsed.ha CONFIG`` runs the node alone; the
-namespace lab used by the tests and benchmarks/failover.py is tests/support/ha_lab.py.
+namespace lab used by the tests and benchmarks/failover.py is lab/ha_pair.py.
 
 The [vrrp] table is validated once, when the config is loaded (pulsed.config). The daemon
 embeds it as::

@@ -85,7 +85,7 @@ async def test_sync_daemon_follows_role(veth):
         src = ipaddress.IPv4Address("10.77.0.2")
         adv = Advert(51, 200, 10, (ipaddress.IPv4Address(VIP),))
         payload = encode(adv, src, MCAST_V4).hex()
-        sh("ip", "netns", "exec", PEER_NS, sys.executable, "tests/support/ha_lab.py", "send",
+        sh("ip", "netns", "exec", PEER_NS, sys.executable, "lab/ha_pair.py", "send",
            "pha-k1", str(src), str(MCAST_V4), "255", payload)  # fmt: skip
         await wait_until(lambda: _true(node.status().state == "backup"))
         await wait_until(lambda: _eq(daemons(), {"backup": 42}))

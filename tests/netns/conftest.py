@@ -2,14 +2,14 @@
 
 import pytest
 
+from lab.ha_pair import HaPair
 from tests.netns.pop_daemon import LoopbackServer
-from tests.support.ha_lab import Lab
 
 
 @pytest.fixture
 async def lab():
-    """Two routers and an observer on a bridge, in namespaces (see tests/support/ha_lab.py)."""
-    lab = Lab().create()
+    """Two routers and an observer on a bridge, in namespaces (see lab/ha_pair.py)."""
+    lab = HaPair().create()
     try:
         yield lab
     finally:

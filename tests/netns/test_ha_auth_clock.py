@@ -1,7 +1,7 @@
 """Two pulsed routers with HMAC authentication: clock steps and restarts never give a split
 brain or lose the master (issue 12, deliverable 7). Needs root.
 
-Each router's wall clock is stepped inside its process (tests/support/ha_lab.py ``stepped``:
+Each router's wall clock is stepped inside its process (lab/ha_pair.py ``stepped``:
 every time.time()/time_ns() moves; CLOCK_REALTIME itself is not namespaced). A split brain
 or a lost master would show as a role change (the routers report each one) and as a second
 or missing holder of the VIP in the kernel (``lab.holders()``).
@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from tests.support.ha_lab import applied, became
+from lab.ha_pair import applied, became
 
 pytestmark = [
     pytest.mark.root,

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tests.support.ha_lab import VIP, applied, became, sh
+from lab.ha_pair import VIP, applied, became, sh
 
 pytestmark = [
     pytest.mark.root,

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
+from lab.ha_pair import VIP, applied
 from pulsed.ha.auth import Authenticator
 from pulsed.ha.vrrp import MCAST_V4, Advert, Drop, encode
-from tests.support.ha_lab import VIP, applied
 
 pytestmark = [
     pytest.mark.root,

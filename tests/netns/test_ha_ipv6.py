@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from tests.support.ha_lab import KEEPALIVED, Lab, applied
+from lab.ha_pair import KEEPALIVED, HaPair, applied
 
 pytestmark = [
     pytest.mark.root,
@@ -18,7 +18,7 @@ VIP6 = "2001:db8::100"
 
 @pytest.fixture
 async def lab():
-    lab = Lab().create()
+    lab = HaPair().create()
     try:
         # Wait for the routers' link-local addresses to finish DAD: they source the adverts.
         for ns in lab.routers:
@@ -29,7 +29,7 @@ async def lab():
 
 
 def _ll_ready(ns):
-    from tests.support.ha_lab import sh
+    from lab.ha_pair import sh
 
     out = sh("ip", "-n", ns, "-6", "addr", "show", "scope", "link").stdout
     return "fe80::" in out and "tentative" not in out

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from tests.support.ha_lab import KEEPALIVED, VIP, applied, became
+from lab.ha_pair import KEEPALIVED, VIP, applied, became
 
 pytestmark = [
     pytest.mark.root,

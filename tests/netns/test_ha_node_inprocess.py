@@ -11,8 +11,8 @@ import threading
 import pytest
 from pyroute2 import netns
 
+from lab.ha_pair import VIP
 from pulsed.ha.node import VrrpNode
-from tests.support.ha_lab import VIP
 from tests.support.vrrp_config import vrrp_config
 
 pytestmark = [

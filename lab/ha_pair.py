@@ -1,8 +1,12 @@
-"""A network-namespace lab for the HA tests and the failover benchmark (needs root).
+"""Two routers (or one) and an observer on one L2 segment, in network namespaces (needs root).
 
-Two routers and an observer on one L2 segment: a bridge in the observer namespace with a
-veth port per router. Routers run ``python -m pulsed.ha`` or Debian's keepalived. Names are
-prefixed ``pha`` and unique per lab; ``close()`` removes everything.
+The HA tests and the failover benchmark run their routers here: a bridge in the observer
+namespace with a veth port per router. Routers run ``python -m pulsed.ha`` or Debian's
+keepalived. Names are prefixed ``pha`` and unique per pair; ``close()`` removes everything.
+
+Run as a script (``python lab/ha_pair.py capture|send|recv|stepped ...``) it is the helper
+that the pair starts inside a namespace: a frame capture, a raw packet sender or receiver,
+or a router with a steppable wall clock.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from typing import Any
 
 KEEPALIVED = "/usr/sbin/keepalived"
 SUBNET = "10.77.0"
-# Run as a script inside other namespaces (capture, send).
+# Run as a script inside other namespaces (capture, send, recv, stepped).
 HERE = os.path.abspath(__file__)
+# The checkout this file is in: the helpers import pulsed from it, not from an installed copy.
+REPO = os.path.dirname(os.path.dirname(HERE))
 VIP = "192.0.2.100"
 _counter = itertools.count()
 
@@ -127,7 +133,9 @@ class Proc:
             return await self.proc.wait()
 
 
-class Lab:
+class HaPair:
+    """The routers' namespaces, the observer's bridge, and every process started on them."""
+
     def __init__(self, routers: int = 2) -> None:
         n = next(_counter)
         tag = f"pha{os.getpid() % 100000}x{n}"
@@ -148,7 +156,7 @@ class Lab:
     def addr(self, i: int) -> str:
         return f"{SUBNET}.{i + 1}"
 
-    def create(self) -> Lab:
+    def create(self) -> HaPair:
         try:
             sh("ip", "netns", "add", self.obs)
             sh("ip", "-n", self.obs, "link", "add", "pha-br", "type", "bridge")
@@ -499,15 +507,15 @@ if __name__ == "__main__":
         with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
             _capture(sys.argv[2])
     elif len(sys.argv) >= 4 and sys.argv[1] == "stepped":
-        sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
+        sys.path.append(REPO)
         sys.exit(_run_stepped(sys.argv[2], sys.argv[3:]))
     elif len(sys.argv) == 4 and sys.argv[1] == "recv":
-        sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
+        sys.path.append(REPO)
         _recv(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 7 and sys.argv[1] == "send":
         _send(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), bytes.fromhex(sys.argv[6]))
     else:
         sys.exit(
-            "usage: python tests/support/ha_lab.py capture IFNAME | send IFNAME SRC DST TTL HEX"
+            "usage: python lab/ha_pair.py capture IFNAME | send IFNAME SRC DST TTL HEX"
             " | recv IFNAME SRC | stepped OFFSET_FILE CONFIG [pulsed.ha options]"
         )
