@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pulsed.api import make_app
 from pulsed.metrics import ActivityRecorder, MetricsRenderer
-from tests.unit.pop_snapshot import snapshot
+from tests.unit.standin import stand_in
 
 
 class BreaksHalfway(MetricsRenderer):
@@ -28,7 +28,7 @@ async def client_for(daemon, renderer=None) -> TestClient:
 
 
 async def test_large_documents_arrive_whole(tmp_path):
-    daemon = snapshot(tmp_path, services=50, reals=20)
+    daemon = stand_in(tmp_path, services=50, reals=20)
     client = await client_for(daemon)
     try:
         resp = await client.get("/metrics")
@@ -45,7 +45,7 @@ async def test_large_documents_arrive_whole(tmp_path):
 
 
 async def test_a_render_failure_halfway_drops_the_connection(tmp_path):
-    daemon = snapshot(tmp_path, services=50, reals=20)
+    daemon = stand_in(tmp_path, services=50, reals=20)
     client = await client_for(daemon, BreaksHalfway(daemon.snapshot, ActivityRecorder()))
     try:
         resp = await client.get("/metrics")
@@ -59,7 +59,7 @@ async def test_a_render_failure_halfway_drops_the_connection(tmp_path):
 
 
 async def test_head_sends_headers_only(tmp_path):
-    daemon = snapshot(tmp_path, services=5, reals=2)
+    daemon = stand_in(tmp_path, services=5, reals=2)
     client = await client_for(daemon)
     try:
         for path, kind in (("/metrics", "text/plain"), ("/status", "application/json")):

@@ -29,7 +29,7 @@ from pulsed.config import load_config
 from pulsed.daemon import Daemon
 from pulsed.durations import Duration
 from pulsed.ipvs.memory import MemoryBackend
-from tests.unit.pop_snapshot import snapshot
+from tests.unit.standin import stand_in
 
 TOKEN = b"unit-test-token-0123"
 REAL = "/api/v1/reals/web/127.0.0.1:8080"
@@ -436,7 +436,7 @@ async def test_unset_or_empty_token_turns_admin_off(tmp_path, setting, words):
 
 
 async def test_a_client_that_stops_reading_is_cut_off(tmp_path, capsys):
-    daemon = snapshot(tmp_path, services=100, reals=50)  # /metrics of several MB
+    daemon = stand_in(tmp_path, services=100, reals=50)  # /metrics of several MB
     api = msgspec.structs.replace(daemon.config.api, response_timeout=Duration(0.5))
     daemon.config = msgspec.structs.replace(daemon.config, api=api)
     bound = await bind_api(f"127.0.0.1:{free_port()}")

@@ -47,8 +47,8 @@ from pulsed.limits import (
     wanted_soft_limit,
 )
 from pulsed.metrics import ActivityRecorder, MetricsRenderer, attach_recorder
-from tests.unit.pop_snapshot import snapshot
-from tests.unit.pop_snapshot import status as build_status
+from tests.unit.standin import stand_in
+from tests.unit.standin import status as build_status
 
 OK50 = ProbeResult(True, "status 200", 0.001, "ok", 50)
 REFUSED = ProbeResult(False, "connect refused", 0.001, "refused")
@@ -210,7 +210,7 @@ async def run_monitor(daemon_key, probe, results_wanted: int):
 
 def _snapshot_with(tmp_path):
     """A daemon-shaped snapshot of one service with one real, and that real's key."""
-    daemon = snapshot(tmp_path, services=1, reals=1)
+    daemon = stand_in(tmp_path, services=1, reals=1)
     key = next(iter(daemon.monitor.health()))
     return daemon, key
 

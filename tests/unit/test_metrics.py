@@ -14,7 +14,7 @@ from pulsed.config import parse_config
 from pulsed.desired import wanted_table
 from pulsed.metrics import ActivityRecorder, Histogram, MetricsRenderer, attach_recorder, escape
 from pulsed.reconcile import PassResult
-from tests.unit.pop_snapshot import config_text, snapshot, transitions_of, vrrp_status
+from tests.unit.standin import config_text, stand_in, transitions_of, vrrp_status
 
 
 def samples(text: str) -> dict:
@@ -36,7 +36,7 @@ def labels(service: str, server: str, **extra: str) -> tuple:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_promtool_accepts_the_output(tmp_path):
-    daemon = snapshot(tmp_path, services=3, reals=3)
+    daemon = stand_in(tmp_path, services=3, reals=3)
     recorder = ActivityRecorder()
     attach_recorder(daemon, recorder)
     for key in daemon.monitor.health():
@@ -66,7 +66,7 @@ def test_promtool_accepts_the_output(tmp_path):
 
 
 def test_per_server_health_weights_and_kernel_counters(tmp_path):
-    daemon = snapshot(tmp_path, services=1, reals=2)
+    daemon = stand_in(tmp_path, services=1, reals=2)
     got = samples(render(daemon))
     first, second = labels("svc0", "10.0.0.1:80"), labels("svc0", "10.0.0.2:80")
     assert got[("pulsed_real_up", first)] == 1 and got[("pulsed_real_up", second)] == 0
@@ -79,7 +79,7 @@ def test_per_server_health_weights_and_kernel_counters(tmp_path):
 
 
 def test_overrides_show_as_configured_weight_and_mode(tmp_path):
-    daemon = snapshot(tmp_path, services=1, reals=2)
+    daemon = stand_in(tmp_path, services=1, reals=2)
     key = next(iter(daemon.monitor.health()))
     daemon.overrides.set_weight(key, 7)
     daemon.overrides.set_mode(key, "drain")
@@ -92,7 +92,7 @@ def test_overrides_show_as_configured_weight_and_mode(tmp_path):
 
 
 def test_removed_server_loses_every_series(tmp_path):
-    daemon = snapshot(tmp_path, services=1, reals=3)
+    daemon = stand_in(tmp_path, services=1, reals=3)
     recorder = ActivityRecorder()
     attach_recorder(daemon, recorder)
     for key in daemon.monitor.health():
@@ -112,7 +112,7 @@ def test_removed_server_loses_every_series(tmp_path):
 
 
 def test_probe_histogram_and_results(tmp_path):
-    daemon = snapshot(tmp_path, services=1, reals=1)
+    daemon = stand_in(tmp_path, services=1, reals=1)
     recorder = ActivityRecorder()
     attach_recorder(daemon, recorder)
     key = next(iter(daemon.monitor.health()))
@@ -160,7 +160,7 @@ def test_first_report_of_a_server_counts_only_if_it_flipped(tmp_path):
 
 
 def test_reconcile_passes_feed_the_duration_histogram(tmp_path):
-    daemon = snapshot(tmp_path)
+    daemon = stand_in(tmp_path)
     recorder = ActivityRecorder()
     attach_recorder(daemon, recorder)
     for observer in daemon.pass_observers:
@@ -174,7 +174,7 @@ def test_reconcile_passes_feed_the_duration_histogram(tmp_path):
 def test_label_values_are_escaped(tmp_path):
     assert escape('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
     text = config_text(1, 1, tmp_path).replace('name = "svc0"', 'name = "we%b \\"x\\""')
-    daemon = snapshot(tmp_path, 1, 1)
+    daemon = stand_in(tmp_path, 1, 1)
     daemon.config = parse_config(text)
     daemon.wanted = wanted_table(daemon.config, daemon.monitor.health())
     recorder = ActivityRecorder()

@@ -14,12 +14,12 @@ from pulsed.checks.base import ProbeResult
 from pulsed.metrics import ActivityRecorder, MetricsRenderer, attach_recorder
 from pulsed.metrics.render import BLOCK
 from pulsed.status_view import service_status, status_chunks
-from tests.unit.pop_snapshot import histogram, results, snapshot
-from tests.unit.pop_snapshot import status as build_status
+from tests.unit.standin import histogram, results, stand_in
+from tests.unit.standin import status as build_status
 
 
 def probed(tmp_path, services: int, reals: int):
-    daemon = snapshot(tmp_path, services=services, reals=reals)
+    daemon = stand_in(tmp_path, services=services, reals=reals)
     recorder = ActivityRecorder()
     attach_recorder(daemon, recorder)
     for i, key in enumerate(daemon.monitor.health()):
@@ -68,7 +68,7 @@ def test_promtool_accepts_a_streamed_document_with_several_result_categories(tmp
 
 
 def test_a_server_not_probed_yet_has_an_empty_histogram(tmp_path):
-    daemon = snapshot(tmp_path, services=1, reals=2)
+    daemon = stand_in(tmp_path, services=1, reals=2)
     renderer = MetricsRenderer(daemon.snapshot, ActivityRecorder())
     got = samples(b"".join(renderer.chunks()).decode())
     labels = (("server", "10.0.0.2:80"), ("service", "svc0"))
@@ -110,7 +110,7 @@ def test_recorder_layout_moves_rows_and_forgets_servers_left_out():
 
 
 def test_status_pieces_make_the_same_json_as_the_whole_document(tmp_path):
-    daemon = snapshot(tmp_path, services=40, reals=5)
+    daemon = stand_in(tmp_path, services=40, reals=5)
     daemon.overrides.set_mode(next(iter(daemon.monitor.health())), "drain")
     snap = daemon.snapshot()
     pieces = list(status_chunks(snap, size=2048))
@@ -121,7 +121,7 @@ def test_status_pieces_make_the_same_json_as_the_whole_document(tmp_path):
 
 
 def test_one_service_status_is_its_part_of_the_document(tmp_path):
-    daemon = snapshot(tmp_path, services=3, reals=2)
+    daemon = stand_in(tmp_path, services=3, reals=2)
     doc = build_status(daemon)
     key = daemon.config.service[1].key
     assert service_status(daemon.snapshot(), key) == doc["services"][1]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pulsed.desired import wanted_table
-from tests.unit.pop_snapshot import set_health, snapshot, vrrp_status
-from tests.unit.pop_snapshot import status as build_status
+from tests.unit.standin import set_health, stand_in, vrrp_status
+from tests.unit.standin import status as build_status
 
 
 def test_every_entity_has_times_and_reason(tmp_path):
-    doc = build_status(snapshot(tmp_path, services=2, reals=2))
+    doc = build_status(stand_in(tmp_path, services=2, reals=2))
     entities = [doc["config"], doc["reconcile"]]
     for svc in doc["services"]:
         entities.append(svc)
@@ -19,7 +19,7 @@ def test_every_entity_has_times_and_reason(tmp_path):
 
 
 def test_reals_show_health_reason_and_weights(tmp_path):
-    daemon = snapshot(tmp_path, services=1, reals=2)
+    daemon = stand_in(tmp_path, services=1, reals=2)
     first, second = build_status(daemon)["services"][0]["reals"]
     assert (first["health"], first["reason"], first["effective_weight"]) == ("up", "ok", 1)
     assert (second["health"], second["reason"]) == ("down", "connect refused")
@@ -28,7 +28,7 @@ def test_reals_show_health_reason_and_weights(tmp_path):
 
 
 def test_admin_modes_show_in_reason(tmp_path):
-    daemon = snapshot(tmp_path, services=1, reals=2)
+    daemon = stand_in(tmp_path, services=1, reals=2)
     key = next(iter(daemon.monitor.health()))
     daemon.overrides.set_mode(key, "disable")
     daemon.wanted = wanted_table(daemon.config, daemon.monitor.health(), daemon.overrides.all())
@@ -38,7 +38,7 @@ def test_admin_modes_show_in_reason(tmp_path):
 
 
 def test_service_state_follows_health(tmp_path):
-    daemon = snapshot(tmp_path, services=1, reals=2)
+    daemon = stand_in(tmp_path, services=1, reals=2)
     keys = list(daemon.monitor.health())
     set_health(daemon, keys[1], True, "ok")
     assert build_status(daemon)["services"][0]["state"] == "ok"
@@ -49,7 +49,7 @@ def test_service_state_follows_health(tmp_path):
 
 
 def test_orphan_overrides_are_listed(tmp_path):
-    daemon = snapshot(tmp_path, services=2, reals=1)
+    daemon = stand_in(tmp_path, services=2, reals=1)
     key = list(daemon.monitor.health())[-1]
     daemon.overrides.set_mode(key, "drain")
     daemon.config = type(daemon.config)(
@@ -60,7 +60,7 @@ def test_orphan_overrides_are_listed(tmp_path):
 
 
 def test_ha_view_from_a_node(tmp_path):
-    daemon = snapshot(tmp_path)
+    daemon = stand_in(tmp_path)
     daemon.vrrp_status = vrrp_status(state="MASTER", priority=150, last_transition=5.0)
     ha = build_status(daemon)["ha"]
     assert ha["role"] == "master" and ha["priority"] == 150 and ha["last_transition"] == 5.0

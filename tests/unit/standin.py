@@ -112,7 +112,7 @@ class DaemonStandIn:
         return True
 
 
-def snapshot(tmp_path: Path, services: int = 2, reals: int = 2, *, stats: bool = True):
+def stand_in(tmp_path: Path, services: int = 2, reals: int = 2, *, stats: bool = True):
     config = parse_config(config_text(services, reals, tmp_path))
     index = KeyIndex(config)
     now = time.time()
@@ -167,7 +167,7 @@ def status(daemon) -> dict:
     return json.loads(b"".join(status_chunks(daemon.snapshot())))
 
 
-__all__ = ["DaemonStandIn", "Service", "render", "set_health", "snapshot", "status"]
+__all__ = ["DaemonStandIn", "Service", "render", "set_health", "stand_in", "status"]
 
 
 def vrrp_status(**fields) -> VrrpStatus:
