@@ -43,7 +43,8 @@ def free_port() -> int:
 def header(state: Path, port: int) -> str:
     return (
         f'[daemon]\nstate_dir = "{state}"\nlog_level = "warning"\n\n'
-        f'[api]\nlisten = "127.0.0.1:{port}"\ntoken_file = "{state}/token"\n\n'
+        # No admin calls here: no token file (a named one must exist, mode 0600).
+        f'[api]\nlisten = "127.0.0.1:{port}"\n\n'
     )
 
 
