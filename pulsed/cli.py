@@ -169,7 +169,7 @@ def _raise_descriptor_limit(config: Config) -> None:
 def _loop_runner(config: Config):
     """asyncio.run, or uvloop.run when chosen (or "auto" and installed)."""
     choice = config.daemon.event_loop
-    if choice == "auto" and config.vrrp is not None and not config.vrrp.dedicated_thread:
+    if choice == "auto" and any(not v.dedicated_thread for v in config.vrrp):
         # VIPs are managed with pyroute2's asyncio sockets, which uvloop
         # cannot host; on its own thread the heartbeat has its own loop.
         choice = "asyncio"

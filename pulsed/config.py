@@ -16,6 +16,7 @@ import hashlib
 import ipaddress
 import itertools
 import json
+import os
 import re
 import typing
 from dataclasses import dataclass
@@ -33,7 +34,15 @@ from pulsed.addresses import split_host_port
 from pulsed.checks.config import MAX_FILE_BYTES, CheckConfig, check_problems, file_problems
 from pulsed.durations import Duration, format_duration, parse_duration
 from pulsed.files import MAX_CONFIG_BYTES, FileProblem, check_file, read_file
-from pulsed.ha.config import VrrpConfig, vrrp_problems
+from pulsed.ha.config import (
+    HooksConfig,
+    SyncGroup,
+    VrrpConfig,
+    VrrpScript,
+    command_problem,
+    instances_problems,
+    vrrp_problems,
+)
 from pulsed.model import (
     AF_INET,
     AF_INET6,
@@ -90,6 +99,9 @@ class RealConfig(_Section, frozen=True):
     lower_threshold: Threshold = 0
     # The check is merged over the service's check, key by key.
     check: CheckConfig | None = None
+    # Commands (argv, no shell) run when the server goes up or down.
+    notify_up: tuple[str, ...] = ()
+    notify_down: tuple[str, ...] = ()
 
 
 class ServiceConfig(_Section, frozen=True):
@@ -137,7 +149,11 @@ def _service_key(
 class Config(_Section, frozen=True):
     daemon: DaemonConfig = DaemonConfig()
     api: ApiConfig = ApiConfig()
-    vrrp: VrrpConfig | None = None
+    # VRRP instances (a lone [vrrp] table is one, named "VI_1" unless it says).
+    vrrp: tuple[VrrpConfig, ...] = ()
+    vrrp_script: tuple[VrrpScript, ...] = ()
+    vrrp_sync_group: tuple[SyncGroup, ...] = ()
+    hooks: HooksConfig = HooksConfig()
     service: tuple[ServiceConfig, ...] = ()
 
     def service_named(self, name: str) -> ServiceConfig | None:
@@ -412,6 +428,7 @@ class _Validator:
         # checked again (referenced_files), as files change under their names.
         self.reused: list[tuple[str, ServiceConfig]] = []
         self.issues: list[ConfigIssue] = []
+        self.vrrp_paths: list[str] = []  # each instance's key path: vrrp or vrrp[i]
 
     def fail(self, path: str, value: Any, message: str) -> None:
         # One problem per key: a key that failed its type check is not
@@ -431,12 +448,17 @@ class _Validator:
                 )
         daemon = self.convert(raw.get("daemon", {}), DaemonConfig, "daemon")
         api = self.convert(raw.get("api", {}), ApiConfig, "api")
-        vrrp = None
-        if "vrrp" in raw:
-            vrrp = self.convert(raw["vrrp"], VrrpConfig, "vrrp")
-            if vrrp is not None:
-                for rel, value, message in vrrp_problems(vrrp):
-                    self.fail(f"vrrp.{rel}", value, message)
+        vrrp = self.instances(raw.get("vrrp", []))
+        scripts = self.array(raw.get("vrrp_script", []), VrrpScript, "vrrp_script")
+        groups = self.array(raw.get("vrrp_sync_group", []), SyncGroup, "vrrp_sync_group")
+        hooks = self.convert(raw.get("hooks", {}), HooksConfig, "hooks")
+        if hooks is not None:
+            self.ranges(hooks, "hooks", _HOOKS_RANGES)
+            if hooks.fifo:
+                self.fifo_path(hooks.fifo)
+        if vrrp is not None and scripts is not None and groups is not None:
+            for path, value, message in instances_problems(list(vrrp), scripts, groups):
+                self.fail(path, value, message)
         services = self.services(raw.get("service", []))
         if daemon is not None:
             self.ranges(daemon, "daemon", _DAEMON_RANGES)
@@ -446,12 +468,62 @@ class _Validator:
             if api.enabled and api.token_file:
                 self.file("api.token_file", api.token_file, "API token file", secret=True)
         if vrrp is not None and "service" in raw:
-            self.tracked_services(vrrp, services)
+            for i, instance in enumerate(vrrp):
+                self.tracked_services(instance, services, self.vrrp_paths[i])
         self.referenced_files()
         if self.issues:
             raise ConfigError(self.issues)
-        assert daemon is not None and api is not None
-        return Config(daemon=daemon, api=api, vrrp=vrrp, service=tuple(services))
+        assert daemon is not None and api is not None and hooks is not None
+        assert vrrp is not None and scripts is not None and groups is not None
+        return Config(
+            daemon=daemon,
+            api=api,
+            vrrp=vrrp,
+            vrrp_script=tuple(scripts),
+            vrrp_sync_group=tuple(groups),
+            hooks=hooks,
+            service=tuple(services),
+        )
+
+    def instances(self, raw: Any) -> tuple[VrrpConfig, ...] | None:
+        """The VRRP instances: ``[[vrrp]]``, or a lone ``[vrrp]`` table (then named
+        "VI_1" unless it gives a name); None after recording problems."""
+        lone = isinstance(raw, dict)
+        self.vrrp_paths = ["vrrp"] if lone else [f"vrrp[{i}]" for i in range(len(raw or []))]
+        if lone:
+            raw = [raw]
+        elif not isinstance(raw, list):
+            self.fail("vrrp", raw, "expected [[vrrp]] tables (or one [vrrp] table)")
+            return None
+        instances: list[VrrpConfig] = []
+        clean = True
+        for path, item in zip(self.vrrp_paths, raw, strict=True):
+            instance = self.convert(item, VrrpConfig, path)
+            if instance is None:
+                clean = False
+                continue
+            if lone and not instance.name:
+                instance = msgspec.structs.replace(instance, name="VI_1")
+            problems = vrrp_problems(instance)
+            for rel, value, message in problems:
+                self.fail(f"{path}.{rel}", value, message)
+            clean = clean and not problems  # cross-instance rules need sound instances
+            instances.append(instance)
+        return tuple(instances) if clean else None
+
+    def array(self, raw: Any, tp: type, path: str) -> list[Any] | None:
+        """An array of tables of one type; None after recording problems."""
+        if not isinstance(raw, list):
+            self.fail(path, raw, f"expected [[{path}]] tables")
+            return None
+        items = [self.convert(item, tp, f"{path}[{i}]") for i, item in enumerate(raw)]
+        return items if all(item is not None for item in items) else None
+
+    def fifo_path(self, path: str) -> None:
+        if not path.startswith("/"):
+            self.fail("hooks.fifo", path, "give an absolute path")
+        elif not os.path.isdir(os.path.dirname(path)):
+            self.fail("hooks.fifo", path, f"directory {os.path.dirname(path)} does not exist")
 
     def ranges(self, section: Any, path: str, table: dict[str, tuple[float, float]]) -> None:
         """Every number and duration within the range the code can live with."""
@@ -466,13 +538,15 @@ class _Validator:
                 shown, span = value, f"between {low:g} and {high:g}"
             self.fail(f"{path}.{key}", shown, f"must be {span}")
 
-    def tracked_services(self, vrrp: VrrpConfig, services: list[ServiceConfig]) -> None:
+    def tracked_services(
+        self, vrrp: VrrpConfig, services: list[ServiceConfig], base: str = "vrrp"
+    ) -> None:
         names = {s.name for s in services}
         for i, tracked in enumerate(vrrp.track_services):
             if tracked.service and tracked.service not in names:
                 known = ", ".join(sorted(names)[:10]) or "none"
                 self.fail(
-                    f"vrrp.track_services[{i}].service",
+                    f"{base}.track_services[{i}].service",
                     tracked.service,
                     f"no service has this name (services: {known})",
                 )
@@ -506,6 +580,8 @@ class _Validator:
                     checked[files] = file_problems(check)
                 for key, value, message in checked[files]:
                     self.fail(f"{base}.{key}", value, message)
+            for j, real in enumerate(svc.real):
+                self.notify_commands(real, f"{path}.real[{j}]")
 
     def convert(self, raw: Any, tp: type, path: str) -> Any:
         """``raw`` as a ``tp``, or None after recording every problem in it.
@@ -726,6 +802,13 @@ class _Validator:
                     real.lower_threshold,
                     "must not exceed upper_threshold",
                 )
+            self.notify_commands(real, rpath)
+
+    def notify_commands(self, real: RealConfig, path: str) -> None:
+        for key in ("notify_up", "notify_down"):
+            argv = getattr(real, key)
+            if argv and (why := command_problem(argv)):
+                self.fail(f"{path}.{key}", argv[0], why)
 
     def identity_rules(self, svc: ServiceConfig, path: str) -> None:
         if svc.fwmark is not None:
@@ -800,6 +883,10 @@ _API_RANGES: dict[str, tuple[float, float]] = {
     "header_timeout": (0.1, 3600.0),
     "body_timeout": (0.1, 3600.0),
     "response_timeout": (1.0, 3600.0),
+}
+_HOOKS_RANGES: dict[str, tuple[float, float]] = {
+    "timeout": (0.01, 3600.0),
+    "max_running": (1, 256),
 }
 _SERVICE_RANGES: dict[str, tuple[float, float]] = {
     # The kernel keeps persistence in jiffies of an unsigned int.

@@ -303,12 +303,12 @@ class Daemon:
         await self._start_vrrp()
 
     async def _start_vrrp(self) -> None:
-        if self.config.vrrp is None:
+        if not self.config.vrrp:
             return
         from pulsed.ha.node import VrrpNode
 
         self.vrrp = VrrpNode(
-            self._vrrp_prepared or self.config.vrrp,
+            self._vrrp_prepared or self.config.vrrp[0],
             healthy_fraction=self.healthy_fraction,
             on_role_change=self._on_role_change,
         )
@@ -490,7 +490,7 @@ class Daemon:
         if vrrp_changed:
             self._vrrp_prepared = prepared
             if self._extras_started:  # else the start, still to come, builds it from `new`
-                log.warning("reload.vrrp_restarted", configured=new.vrrp is not None)
+                log.warning("reload.vrrp_restarted", configured=bool(new.vrrp))
                 self._spawn(self._restart_vrrp())
         self.reconciler.mark_dirty()
         # The new config lives until the next reload: like start-up's, keep
@@ -538,7 +538,7 @@ class Daemon:
             reconcile=reconcile,
             reload=self.reload_status,
             ha=HaView(
-                configured=self.config.vrrp is not None,
+                configured=bool(self.config.vrrp),
                 status=vrrp.status() if vrrp is not None else None,
             ),
             probes=self.monitor.local_faults(),
@@ -575,12 +575,12 @@ async def _prepare_vrrp(config: Config) -> PreparedVrrp | None:
     """What the VRRP node needs that can fail (its config, its key, a raw
     socket), built now and off the loop, so that a reload or start that cannot
     bring VRRP up fails before it swaps anything. ReloadRefused names it."""
-    if config.vrrp is None:
+    if not config.vrrp:
         return None
     from pulsed.ha.node import VrrpSetupError, prepare_vrrp_async
 
     try:
-        return await prepare_vrrp_async(config.vrrp)
+        return await prepare_vrrp_async(config.vrrp[0])
     except VrrpSetupError as exc:
         raise ReloadRefused(str(exc)) from None
 

@@ -115,7 +115,7 @@ class Snapshot:
             last_pass=last_pass if last_pass is not None else PassView(),
             reconcile=reconcile if reconcile is not None else ReconcileStatus(),
             reload=reload if reload is not None else ReloadView(),
-            ha=ha if ha is not None else HaView(configured=config.vrrp is not None),
+            ha=ha if ha is not None else HaView(configured=bool(config.vrrp)),
             probes=probes,
         )
 

@@ -25,14 +25,14 @@ from pulsed.statefile import write_atomic
 
 
 def load_vrrp_config(path: str) -> VrrpConfig:
-    """The [vrrp] table of ``path``; ValueError naming every problem on failure."""
+    """The (first) VRRP instance of ``path``; ValueError naming every problem on failure."""
     try:
         config = load_config(path, services_required=False)
     except ConfigError as e:
         raise ValueError("; ".join(str(issue) for issue in e.issues)) from None
-    if config.vrrp is None:
+    if not config.vrrp:
         raise ValueError(f"{path}: no [vrrp] table")
-    return config.vrrp
+    return config.vrrp[0]
 
 
 def _emit(obj: dict[str, object]) -> None:

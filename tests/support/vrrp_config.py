@@ -22,6 +22,6 @@ def vrrp_config(**table: Any) -> VrrpConfig:
     """The [vrrp] table with these keys, written as in a config file (durations as text such
     as '100ms', sub-tables as dicts); pulsed.config.ConfigError if the daemon would refuse it."""
     text = "[vrrp]\n" + "".join(f"{key} = {_toml(value)}\n" for key, value in table.items())
-    vrrp = parse_config(text, "<test>", services_required=False).vrrp
-    assert vrrp is not None
-    return vrrp
+    instances = parse_config(text, "<test>", services_required=False).vrrp
+    assert len(instances) == 1
+    return instances[0]
