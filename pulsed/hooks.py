@@ -185,9 +185,10 @@ class _Run:
 @dataclass(frozen=True, slots=True)
 class HookStats:
     """Counters for the read model. ``failed`` (a non-zero exit, a signal, a
-    command that could not start) and ``timed_out`` do not overlap; ``dropped``
-    counts runs refused by a full queue or after close(). ``running`` and
-    ``queued`` are the current numbers; ``lines_*`` are FIFO event lines."""
+    command that could not start) and ``timed_out`` (killed at its timeout, or
+    by close()) do not overlap; ``dropped`` counts runs refused by a full queue
+    or after close(). ``running`` and ``queued`` are the current numbers;
+    ``lines_*`` count FIFO event lines."""
 
     started: int = 0
     failed: int = 0
@@ -333,6 +334,9 @@ class HookRunner:
     def event_line(self, line: str) -> None:
         """Write ``line`` and a newline to the FIFO, if one is set and a reader
         has it open; else drop it (counted). Never blocks, never raises."""
+        if self._closed:
+            self._fifo.dropped += 1
+            return
         self._fifo.write(line)
 
 

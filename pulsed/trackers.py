@@ -129,7 +129,7 @@ class _Script:
             return False
         self.value = value
         fields = {"stderr": outcome.stderr} if outcome.stderr else {}
-        log.info(
+        (log.info if value else log.warning)(
             "tracker.script",
             script=spec.name,
             state="ok" if value else "failing",
@@ -236,7 +236,10 @@ class Trackers:
         loop = asyncio.get_running_loop()
         while True:
             began = loop.time()
-            await self._run(script)
+            try:
+                await self._run(script)
+            except Exception:  # a bug: keep the schedule, say so
+                log.exception("tracker.script_error", script=script.spec.name)
             # From start to start, as keepalived: a run never overlaps the next.
             await asyncio.sleep(max(0.0, began + float(script.spec.interval) - loop.time()))
 

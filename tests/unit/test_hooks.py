@@ -431,3 +431,19 @@ async def test_reconfigure_moves_to_a_new_fifo_and_keeps_the_counts(tmp_path):
         os.close(r1)
         os.close(r2)
         await runner.close()
+
+
+async def test_after_close_no_line_is_written(tmp_path):
+    path = tmp_path / "notify"
+    os.mkfifo(path)
+    reader = _reader(path)
+    runner = HookRunner(timeout=1, max_running=1, fifo=str(path))
+    try:
+        await runner.close()
+        runner.event_line("late")
+        runner.run(["/bin/true"])
+        assert _read_some(reader) == b""
+        stats = runner.stats
+        assert (stats.lines_dropped, stats.dropped, stats.started) == (1, 1, 0)
+    finally:
+        os.close(reader)
