@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -447,3 +450,44 @@ async def test_after_close_no_line_is_written(tmp_path):
         assert (stats.lines_dropped, stats.dropped, stats.started) == (1, 1, 0)
     finally:
         os.close(reader)
+
+
+SUBREAPER_RUN = """
+import asyncio, json, sys
+from pulsed.checks.reaper import reaper
+from pulsed.hooks import HookRunner
+
+async def main():
+    assert reaper.enable()
+    runner = HookRunner(timeout=5, max_running=2)
+    runner.run(["/bin/sh", "-c", sys.argv[1]])
+    runner.run(["/bin/sh", "-c", "exit 4"])
+    await runner.idle()
+    await reaper.idle()
+    stats = runner.stats
+    print(json.dumps([stats.started, stats.failed, reaper.live, reaper.killed]))
+
+asyncio.run(main())
+"""
+
+
+def test_under_the_subreaper_a_hook_keeps_its_status_and_leaves_nothing(tmp_path):
+    # As in the daemon (pulsed is a child subreaper): hooks go through the
+    # reaper, so their exit status is theirs, and a helper that left the
+    # group (setsid) is swept once the hook ended.
+    pids = tmp_path / "pids"
+    # The hook exits once its helper has left the group (not before: the
+    # group kill at its exit would end the helper first).
+    helper = f"echo $$ > {pids}.tmp; mv {pids}.tmp {pids}; exec sleep 3021"
+    hook = f"setsid sh -c '{helper}' & while [ ! -s {pids} ]; do sleep 0.01; done; exit 0"
+    proc = subprocess.run(
+        [sys.executable, "-c", SUBREAPER_RUN, hook],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    started, failed, live, killed = json.loads(proc.stdout.splitlines()[-1])
+    assert (started, failed, live, killed) == (2, 1, 0, 1)
+    assert not alive(int(pids.read_text()), "3021")
