@@ -38,8 +38,9 @@ Why this is safe:
   in that group. An orphan kill names one of our own unreaped children that
   ``spawn()`` did not start: a process becomes a subreaper's child only by
   being orphaned inside the subreaper's own subtree. This rests on one rule:
-  pulsed starts child processes only through ``spawn()`` (exec checks are
-  its only ones; anything added later must use it too).
+  pulsed starts child processes only through ``spawn()`` (exec checks,
+  notify hooks and vrrp_scripts: pulsed.hooks; anything added later must use
+  it too: a child started any other way would be swept as an orphan).
 - It takes no one else's exit status: it reaps by pid only, and only pids it
   killed or found dead among children it did not start. asyncio's child
   watchers and libuv (uvloop) wait for their own pids only, and pulsed
@@ -150,15 +151,18 @@ class Reaper:
 
     # --- processes pulsed starts -----------------------------------------------
 
-    def spawn(self, argv: list[str], env: dict[str, str], stdout: int) -> Spawned:
+    def spawn(
+        self, argv: list[str], env: dict[str, str], stdout: int, stderr: int = subprocess.DEVNULL
+    ) -> Spawned:
         """Start ``argv`` in a new session (its pid is its session and group id),
-        stdin and stderr on /dev/null, stdout on ``stdout``, no other descriptor
-        inherited. Recorded before any other code runs. OSError if it cannot run."""
+        stdin on /dev/null, stdout on ``stdout``, stderr on ``stderr`` (/dev/null
+        unless given), no other descriptor inherited. Recorded before any other
+        code runs. OSError if it cannot run."""
         popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
-            stderr=subprocess.DEVNULL,
+            stderr=stderr,
             env=env,
             close_fds=True,
             start_new_session=True,
