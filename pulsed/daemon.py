@@ -28,6 +28,8 @@ from pulsed.checks.reaper import reaper
 from pulsed.checks.state import RealHealth
 from pulsed.config import Config, ConfigError, ParseCache, load_config
 from pulsed.desired import Wanted, WantedMemo, wanted_table
+from pulsed.event_hooks import real_event
+from pulsed.hooks import HookRunner
 from pulsed.ipvs.base import Backend
 from pulsed.keys import KeyIndex
 from pulsed.model import OpKind, RealKey, ServiceKey, Table
@@ -37,6 +39,7 @@ from pulsed.pool_policy import PoolPlan, plan_changes
 from pulsed.readmodel import HaView, PassView, ReloadView, Snapshot
 from pulsed.reconcile import PassResult, Reconciler, diff
 from pulsed.statefile import check_state_dir
+from pulsed.trackers import Trackers
 
 if TYPE_CHECKING:  # the API (aiohttp) and VRRP are imported only when configured
     from pulsed.api import ApiServer
@@ -85,6 +88,11 @@ def health_targets(
     return targets
 
 
+def track_files(config: Config) -> list[str]:
+    """Every file a VRRP instance tracks, each once."""
+    return list(dict.fromkeys(t.file for v in config.vrrp for t in v.track_files))
+
+
 class Daemon:
     """One pulsed process. Start with ``await run()``; stop with ``request_stop()``."""
 
@@ -123,6 +131,11 @@ class Daemon:
         self.probe_observers: list[Callable[[RealKey, ProbeResult], None]] = []
         self.health_observers: list[Callable[[RealKey, RealHealth], None]] = []
         self.monitor = self._make_monitor()
+        # Notify commands and the notify FIFO; vrrp_scripts and track files.
+        self.hooks = HookRunner(
+            float(config.hooks.timeout), config.hooks.max_running, config.hooks.fifo
+        )
+        self.trackers = Trackers(config.vrrp_script, track_files(config))
         self.reconciler = Reconciler(
             backend,
             wanted=self._compute_wanted,
@@ -154,6 +167,11 @@ class Daemon:
         for observer in self.health_observers:
             observer(key, health)
         self.reconciler.mark_dirty()
+        # An up/down flip (not a weight report): the probe that made it set both times.
+        if health.last_check is not None and health.last_transition == health.last_check:
+            svc = self.index.by_key(key[0])
+            if svc is not None:
+                real_event(self.hooks, svc.name, svc.real(key[1]), key[1], health.up)
 
     def _on_probe_result(self, key: RealKey, result: ProbeResult) -> None:
         for observer in self.probe_observers:
@@ -223,6 +241,7 @@ class Daemon:
         await self._preflight()
         self._persist_owned()
         await self._first_pass()
+        await self.trackers.start()  # before VRRP: its tracking reads them
         background = [asyncio.create_task(self.reconciler.run(), name="reconcile")]
         async with self._reload_lock:  # a SIGHUP meanwhile waits for the listeners
             await self._start_extras()
@@ -362,12 +381,14 @@ class Daemon:
         if self._wakeup is not None:
             self._wakeup.cancel()
         await self.monitor.stop()
-        await reaper.shutdown()  # nothing an exec check started outlives pulsed
+        await self.trackers.stop()
         for task in list(self._tasks):  # a reload or VRRP restart in flight
             with contextlib.suppress(Exception):
                 await task
         if self.vrrp is not None:
             await self.vrrp.stop(graceful=True)
+        await self.hooks.close()  # notify_stop hooks run within [hooks] timeout
+        await reaper.shutdown()  # nothing an exec check or hook started outlives pulsed
         for task in background:
             task.cancel()
         for task in background:
@@ -480,6 +501,8 @@ class Daemon:
             if old_api is not None:
                 await old_api.cleanup()
         self.monitor.max_tick = new.daemon.probe_tick_max
+        self.hooks.reconfigure(float(new.hooks.timeout), new.hooks.max_running, new.hooks.fifo)
+        self.trackers.reconfigure(new.vrrp_script, track_files(new))
         owned = self._owned | {s.key for s in new.service}
         if owned != self._owned:  # a reload that adds no service writes nothing
             self._owned = owned
