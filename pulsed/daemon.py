@@ -28,7 +28,7 @@ from pulsed.checks.reaper import reaper
 from pulsed.checks.state import RealHealth
 from pulsed.config import Config, ConfigError, ParseCache, load_config
 from pulsed.desired import Wanted, WantedMemo, wanted_table
-from pulsed.event_hooks import real_event
+from pulsed.event_hooks import Notifiable, real_event, role_event
 from pulsed.hooks import HookRunner
 from pulsed.ipvs.base import Backend
 from pulsed.keys import KeyIndex
@@ -148,9 +148,6 @@ class Daemon:
         self.vrrp: VrrpNode | None = None  # set when [vrrp] is configured (see _start_vrrp)
         # Built by _preflight or a reload, used by the next VRRP node start.
         self._vrrp_prepared: list[PreparedVrrp] | None = None
-        # What track_scripts / track_files read (kind, name) -> value, published whole by
-        # the main loop (the heartbeat thread only reads it).
-        self.track_values: Mapping[tuple[str, str], int | bool | None] = {}
         self._api_bound: BoundSocket | None = None  # bound by _preflight
         self._extras_started = False  # API and VRRP started: a reload may move them
         self._tasks: set[asyncio.Future] = set()
@@ -333,7 +330,7 @@ class Daemon:
             self._vrrp_prepared or list(self.config.vrrp),
             groups=self.config.vrrp_sync_group,
             healthy_fraction=self.healthy_fraction,
-            track_value=self.track_value,
+            track_value=self.trackers.value,  # thread-safe: one dict replaced whole
             on_event=self._on_vrrp_event,
         )
         self._vrrp_prepared = None
@@ -351,11 +348,17 @@ class Daemon:
     def _on_vrrp_event(
         self, kind: str, name: str, old: str, new: str, priority: int, reason: str
     ) -> None:
+        """An instance's or sync group's transition (on the main loop): the notify
+        commands and the FIFO line (pulsed.event_hooks), and systemd's status."""
+        cfg: Notifiable | None
+        if kind == "GROUP":
+            cfg = next((g for g in self.config.vrrp_sync_group if g.name == name), None)
+        else:
+            cfg = next((v for v in self.config.vrrp if v.name == name), None)
+        # Back to INIT is a stop (the node's shutdown, or a member's); INIT is no event.
+        role = "stop" if new == "init" and old != "init" else new
+        role_event(self.hooks, kind, name, cfg, role, priority if kind == "INSTANCE" else None)
         self._notify("STATUS=" + self.status_line())
-
-    def track_value(self, kind: str, name: str) -> int | bool | None:
-        """A tracked script's or file's value; called from the VRRP heartbeat's thread."""
-        return self.track_values.get((kind, name))
 
     async def _build_api(self, old: Config, new: Config) -> ApiServer | None:
         """The API server the new config wants: the running one when its
@@ -580,9 +583,9 @@ class Daemon:
             reconcile=reconcile,
             reload=self.reload_status,
             ha=HaView(
-                configured=bool(self.config.vrrp),
-                # The first instance until the read model shows them all (HA14).
-                status=next(iter(vrrp.status()), None) if vrrp is not None else None,
+                configured=tuple(v.name for v in self.config.vrrp),
+                instances=vrrp.status() if vrrp is not None else (),
+                groups=vrrp.group_status() if vrrp is not None else (),
             ),
             probes=self.monitor.local_faults(),
         )

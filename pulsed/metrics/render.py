@@ -504,36 +504,50 @@ def reconcile_families(st: ReconcileStatus, recorder: ActivityRecorder) -> list[
 
 
 def vrrp_families(snap: Snapshot) -> list[Family]:
-    """VRRP role, priority and advert counters, when this router runs VRRP."""
-    s = snap.ha.status
-    if s is None:
+    """Per VRRP instance (label ``instance``, with its interface and VRID): role,
+    priorities, advert and version-mismatch counters, drops by reason."""
+    instances = snap.ha.instances
+    if not instances:
         return []
-    labels = f'interface="{escape(s.interface)}",vrid="{s.vrid}"'
-    role = Family("pulsed_vrrp_state", "gauge", "1 for the router's current VRRP role.")
-    current = s.state.lower()
-    for name in VRRP_ROLES:
-        role.add(f'{labels},state="{name}"', current == name)
+    role = Family("pulsed_vrrp_state", "gauge", "1 for the instance's current VRRP role.")
+    priority = Family("pulsed_vrrp_priority", "gauge", "Effective VRRP priority (after tracking).")
+    configured = Family("pulsed_vrrp_configured_priority", "gauge", "Configured VRRP priority.")
+    version = Family("pulsed_vrrp_version", "gauge", "The VRRP version the instance speaks.")
+    sent = Family("pulsed_vrrp_adverts_sent_total", "counter", "VRRP adverts sent.")
+    received = Family(
+        "pulsed_vrrp_adverts_received_total", "counter", "Valid VRRP adverts received."
+    )
+    transitions = Family("pulsed_vrrp_transitions_total", "counter", "VRRP role changes.")
+    mismatches = Family(
+        "pulsed_vrrp_version_mismatches_total",
+        "counter",
+        "Adverts of the other VRRP version on the instance's VRID (a misconfigured pair).",
+    )
     dropped = Family(
         "pulsed_vrrp_packets_dropped_total", "counter", "VRRP packets dropped, by reason."
     )
-    for reason, count in sorted(s.drops.items()):
-        dropped.add(f'{labels},reason="{escape(str(reason))}"', count)
-    return [
-        role,
-        gauge(
-            "pulsed_vrrp_priority",
-            "Effective VRRP priority (after tracking).",
-            s.effective_priority,
-            labels,
-        ),
-        gauge("pulsed_vrrp_configured_priority", "Configured VRRP priority.", s.priority, labels),
-        counter("pulsed_vrrp_adverts_sent_total", "VRRP adverts sent.", s.adverts_sent, labels),
-        counter(
-            "pulsed_vrrp_adverts_received_total",
-            "Valid VRRP adverts received.",
-            s.adverts_received,
-            labels,
-        ),
-        counter("pulsed_vrrp_transitions_total", "VRRP role changes.", s.transitions, labels),
-        dropped,
-    ]
+    for s in instances:
+        labels = f'instance="{escape(s.name)}",interface="{escape(s.interface)}",vrid="{s.vrid}"'
+        current = s.state.lower()
+        for name in VRRP_ROLES:
+            role.add(f'{labels},state="{name}"', current == name)
+        priority.add(labels, s.effective_priority)
+        configured.add(labels, s.priority)
+        version.add(labels, s.version)
+        sent.add(labels, s.adverts_sent)
+        received.add(labels, s.adverts_received)
+        transitions.add(labels, s.transitions)
+        mismatches.add(labels, s.version_mismatches)
+        for reason, count in sorted(s.drops.items()):
+            dropped.add(f'{labels},reason="{escape(str(reason))}"', count)
+    families = [role, priority, configured, version, sent, received, transitions, mismatches]
+    families.append(dropped)
+    if snap.ha.groups:
+        group = Family(
+            "pulsed_vrrp_sync_group_state", "gauge", "1 for the sync group's current state."
+        )
+        for g in snap.ha.groups:
+            for name in (*VRRP_ROLES, "transition"):
+                group.add(f'group="{escape(g.name)}",state="{name}"', g.state == name)
+        families.append(group)
+    return families

@@ -57,7 +57,9 @@ def test_promtool_accepts_the_output(tmp_path):
     got = samples(text)
 
     def vrrp(**extra: str) -> tuple:
-        return tuple(sorted({"interface": "eth0", "vrid": "51", **extra}.items()))
+        return tuple(
+            sorted({"instance": "VI_1", "interface": "eth0", "vrid": "51", **extra}.items())
+        )
 
     assert got[("pulsed_vrrp_state", vrrp(state="master"))] == 1
     assert got[("pulsed_vrrp_state", vrrp(state="backup"))] == 0
@@ -191,3 +193,29 @@ def test_histogram_buckets_are_cumulative():
         h.observe(v)
     assert h.counts == [2, 3, 4]
     assert h.sum == pytest.approx(2.65)
+
+
+def test_vrrp_series_are_labelled_by_instance(tmp_path):
+    from dataclasses import replace
+
+    from pulsed.readmodel import HaView
+
+    daemon = stand_in(tmp_path, services=1, reals=1)
+    one = vrrp_status(state="MASTER")
+    two = vrrp_status(name="VI_2", vrid=52, version=2, version_mismatches=4)
+    snap = replace(daemon.snapshot(), ha=HaView(("VI_1", "VI_2"), (one, two)))
+    text = b"".join(MetricsRenderer(lambda: snap, ActivityRecorder()).chunks()).decode()
+    got = samples(text)
+    second = (("instance", "VI_2"), ("interface", "eth0"), ("vrid", "52"))
+    assert got[("pulsed_vrrp_version_mismatches_total", second)] == 4
+    assert got[("pulsed_vrrp_version", second)] == 2
+    assert got[("pulsed_vrrp_state", tuple(sorted((*second, ("state", "backup")))))] == 1
+    assert (
+        got[
+            (
+                "pulsed_vrrp_state",
+                (("instance", "VI_1"), ("interface", "eth0"), ("state", "master"), ("vrid", "51")),
+            )
+        ]
+        == 1
+    )
