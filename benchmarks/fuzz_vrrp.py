@@ -3,8 +3,9 @@
     nice .venv/bin/python benchmarks/fuzz_vrrp.py --inputs 1000000 --seed 1
     nice .venv/bin/python benchmarks/fuzz_vrrp.py --engine hypothesis --inputs 20000 --seed 1
 
-Two engines build the same kinds of input (genuine IPv4/IPv6 adverts and probes, with and
-without an authentication trailer, mutated; random bytes; random source, destination, TTL)
+Two engines build the same kinds of input (genuine IPv4/IPv6 VRRPv3 adverts and probes, with
+and without an authentication trailer, and VRRPv2 adverts with or without a PASS password,
+mutated; random bytes; random source, destination, TTL, expected version)
 and check the same property (``check`` in the unit test: an Advert or a Rejected, never an
 exception; a mutated authenticated packet is never accepted):
 
@@ -31,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from pulsed.ha.vrrp import MCAST_V4, MCAST_V6, Advert, encode
 from tests.unit.test_fuzz_vrrp import (
+    PASSWORDS,
     Case,
     Expect,
     _addr,
@@ -58,6 +60,8 @@ def _mutation(rnd: random.Random) -> tuple:
 
 def random_case(rnd: random.Random) -> Case:
     """One input, drawn like tests/unit/test_fuzz_vrrp.py's ``cases`` strategy."""
+    if rnd.random() < 0.25:
+        return random_case_v2(rnd)
     family = rnd.choice((4, 6))
     bits = 32 if family == 4 else 128
     src = _addr(family, rnd.randrange(1, 1 << bits))
@@ -93,6 +97,32 @@ def random_case(rnd: random.Random) -> Case:
         genuine = tx.sign(src, genuine, probe=rnd.random() < 0.5)
     data = mutate(genuine, [_mutation(rnd) for _ in range(rnd.randint(0, 4))])
     return Case(data, src, dst, _ttl(rnd), expect, rx, genuine)
+
+
+def random_case_v2(rnd: random.Random) -> Case:
+    """A VRRPv2 input, drawn like the unit test's ``cases_v2`` strategy."""
+    src = _addr(4, rnd.randrange(1, 1 << 32))
+    dst = MCAST_V4 if rnd.random() < 0.5 else _addr(4, rnd.getrandbits(32))
+    vips = tuple(_addr(4, rnd.getrandbits(32)) for _ in range(rnd.randint(0, 6)))
+    vrid = rnd.randint(1, 255)
+    password = rnd.choice(PASSWORDS)
+    expect = Expect(
+        vrid=rnd.choice((vrid, 1 + vrid % 255)),
+        family=rnd.choice((4, 4, 6)),
+        addresses=frozenset(vips),
+        adver_int=100,
+        strict_interval=rnd.random() < 0.5,
+        peers=frozenset() if rnd.random() < 0.5 else frozenset({src}),
+        version=rnd.choice((2, 2, 3)),
+        password=rnd.choice((password, *PASSWORDS)),
+    )
+    if rnd.random() < 0.25:
+        return Case(rnd.randbytes(rnd.randint(0, 300)), src, dst, _ttl(rnd), expect, None, None)
+    interval = 100 * rnd.choice((0, 1, 1, 2, 255))
+    adv = Advert(vrid, rnd.randrange(256), interval, vips, version=2, password=password)
+    genuine = encode(adv, src, dst)
+    data = mutate(genuine, [_mutation(rnd) for _ in range(rnd.randint(0, 4))])
+    return Case(data, src, dst, _ttl(rnd), expect, None, genuine)
 
 
 def _ttl(rnd: random.Random) -> int:

@@ -1,11 +1,12 @@
 """Fuzzing the VRRP receive path (pulsed/ha/receive.py validate, pulsed/ha/vrrp.py decode).
 
 Inputs: genuine VRRPv3 adverts (IPv4 and IPv6, with and without an authentication trailer,
-adverts and probes) mutated by flips, overwrites, cuts, insertions and appended junk; random
-bytes; random or matching source, destination and TTL. The verdict must be an Advert or a
-Rejected, never an exception; with authentication, a packet that differs from the genuine
-one in any byte is never accepted. A short seeded run here; the long run is
-benchmarks/fuzz_vrrp.py (figures in docs/benchmarks.md).
+adverts and probes) and VRRPv2 adverts (IPv4, with or without a PASS password), mutated by
+flips, overwrites, cuts, insertions and appended junk; random bytes; random or matching
+source, destination, TTL and expected version. The verdict must be an Advert or a Rejected,
+never an exception; with authentication, a packet that differs from the genuine one in any
+byte is never accepted; a v2 advert is accepted only with our password. A short seeded run
+here; the long run is benchmarks/fuzz_vrrp.py (figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -80,8 +81,13 @@ def mutate(data: bytes, ops: list[tuple]) -> bytes:
     return bytes(b)
 
 
+PASSWORDS = (b"", b"1234", b"12345678")
+
+
 @st.composite
 def cases(draw) -> Case:
+    if draw(st.integers(0, 3)) == 0:
+        return draw(cases_v2())
     family = draw(st.sampled_from([4, 6]))
     bits = 32 if family == 4 else 128
     src = _addr(family, draw(st.integers(1, (1 << bits) - 1)))
@@ -126,6 +132,36 @@ def cases(draw) -> Case:
     return Case(data, src, dst, ttl, expect, rx, genuine)
 
 
+@st.composite
+def cases_v2(draw) -> Case:
+    """A VRRPv2 advert (IPv4 only) for a v2 or v3 router of either family, or random bytes."""
+    src = _addr(4, draw(st.integers(1, (1 << 32) - 1)))
+    dst = draw(st.one_of(st.just(MCAST_V4), st.builds(lambda n: _addr(4, n), st.integers(0))))
+    vips = tuple(_addr(4, n) for n in draw(st.lists(st.integers(0), max_size=6)))
+    vrid = draw(st.integers(1, 255))
+    password = draw(st.sampled_from(PASSWORDS))
+    expect = Expect(
+        vrid=draw(st.sampled_from([vrid, 1 + vrid % 255])),
+        family=draw(st.sampled_from([4, 4, 6])),
+        addresses=frozenset(vips),
+        adver_int=100,
+        strict_interval=draw(st.booleans()),
+        peers=draw(st.sampled_from([frozenset(), frozenset({src})])),
+        version=draw(st.sampled_from([2, 2, 3])),
+        password=draw(st.sampled_from([password, *PASSWORDS])),
+    )
+    if draw(st.integers(0, 3)) == 0:
+        data = draw(st.binary(max_size=300))
+        genuine = None
+    else:
+        interval = 100 * draw(st.sampled_from([0, 1, 1, 2, 255]))
+        adv = Advert(vrid, draw(st.integers(0, 255)), interval, vips, version=2, password=password)
+        genuine = encode(adv, src, dst)
+        data = mutate(genuine, draw(st.lists(mutation, max_size=4)))
+    ttl = draw(st.sampled_from([255, 255, 254, 64, 1, 0]))
+    return Case(data, src, dst, ttl, expect, None, genuine)
+
+
 def check(case: Case) -> Advert | Rejected:
     """The property: a verdict, never an exception; forged auth never accepted."""
     verdict = validate(
@@ -137,9 +173,13 @@ def check(case: Case) -> Advert | Rejected:
         assert case.src.version == case.expect.family
         if case.auth is not None:
             assert case.data == case.genuine, "a mutated authenticated packet was accepted"
-    # The codec alone: decode raises only DecodeError.
-    with contextlib.suppress(DecodeError):
-        decode(case.data, case.src, case.dst)
+        assert verdict.version == case.expect.version
+        if verdict.version == 2:
+            assert verdict.password == case.expect.password, "a wrong password was accepted"
+    # The codec alone: decode raises only DecodeError, for either version.
+    for version in (3, 2):
+        with contextlib.suppress(DecodeError):
+            decode(case.data, case.src, case.dst, version=version)
     return verdict
 
 
@@ -165,9 +205,13 @@ def test_receive_path_never_crashes(case):
     st.sampled_from([MCAST_V4, MCAST_V6, V4("10.0.0.1"), V6("fe80::1")]),
     st.integers(0, 255),
     st.booleans(),
+    st.sampled_from([3, 2]),
 )
-def test_random_bytes_any_addresses(data, src, dst, ttl, with_auth):
-    expect = Expect(vrid=51, family=src.version, addresses=frozenset(), adver_int=100)
+def test_random_bytes_any_addresses(data, src, dst, ttl, with_auth, version):
+    with_auth = with_auth and version == 3  # the HMAC trailer is VRRPv3 only
+    expect = Expect(
+        vrid=51, family=src.version, addresses=frozenset(), adver_int=100, version=version
+    )
     auth = Authenticator(KEY, randbytes=random.Random(0).randbytes) if with_auth else None
     case = Case(data, src, dst, ttl, expect, auth, None)
     verdict = check(case)

@@ -177,3 +177,111 @@ def test_validate_total(data, ttl):
     assert isinstance(verdict, (Advert, Rejected))
     if isinstance(verdict, Advert):
         assert ttl == 255 and verdict.vrid == 7 and set(verdict.addresses) == set(VIPS)
+
+
+# ---- VRRPv2: the same checks, plus keepalived's PASS, plus the version mismatch
+
+
+def v2(adv=GOOD, **kw):
+    return dataclasses.replace(adv, version=2, **kw)
+
+
+EXPECT_V2 = dataclasses.replace(EXPECT, version=2)
+EXPECT_PASS = dataclasses.replace(EXPECT, version=2, password=b"1234")
+GOOD_V2 = v2()
+GOOD_PASS = v2(password=b"1234")
+
+
+def test_v2_good_adverts_accepted():
+    assert check(encode(GOOD_V2, PEER, MCAST_V4), expect=EXPECT_V2) == GOOD_V2
+    assert check(encode(GOOD_PASS, PEER, MCAST_V4), expect=EXPECT_PASS) == GOOD_PASS
+    # Unicast: the v2 checksum has no pseudo-header, so any destination is fine.
+    assert check(encode(GOOD_V2, PEER, ME), dst=ME, expect=EXPECT_V2) == GOOD_V2
+
+
+def _v2_raw(adv=GOOD_V2, src=PEER):
+    return encode(adv, src, MCAST_V4)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kw", "reason"),
+    [
+        (_v2_raw(), {"ttl": 254}, Drop.TTL),
+        (_v2_raw(), {"ttl": 1}, Drop.TTL),
+        (bytes([0x22]) + _v2_raw()[1:], {}, Drop.TYPE),
+        (bytes([0x51]) + _v2_raw()[1:], {}, Drop.VERSION),
+        (_v2_raw(v2(Advert(8, 200, 100, VIPS))), {}, Drop.VRID),
+        (_v2_raw()[:6] + b"\0\0" + _v2_raw()[8:], {}, Drop.CHECKSUM),
+        (_v2_raw()[:5], {}, Drop.SHORT),
+        (_v2_raw()[:16], {}, Drop.SHORT),  # the addresses but no auth data
+        (_v2_raw() + b"junk", {}, Drop.LENGTH),
+        (_v2_raw(v2(Advert(7, 200, 100, VIPS[:1]))), {}, Drop.ADDRESSES),
+        (_v2_raw(v2(Advert(7, 200, 100, (VIPS[0], VIPS[0])))), {}, Drop.ADDRESSES),
+        (_v2_raw(v2(Advert(7, 200, 0, VIPS))), {}, Drop.INTERVAL),
+        # RFC 3768 7.1 (and keepalived): a v2 interval other than ours is always dropped.
+        (_v2_raw(v2(Advert(7, 200, 200, VIPS))), {}, Drop.INTERVAL),
+        (_v2_raw(src=ME), {"src": ME}, Drop.OWN),
+        (_v2_raw(GOOD_PASS), {}, Drop.AUTH),  # PASS to a router without authentication
+        (_v2_raw(v2(auth_type=2)), {}, Drop.AUTH),  # IPsec AH: not ours
+    ],
+)
+def test_v2_rejections(raw, kw, reason):
+    verdict = check(raw, expect=EXPECT_V2, **kw)
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason is reason, verdict
+
+
+@pytest.mark.parametrize(
+    "adv",
+    [GOOD_V2, v2(password=b"4321"), v2(password=b"1234\0\0\0x"), v2(password=b"12345678")],
+)
+def test_v2_pass_refuses_a_missing_or_wrong_password(adv):
+    verdict = check(encode(adv, PEER, MCAST_V4), expect=EXPECT_PASS)
+    assert isinstance(verdict, Rejected) and verdict.reason is Drop.AUTH, verdict
+
+
+def test_v2_peer_filter():
+    exp = dataclasses.replace(EXPECT_V2, peers=frozenset({PEER}))
+    stranger = V4("10.0.0.9")
+    verdict = check(encode(GOOD_V2, stranger, ME), src=stranger, dst=ME, expect=exp)
+    assert verdict.reason is Drop.PEER
+
+
+def test_v2_to_an_ipv6_router_is_a_family_drop():
+    exp = Expect(vrid=7, family=6, addresses=frozenset(), adver_int=100, version=2)
+    verdict = check(_v2_raw(), src=V6("fe80::2"), dst=MCAST_V6, expect=exp)
+    assert verdict.reason is Drop.FAMILY
+
+
+def test_version_mismatch_names_the_version_and_vrid():
+    # keepalived's default (v2) heard by a v3 router on its VRID, and the reverse.
+    verdict = check(_v2_raw())
+    assert verdict == Rejected(Drop.VERSION, verdict.detail, version=2, vrid=7)
+    assert "VRRPv2" in verdict.detail
+    verdict = check(encode(GOOD, PEER, MCAST_V4), expect=EXPECT_V2)
+    assert verdict == Rejected(Drop.VERSION, verdict.detail, version=3, vrid=7)
+    # The other version on another VRID is another router's business: a VRID drop.
+    verdict = check(_v2_raw(v2(Advert(8, 200, 100, VIPS))))
+    assert (verdict.reason, verdict.version, verdict.vrid) == (Drop.VRID, 2, 8)
+
+
+def test_rejected_carries_version_and_vrid_when_readable():
+    assert check(encode(GOOD, PEER, MCAST_V4), ttl=1) == Rejected(
+        Drop.TTL, "TTL/hop limit 1, must be 255", version=3, vrid=7
+    )
+    assert check(b"\x31") == Rejected(Drop.SHORT, "1 bytes")
+
+
+def test_hmac_authentication_is_v3_only():
+    with pytest.raises(ValueError, match="VRRPv3 only"):
+        check(_v2_raw(), expect=EXPECT_V2, auth=Authenticator(KEY))
+
+
+@given(st.binary(max_size=120), st.integers(0, 255), st.sampled_from([b"", b"1234"]))
+def test_validate_total_v2(data, ttl, password):
+    exp = dataclasses.replace(EXPECT_V2, password=password)
+    verdict = check(data, ttl=ttl, expect=exp)
+    assert isinstance(verdict, (Advert, Rejected))
+    if isinstance(verdict, Advert):
+        assert ttl == 255 and verdict.vrid == 7 and set(verdict.addresses) == set(VIPS)
+        assert verdict.version == 2 and verdict.password == password
