@@ -325,7 +325,7 @@ class Daemon:
             on_role_change=self._on_role_change,
         )
         self._vrrp_prepared = None
-        await self.vrrp.start()
+        await self.vrrp.start(adopt=self.successor.adopt if self.successor else None)
 
     def _api_connection_budget(self) -> int:
         """API connections that leave the probes their descriptors (pulsed.limits)."""
@@ -379,7 +379,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await task
         if self.vrrp is not None:
-            await self.vrrp.stop(graceful=True)  # TODO(upgrade): keep_vips=self.handed_over
+            await self.vrrp.stop(graceful=True, keep_vips=self.handed_over)
         for task in background:
             task.cancel()
         for task in background:
@@ -427,8 +427,7 @@ class Daemon:
             if not self._extras_started or self._stop.is_set() or self.handed_over:
                 log.warning("upgrade.refused", reason="pulsed is starting or stopping")
                 return False
-            status = self.vrrp.status() if self.vrrp is not None else None
-            statuses = () if status is None else (status,)  # TODO(upgrade): many instances
+            statuses = self.vrrp.status() if self.vrrp is not None else ()
             plan = upgrade.Plan(
                 state_dir=self.config.daemon.state_dir,
                 roles=upgrade.instance_roles(statuses),

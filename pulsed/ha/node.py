@@ -59,7 +59,9 @@ Instances = Sequence[PreparedVrrp | VrrpConfig] | PreparedVrrp | VrrpConfig
 
 def _prepared(instances: Instances) -> list[PreparedVrrp]:
     items = [instances] if isinstance(instances, PreparedVrrp | VrrpConfig) else instances
-    return [i if isinstance(i, PreparedVrrp) else prepare_vrrp(i, check_socket=False) for i in items]
+    return [
+        i if isinstance(i, PreparedVrrp) else prepare_vrrp(i, check_socket=False) for i in items
+    ]
 
 
 class _Groups:
@@ -268,9 +270,7 @@ class VrrpNode:
         fut = asyncio.run_coroutine_threadsafe(coro_fn(), self._hb_loop)  # type: ignore[arg-type]
         await asyncio.wrap_future(fut)
 
-    async def reconfigure(
-        self, instances: Instances, groups: Sequence[SyncGroup] = ()
-    ) -> None:
+    async def reconfigure(self, instances: Instances, groups: Sequence[SyncGroup] = ()) -> None:
         """Apply a reload in place: an instance whose identity (interface, VRID, family,
         version) stays is updated without a transition; one whose identity changed is
         restarted, alone; added ones start, removed ones stop (priority 0)."""
