@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -89,16 +90,15 @@ track_interval = "50ms"
             )
         with open(self.config, "w") as f:
             f.write(self.daemon_config())
-        log = open(os.path.join(lab.dir, "r1-pulsed.log"), "ab")  # noqa: SIM115
+        # pulsed logs JSON lines on stderr: read them as events (every generation's).
         proc = await asyncio.create_subprocess_exec(
             *netns_exec(lab.routers[0], sys.executable, "-m", "pulsed.cli", "run", "-c",
                         self.config, "--backend", "memory"),
             stdout=asyncio.subprocess.PIPE,
-            stderr=log,
+            stderr=asyncio.subprocess.STDOUT,
             cwd=REPO,
         )  # fmt: skip
-        log.close()
-        self.daemon = Proc("pulsed-daemon-r1", lab.routers[0], proc, log=log.name)
+        self.daemon = Proc("pulsed-daemon-r1", lab.routers[0], proc)
         self.daemon.start_reader()
         lab.procs.append(self.daemon)
         self.pids.append(proc.pid)
@@ -177,9 +177,9 @@ track_interval = "50ms"
         events: list[dict[str, Any]],
         samples: list[tuple[float, bool]],
     ) -> UpgradeOutcome:
-        master, peer = self.lab.addr(0), self.lab.addr(1)
+        master = self.lab.addr(0)
         adverts = [e["t"] for e in events if e.get("event") == "advert" and e["src"] == master]
-        gaps = [b - a for a, b in zip(adverts, adverts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(adverts)]
         peer_mac = _mac(self.lab.routers[1], self.lab.ifname(1))
         peer_garps = sum(
             1
@@ -187,7 +187,7 @@ track_interval = "50ms"
             if e.get("event") == "garp" and e["ip"] == VIP and e["mac"] == peer_mac
         )
         no_owner = 0.0
-        for (t0, held), (t1, _) in zip(samples, samples[1:], strict=False):
+        for (t0, held), (t1, _) in itertools.pairwise(samples):
             if not held:
                 no_owner += t1 - t0
         # RFC 5798: 3 x the master's interval + skew, skew = (256 - priority) / 256 x interval.
