@@ -135,8 +135,11 @@ class Daemon:
             full_resync_interval=config.daemon.full_resync_interval,
         )
         self.vrrp: VrrpNode | None = None  # set when [vrrp] is configured (see _start_vrrp)
-        # Built by _preflight or a reload, used by the next VRRP node (one node only).
-        self._vrrp_prepared: PreparedVrrp | None = None
+        # Built by _preflight or a reload, used by the next VRRP node start.
+        self._vrrp_prepared: list[PreparedVrrp] | None = None
+        # What track_scripts / track_files read (kind, name) -> value, published whole by
+        # the main loop (the heartbeat thread only reads it).
+        self.track_values: Mapping[tuple[str, str], int | bool | None] = {}
         self._api_bound: BoundSocket | None = None  # bound by _preflight
         self._extras_started = False  # API and VRRP started: a reload may move them
         self._tasks: set[asyncio.Future] = set()
@@ -320,9 +323,11 @@ class Daemon:
         from pulsed.ha.node import VrrpNode
 
         self.vrrp = VrrpNode(
-            self._vrrp_prepared or self.config.vrrp[0],
+            self._vrrp_prepared or list(self.config.vrrp),
+            groups=self.config.vrrp_sync_group,
             healthy_fraction=self.healthy_fraction,
-            on_role_change=self._on_role_change,
+            track_value=self.track_value,
+            on_event=self._on_vrrp_event,
         )
         self._vrrp_prepared = None
         await self.vrrp.start(adopt=self.successor.adopt if self.successor else None)
@@ -336,8 +341,14 @@ class Daemon:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         return max(1, api_connection_budget(soft, self.index.real_count()))
 
-    def _on_role_change(self, old: str, new: str, reason: str) -> None:
+    def _on_vrrp_event(
+        self, kind: str, name: str, old: str, new: str, priority: int, reason: str
+    ) -> None:
         self._notify("STATUS=" + self.status_line())
+
+    def track_value(self, kind: str, name: str) -> int | bool | None:
+        """A tracked script's or file's value; called from the VRRP heartbeat's thread."""
+        return self.track_values.get((kind, name))
 
     async def _build_api(self, old: Config, new: Config) -> ApiServer | None:
         """The API server the new config wants: the running one when its
@@ -357,14 +368,18 @@ class Daemon:
             raise ReloadRefused(f"{exc} (the running API keeps its listener)") from None
         return await start_api(self, sock=bound.sock, max_connections=self._api_connection_budget())
 
-    async def _restart_vrrp(self) -> None:
-        # The VRRP instance is rebuilt from the new [vrrp] table. Stopping
-        # sends priority 0, so a peer takes the VIPs at once; this router
-        # then comes back as backup and preempts again if it should.
-        if self.vrrp is not None:
+    async def _reconfigure_vrrp(self) -> None:
+        # In place: an instance keeps its role and VIPs unless its identity changed
+        # (pulsed.ha.node); only a config with no instance left stops the node.
+        prepared, self._vrrp_prepared = self._vrrp_prepared, None
+        if self.vrrp is not None and not self.config.vrrp:
             await self.vrrp.stop(graceful=True)
             self.vrrp = None
-        await self._start_vrrp()
+        elif self.vrrp is not None and prepared is not None:
+            await self.vrrp.reconfigure(prepared, self.config.vrrp_sync_group)
+        elif self.vrrp is None:
+            self._vrrp_prepared = prepared
+            await self._start_vrrp()
 
     def request_stop(self) -> None:
         log.info("daemon.stopping")
@@ -529,7 +544,11 @@ class Daemon:
                 f" {new.daemon.state_dir}) needs a restart"
             )
         # Build: nothing of the running config is touched yet.
-        vrrp_changed = new.vrrp != old.vrrp
+        vrrp_changed = (new.vrrp, new.vrrp_script, new.vrrp_sync_group) != (
+            old.vrrp,
+            old.vrrp_script,
+            old.vrrp_sync_group,
+        )
         prepared = await _prepare_vrrp(new) if vrrp_changed else None
         new_api = await self._build_api(old, new)
         old_targets = self.monitor.targets()
@@ -562,8 +581,8 @@ class Daemon:
         if vrrp_changed:
             self._vrrp_prepared = prepared
             if self._extras_started:  # else the start, still to come, builds it from `new`
-                log.warning("reload.vrrp_restarted", configured=bool(new.vrrp))
-                self._spawn(self._restart_vrrp())
+                log.info("reload.vrrp_reconfigured", instances=len(new.vrrp))
+                self._spawn(self._reconfigure_vrrp())
         self.reconciler.mark_dirty()
         # The new config lives until the next reload: like start-up's, keep
         # the cyclic collector from re-scanning it (at 10,000 services a full
@@ -611,7 +630,8 @@ class Daemon:
             reload=self.reload_status,
             ha=HaView(
                 configured=bool(self.config.vrrp),
-                status=vrrp.status() if vrrp is not None else None,
+                # The first instance until the read model shows them all (HA14).
+                status=next(iter(vrrp.status()), None) if vrrp is not None else None,
             ),
             probes=self.monitor.local_faults(),
         )
@@ -629,9 +649,11 @@ class Daemon:
         reals = self.index.real_count()
         generation = self.reload_status.generation
         line = f"{len(self.config.service)} services, {reals} real servers, generation {generation}"
-        status = self.vrrp.status() if self.vrrp is not None else None
-        if status is not None:
-            line += f", VRRP {status.state}"
+        statuses = self.vrrp.status() if self.vrrp is not None else ()
+        if len(statuses) == 1:
+            line += f", VRRP {statuses[0].state}"
+        elif statuses:
+            line += ", VRRP " + " ".join(f"{s.name} {s.state}" for s in statuses)
         return line
 
     def _load_owned(self) -> set[ServiceKey]:
@@ -643,7 +665,7 @@ class Daemon:
         self._owned_store.save(self._owned)
 
 
-async def _prepare_vrrp(config: Config) -> PreparedVrrp | None:
+async def _prepare_vrrp(config: Config) -> list[PreparedVrrp] | None:
     """What the VRRP node needs that can fail (its config, its key, a raw
     socket), built now and off the loop, so that a reload or start that cannot
     bring VRRP up fails before it swaps anything. ReloadRefused names it."""
@@ -652,7 +674,7 @@ async def _prepare_vrrp(config: Config) -> PreparedVrrp | None:
     from pulsed.ha.node import VrrpSetupError, prepare_vrrp_async
 
     try:
-        return await prepare_vrrp_async(config.vrrp[0])
+        return [await prepare_vrrp_async(v, scripts=config.vrrp_script) for v in config.vrrp]
     except VrrpSetupError as exc:
         raise ReloadRefused(str(exc)) from None
 

@@ -207,8 +207,8 @@ def step(p: Params, s: State, ev: Event, now: float) -> tuple[State, tuple[Actio
     if isinstance(ev, Resign):
         if s.role is not Role.MASTER:
             return s, ()
-        new, acts = _backup(p, s, now, ev.reason, None)
-        return new, (SendAdvert(PRIORITY_STOP), *acts)
+        new, moved = _backup(p, s, now, ev.reason, None)
+        return new, (SendAdvert(PRIORITY_STOP), *moved)
     if isinstance(ev, Takeover):
         if s.role is not Role.BACKUP:
             return s, ()

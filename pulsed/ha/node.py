@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 
 import structlog
 
@@ -261,13 +261,13 @@ class VrrpNode:
         finally:
             loop.close()
 
-    async def _on_heartbeat(self, coro_fn: Callable[[], object]) -> None:
-        """Run ``coro_fn()`` (a coroutine) on the heartbeat loop and wait for it."""
+    async def _on_heartbeat(self, coro_fn: Callable[[], Coroutine[None, None, None]]) -> None:
+        """Run ``coro_fn()`` on the heartbeat loop and wait for it."""
         if self._thread is None:
-            await coro_fn()  # type: ignore[misc]
+            await coro_fn()
             return
         assert self._hb_loop is not None
-        fut = asyncio.run_coroutine_threadsafe(coro_fn(), self._hb_loop)  # type: ignore[arg-type]
+        fut = asyncio.run_coroutine_threadsafe(coro_fn(), self._hb_loop)
         await asyncio.wrap_future(fut)
 
     async def reconfigure(self, instances: Instances, groups: Sequence[SyncGroup] = ()) -> None:
@@ -309,7 +309,7 @@ class VrrpNode:
                 r.update(p)
             else:
                 r = self._make_router(p)
-                self._routers = tuple(routers + [r, *keep.values()])
+                self._routers = (*routers, r, *keep.values())
                 await r.start()
             routers.append(r)
         self._routers = tuple(routers)

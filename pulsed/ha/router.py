@@ -109,12 +109,12 @@ def tracked_priority(
                 faults.append(f"service {ts.service} {frac:.0%} healthy")
     for tsc in cfg.track_scripts:
         ok = track_value("script", tsc.script) if track_value else None
-        if ok is None or isinstance(ok, int) and not isinstance(ok, bool):
-            continue  # unknown yet: neither up nor down
+        if not isinstance(ok, bool):
+            continue  # unknown yet (None): neither up nor down
         w = weights.get(tsc.script, 0)
         if w == 0 and not ok:
             faults.append(f"script {tsc.script} failing")
-        elif w > 0 and ok or w < 0 and not ok:
+        elif (w > 0 and ok) or (w < 0 and not ok):
             delta += w
     for tf in cfg.track_files:
         value = track_value("file", tf.file) if track_value else None
