@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # the API (aiohttp) and VRRP are imported only when configure
     from pulsed.api import ApiServer
     from pulsed.api_guard import BoundSocket
     from pulsed.ha.node import PreparedVrrp, VrrpNode
+    from pulsed.upgrade import Successor
 
 log = structlog.get_logger(__name__)
 
@@ -153,6 +155,10 @@ class Daemon:
         self._tasks: set[asyncio.Future] = set()
         self.api: ApiServer | None = None
         self.pass_observers: list[Callable[[PassResult, float], None]] = []
+        # Live upgrade (pulsed.upgrade): set by the CLI when an upgrade started this
+        # process; handed_over once this process gave its place to a new one.
+        self.successor: Successor | None = None
+        self.handed_over = False
 
     # Wiring ---------------------------------------------------------------
 
@@ -238,6 +244,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        loop.add_signal_handler(signal.SIGUSR2, lambda: self._spawn(self.upgrade()))
         await self._preflight()
         self._persist_owned()
         await self._first_pass()
@@ -249,6 +256,7 @@ class Daemon:
         # keep the cyclic collector from re-scanning them on every pass.
         gc.freeze()
         self._notify("READY=1\nSTATUS=" + self.status_line())
+        self._write_pid()
         try:
             await self._stop.wait()
         finally:
@@ -260,6 +268,10 @@ class Daemon:
         a failed start leaves the kernel table as it found it."""
         if problem := check_state_dir(self.config.daemon.state_dir):
             raise StartupError(f"daemon.state_dir: {problem}")
+        if self.successor is None:  # only an upgrade's new process may read a hand-off
+            from pulsed.handoff import discard_stale_handoff
+
+            discard_stale_handoff(self.config.daemon.state_dir)
         try:
             self._vrrp_prepared = await _prepare_vrrp(self.config)
         except ReloadRefused as exc:
@@ -268,7 +280,7 @@ class Daemon:
             from pulsed.api_guard import BindError, bind_listen
 
             try:
-                self._api_bound = bind_listen(self.config.api.listen)
+                self._api_bound = self._inherited_api() or bind_listen(self.config.api.listen)
             except BindError as exc:
                 raise StartupError(str(exc)) from None
 
@@ -334,7 +346,7 @@ class Daemon:
             on_event=self._on_vrrp_event,
         )
         self._vrrp_prepared = None
-        await self.vrrp.start()
+        await self.vrrp.start(adopt=self.successor.adopt if self.successor else None)
 
     def _api_connection_budget(self) -> int:
         """API connections that leave the probes their descriptors (pulsed.limits)."""
@@ -357,6 +369,8 @@ class Daemon:
             cfg = next((v for v in self.config.vrrp if v.name == name), None)
         # Back to INIT is a stop (the node's shutdown, or a member's); INIT is no event.
         role = "stop" if new == "init" and old != "init" else new
+        if self.handed_over:
+            return  # an upgrade: the new process holds the roles, nothing stopped
         role_event(self.hooks, kind, name, cfg, role, priority if kind == "INSTANCE" else None)
         self._notify("STATUS=" + self.status_line())
 
@@ -404,7 +418,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await task
         if self.vrrp is not None:
-            await self.vrrp.stop(graceful=True)
+            await self.vrrp.stop(graceful=True, keep_vips=self.handed_over)
         await self.hooks.close()  # notify_stop hooks run within [hooks] timeout
         await reaper.shutdown()  # nothing an exec check or hook started outlives pulsed
         for task in background:
@@ -412,7 +426,7 @@ class Daemon:
         for task in background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.config.daemon.remove_on_shutdown:
+        if self.config.daemon.remove_on_shutdown and not self.handed_over:
             await self._remove_own_services()
         if self.api is not None:
             await self.api.cleanup()
@@ -428,6 +442,66 @@ class Daemon:
         ]  # deleting a service drops its dests
         await self.backend.apply(ops)
         log.info("daemon.removed_own_services", services=len(ops))
+
+    # Live upgrade (pulsed.upgrade) -----------------------------------------
+
+    def _inherited_api(self) -> BoundSocket | None:
+        """The API socket the old process passed on, if the listen address is the same."""
+        if self.successor is None:
+            return None
+        from pulsed.api_guard import BoundSocket
+
+        sock = self.successor.api_socket(self.config.api.listen)
+        return BoundSocket(sock, self.config.api.listen) if sock is not None else None
+
+    def _write_pid(self) -> None:
+        from pulsed.upgrade import write_pid
+
+        write_pid(self.config.daemon.state_dir)
+
+    async def upgrade(self) -> bool:
+        """SIGUSR2 / `pulsed upgrade`: start a new pulsed that takes this one's place; on
+        success stop without a trace (the VIPs and IPVS services stay), else run on."""
+        from pulsed import upgrade
+
+        async with self._reload_lock:  # no reload while the roles are handed over
+            if not self._extras_started or self._stop.is_set() or self.handed_over:
+                log.warning("upgrade.refused", reason="pulsed is starting or stopping")
+                return False
+            statuses = self.vrrp.status() if self.vrrp is not None else ()
+            plan = upgrade.Plan(
+                state_dir=self.config.daemon.state_dir,
+                roles=upgrade.instance_roles(statuses),
+                api_sock=upgrade.listening_socket(self.api),
+                api_listen=self.config.api.listen if self.api is not None else "",
+            )
+            log.info("upgrade.starting", argv=plan.argv, roles=list(plan.roles))
+            try:
+                new = await upgrade.start_successor(plan)
+            except upgrade.UpgradeFailed as exc:
+                log.error("upgrade.failed", error=str(exc), action="this pulsed keeps running")
+                self._write_pid()
+                upgrade.write_result(
+                    plan.state_dir,
+                    upgrade.UpgradeResult(
+                        old_pid=os.getpid(), ok=False, reason=str(exc), at=time.time()
+                    ),
+                )
+                return False
+            # systemd follows the new process; this one says nothing more to it.
+            self._notify(f"MAINPID={new.pid}\nREADY=1")
+            self._notify = lambda _msg: None
+            self.handed_over = True
+            new.release()
+            upgrade.write_result(
+                plan.state_dir,
+                upgrade.UpgradeResult(
+                    old_pid=os.getpid(), ok=True, new_pid=new.pid, at=time.time()
+                ),
+            )
+            log.info("upgrade.handed_over", new_pid=new.pid)
+            self.request_stop()
+            return True
 
     # Reload ---------------------------------------------------------------
 
