@@ -206,12 +206,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def format_status(doc: dict[str, Any]) -> str:
     """A table like ``ipvsadm -Ln``, plus health, admin state and reasons."""
-    ha = doc.get("ha")
-    role = f"{ha['role']} (priority {ha.get('priority', '?')})" if ha else "standalone (no VRRP)"
     config = doc["config"]
     lines = [
-        f"pulsed {doc['version']}  role: {role}  config generation {config['generation']}"
+        f"pulsed {doc['version']}  role: {_roles(doc)}  config generation {config['generation']}"
         + ("" if config["last_reload_ok"] else f"  LAST RELOAD FAILED: {config['reason']}"),
+        *_vrrp_warnings(doc),
         f"kernel: {doc['reconcile']['reason']}",
         "Prot LocalAddress:Port Scheduler Flags",
         "  -> RemoteAddress:Port      Forward Weight Effective ActiveConn InActConn"
@@ -236,6 +235,27 @@ def format_status(doc: dict[str, Any]) -> str:
                 f"  {r['health']:<8} {r['mode']:<8} {r['reason']}"
             )
     return "\n".join(lines)
+
+
+def _roles(doc: dict[str, Any]) -> str:
+    """Each VRRP instance's role: ``VI_1 master (priority 150), VI_2 backup (priority 100)``."""
+    instances = doc.get("vrrp") or ([doc["ha"]] if doc.get("ha") else [])
+    if not instances:
+        return "standalone (no VRRP)"
+    shown = []
+    for v in instances:
+        priority = v.get("effective_priority", v.get("priority", "?"))
+        name = f"{v['name']} " if v.get("name") else ""
+        shown.append(f"{name}{v['role']} (priority {priority})")
+    return ", ".join(shown)
+
+
+def _vrrp_warnings(doc: dict[str, Any]) -> list[str]:
+    return [
+        f"WARNING {v.get('name', '')}: {v['version_mismatch']}"
+        for v in doc.get("vrrp") or []
+        if v.get("version_mismatch")
+    ]
 
 
 def _forward(method: str) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pulsed import __version__
 from pulsed.admin_cli import add_admin_commands
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(func=cmd_plan)
 
     add_admin_commands(sub)
+    _add_upgrade_commands(sub)
     return parser
 
 
@@ -136,9 +138,14 @@ async def _plan(config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    args.successor = _successor()
+    if args.successor is False:
+        return EXIT_ERROR
     args.parse_cache = ParseCache()  # lets the first reload skip unchanged services
     config = _load_or_report(args.config, args.parse_cache)
     if config is None:
+        if args.successor:
+            args.successor.fail(f"{args.config}: the config is not valid")
         return EXIT_INVALID
     from pulsed.logs import configure_logging
 
@@ -207,15 +214,20 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
             print(f"pulsed: {exc}", file=sys.stderr)
             return EXIT_INVALID
     notify = Notifier.from_environment()
-    daemon = Daemon(
-        args.config,
-        backend,
-        config,
-        notify=notify.send if notify else None,
-        parse_cache=args.parse_cache,
-    )
+    send: Callable[[str], object] | None = notify.send if notify else None
+    successor = args.successor
+    if successor:  # an upgrade started us: systemd hears from us once the old process left
+        send = successor.wrap_notify(send or (lambda _msg: None))
+        log.info("upgrade.adopting", old_pid=os.getppid(), roles=successor.adopt)
+    daemon = Daemon(args.config, backend, config, notify=send, parse_cache=args.parse_cache)
+    daemon.successor = successor or None
     if notify is not None:
-        notify.attach(daemon)
+        if successor:
+            successor.when_released(lambda: notify.attach(daemon))
+        else:
+            notify.attach(daemon)
+    if successor:
+        released = asyncio.create_task(successor.wait_released(), name="upgrade-hold")
     # A process-wide setting, so made here and not by the Daemon: orphans of
     # exec checks come back to pulsed and are killed (pulsed.checks.reaper).
     # pulsed starts no other child, so every other child is such an orphan.
@@ -227,9 +239,72 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     except StartupError as exc:
         log.error("daemon.start_failed", error=str(exc))
         print(f"pulsed: cannot start: {exc}", file=sys.stderr)
+        if successor:
+            successor.fail(f"cannot start: {exc}")
         await backend.close()
         return EXIT_ERROR
+    finally:
+        if successor:
+            released.cancel()
+            successor.close()
     return EXIT_OK
+
+
+# Upgrades and crashes (pulsed.upgrade, pulsed.vip_release) -------------------------------
+
+
+def _add_upgrade_commands(sub) -> None:
+    upgrade = sub.add_parser(
+        "upgrade",
+        help="replace the running daemon by the pulsed now installed, moving no VIP"
+        " (exit 0 handed over, 1 not: the old one keeps running)",
+    )
+    upgrade.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    upgrade.set_defaults(func=cmd_upgrade)
+    release = sub.add_parser(
+        "release-vips",
+        help="remove every configured VIP from this router (after pulsed stopped or died)",
+    )
+    release.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    release.set_defaults(func=cmd_release_vips)
+
+
+def _successor():
+    """None; the upgrade that started this process, its hand-off taken; or False when it
+    cannot be used (the old process is told, and keeps running)."""
+    from pulsed.upgrade import Successor, UpgradeFailed
+
+    try:
+        successor = Successor.from_environment()
+        if successor is not None:
+            successor.take_handoff()
+    except UpgradeFailed as exc:
+        print(f"pulsed: cannot take over: {exc}", file=sys.stderr)
+        return False
+    return successor
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from pulsed.upgrade import request_upgrade
+
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_INVALID
+    ok, line = request_upgrade(config.daemon.state_dir)
+    print(line, file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_ERROR
+
+
+def cmd_release_vips(args: argparse.Namespace) -> int:
+    from pulsed.vip_release import release_vips
+
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_INVALID
+    removed, ok = asyncio.run(release_vips(config.vrrp))
+    for line in removed:
+        print(line)
+    return EXIT_OK if ok else EXIT_ERROR
 
 
 if __name__ == "__main__":

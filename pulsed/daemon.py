@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +29,7 @@ from pulsed.checks.reaper import reaper
 from pulsed.checks.state import RealHealth
 from pulsed.config import Config, ConfigError, ParseCache, load_config
 from pulsed.desired import Wanted, WantedMemo, wanted_table
-from pulsed.event_hooks import real_event
+from pulsed.event_hooks import Notifiable, real_event, role_event
 from pulsed.hooks import HookRunner
 from pulsed.ipvs.base import Backend
 from pulsed.keys import KeyIndex
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # the API (aiohttp) and VRRP are imported only when configure
     from pulsed.api import ApiServer
     from pulsed.api_guard import BoundSocket
     from pulsed.ha.node import PreparedVrrp, VrrpNode
+    from pulsed.upgrade import Successor
 
 log = structlog.get_logger(__name__)
 
@@ -146,13 +148,17 @@ class Daemon:
             full_resync_interval=config.daemon.full_resync_interval,
         )
         self.vrrp: VrrpNode | None = None  # set when [vrrp] is configured (see _start_vrrp)
-        # Built by _preflight or a reload, used by the next VRRP node (one node only).
-        self._vrrp_prepared: PreparedVrrp | None = None
+        # Built by _preflight or a reload, used by the next VRRP node start.
+        self._vrrp_prepared: list[PreparedVrrp] | None = None
         self._api_bound: BoundSocket | None = None  # bound by _preflight
         self._extras_started = False  # API and VRRP started: a reload may move them
         self._tasks: set[asyncio.Future] = set()
         self.api: ApiServer | None = None
         self.pass_observers: list[Callable[[PassResult, float], None]] = []
+        # Live upgrade (pulsed.upgrade): set by the CLI when an upgrade started this
+        # process; handed_over once this process gave its place to a new one.
+        self.successor: Successor | None = None
+        self.handed_over = False
 
     # Wiring ---------------------------------------------------------------
 
@@ -238,6 +244,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        loop.add_signal_handler(signal.SIGUSR2, lambda: self._spawn(self.upgrade()))
         await self._preflight()
         self._persist_owned()
         await self._first_pass()
@@ -249,6 +256,7 @@ class Daemon:
         # keep the cyclic collector from re-scanning them on every pass.
         gc.freeze()
         self._notify("READY=1\nSTATUS=" + self.status_line())
+        self._write_pid()
         try:
             await self._stop.wait()
         finally:
@@ -260,6 +268,10 @@ class Daemon:
         a failed start leaves the kernel table as it found it."""
         if problem := check_state_dir(self.config.daemon.state_dir):
             raise StartupError(f"daemon.state_dir: {problem}")
+        if self.successor is None:  # only an upgrade's new process may read a hand-off
+            from pulsed.handoff import discard_stale_handoff
+
+            discard_stale_handoff(self.config.daemon.state_dir)
         try:
             self._vrrp_prepared = await _prepare_vrrp(self.config)
         except ReloadRefused as exc:
@@ -268,7 +280,7 @@ class Daemon:
             from pulsed.api_guard import BindError, bind_listen
 
             try:
-                self._api_bound = bind_listen(self.config.api.listen)
+                self._api_bound = self._inherited_api() or bind_listen(self.config.api.listen)
             except BindError as exc:
                 raise StartupError(str(exc)) from None
 
@@ -327,12 +339,14 @@ class Daemon:
         from pulsed.ha.node import VrrpNode
 
         self.vrrp = VrrpNode(
-            self._vrrp_prepared or self.config.vrrp[0],
+            self._vrrp_prepared or list(self.config.vrrp),
+            groups=self.config.vrrp_sync_group,
             healthy_fraction=self.healthy_fraction,
-            on_role_change=self._on_role_change,
+            track_value=self.trackers.value,  # thread-safe: one dict replaced whole
+            on_event=self._on_vrrp_event,
         )
         self._vrrp_prepared = None
-        await self.vrrp.start()
+        await self.vrrp.start(adopt=self.successor.adopt if self.successor else None)
 
     def _api_connection_budget(self) -> int:
         """API connections that leave the probes their descriptors (pulsed.limits)."""
@@ -343,7 +357,21 @@ class Daemon:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         return max(1, api_connection_budget(soft, self.index.real_count()))
 
-    def _on_role_change(self, old: str, new: str, reason: str) -> None:
+    def _on_vrrp_event(
+        self, kind: str, name: str, old: str, new: str, priority: int, reason: str
+    ) -> None:
+        """An instance's or sync group's transition (on the main loop): the notify
+        commands and the FIFO line (pulsed.event_hooks), and systemd's status."""
+        cfg: Notifiable | None
+        if kind == "GROUP":
+            cfg = next((g for g in self.config.vrrp_sync_group if g.name == name), None)
+        else:
+            cfg = next((v for v in self.config.vrrp if v.name == name), None)
+        # Back to INIT is a stop (the node's shutdown, or a member's); INIT is no event.
+        role = "stop" if new == "init" and old != "init" else new
+        if self.handed_over:
+            return  # an upgrade: the new process holds the roles, nothing stopped
+        role_event(self.hooks, kind, name, cfg, role, priority if kind == "INSTANCE" else None)
         self._notify("STATUS=" + self.status_line())
 
     async def _build_api(self, old: Config, new: Config) -> ApiServer | None:
@@ -364,14 +392,18 @@ class Daemon:
             raise ReloadRefused(f"{exc} (the running API keeps its listener)") from None
         return await start_api(self, sock=bound.sock, max_connections=self._api_connection_budget())
 
-    async def _restart_vrrp(self) -> None:
-        # The VRRP instance is rebuilt from the new [vrrp] table. Stopping
-        # sends priority 0, so a peer takes the VIPs at once; this router
-        # then comes back as backup and preempts again if it should.
-        if self.vrrp is not None:
+    async def _reconfigure_vrrp(self) -> None:
+        # In place: an instance keeps its role and VIPs unless its identity changed
+        # (pulsed.ha.node); only a config with no instance left stops the node.
+        prepared, self._vrrp_prepared = self._vrrp_prepared, None
+        if self.vrrp is not None and not self.config.vrrp:
             await self.vrrp.stop(graceful=True)
             self.vrrp = None
-        await self._start_vrrp()
+        elif self.vrrp is not None and prepared is not None:
+            await self.vrrp.reconfigure(prepared, self.config.vrrp_sync_group)
+        elif self.vrrp is None:
+            self._vrrp_prepared = prepared
+            await self._start_vrrp()
 
     def request_stop(self) -> None:
         log.info("daemon.stopping")
@@ -386,7 +418,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await task
         if self.vrrp is not None:
-            await self.vrrp.stop(graceful=True)
+            await self.vrrp.stop(graceful=True, keep_vips=self.handed_over)
         await self.hooks.close()  # notify_stop hooks run within [hooks] timeout
         await reaper.shutdown()  # nothing an exec check or hook started outlives pulsed
         for task in background:
@@ -394,7 +426,7 @@ class Daemon:
         for task in background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.config.daemon.remove_on_shutdown:
+        if self.config.daemon.remove_on_shutdown and not self.handed_over:
             await self._remove_own_services()
         if self.api is not None:
             await self.api.cleanup()
@@ -410,6 +442,66 @@ class Daemon:
         ]  # deleting a service drops its dests
         await self.backend.apply(ops)
         log.info("daemon.removed_own_services", services=len(ops))
+
+    # Live upgrade (pulsed.upgrade) -----------------------------------------
+
+    def _inherited_api(self) -> BoundSocket | None:
+        """The API socket the old process passed on, if the listen address is the same."""
+        if self.successor is None:
+            return None
+        from pulsed.api_guard import BoundSocket
+
+        sock = self.successor.api_socket(self.config.api.listen)
+        return BoundSocket(sock, self.config.api.listen) if sock is not None else None
+
+    def _write_pid(self) -> None:
+        from pulsed.upgrade import write_pid
+
+        write_pid(self.config.daemon.state_dir)
+
+    async def upgrade(self) -> bool:
+        """SIGUSR2 / `pulsed upgrade`: start a new pulsed that takes this one's place; on
+        success stop without a trace (the VIPs and IPVS services stay), else run on."""
+        from pulsed import upgrade
+
+        async with self._reload_lock:  # no reload while the roles are handed over
+            if not self._extras_started or self._stop.is_set() or self.handed_over:
+                log.warning("upgrade.refused", reason="pulsed is starting or stopping")
+                return False
+            statuses = self.vrrp.status() if self.vrrp is not None else ()
+            plan = upgrade.Plan(
+                state_dir=self.config.daemon.state_dir,
+                roles=upgrade.instance_roles(statuses),
+                api_sock=upgrade.listening_socket(self.api),
+                api_listen=self.config.api.listen if self.api is not None else "",
+            )
+            log.info("upgrade.starting", argv=plan.argv, roles=list(plan.roles))
+            try:
+                new = await upgrade.start_successor(plan)
+            except upgrade.UpgradeFailed as exc:
+                log.error("upgrade.failed", error=str(exc), action="this pulsed keeps running")
+                self._write_pid()
+                upgrade.write_result(
+                    plan.state_dir,
+                    upgrade.UpgradeResult(
+                        old_pid=os.getpid(), ok=False, reason=str(exc), at=time.time()
+                    ),
+                )
+                return False
+            # systemd follows the new process; this one says nothing more to it.
+            self._notify(f"MAINPID={new.pid}\nREADY=1")
+            self._notify = lambda _msg: None
+            self.handed_over = True
+            new.release()
+            upgrade.write_result(
+                plan.state_dir,
+                upgrade.UpgradeResult(
+                    old_pid=os.getpid(), ok=True, new_pid=new.pid, at=time.time()
+                ),
+            )
+            log.info("upgrade.handed_over", new_pid=new.pid)
+            self.request_stop()
+            return True
 
     # Reload ---------------------------------------------------------------
 
@@ -478,7 +570,11 @@ class Daemon:
                 f" {new.daemon.state_dir}) needs a restart"
             )
         # Build: nothing of the running config is touched yet.
-        vrrp_changed = new.vrrp != old.vrrp
+        vrrp_changed = (new.vrrp, new.vrrp_script, new.vrrp_sync_group) != (
+            old.vrrp,
+            old.vrrp_script,
+            old.vrrp_sync_group,
+        )
         prepared = await _prepare_vrrp(new) if vrrp_changed else None
         new_api = await self._build_api(old, new)
         old_targets = self.monitor.targets()
@@ -513,8 +609,8 @@ class Daemon:
         if vrrp_changed:
             self._vrrp_prepared = prepared
             if self._extras_started:  # else the start, still to come, builds it from `new`
-                log.warning("reload.vrrp_restarted", configured=bool(new.vrrp))
-                self._spawn(self._restart_vrrp())
+                log.info("reload.vrrp_reconfigured", instances=len(new.vrrp))
+                self._spawn(self._reconfigure_vrrp())
         self.reconciler.mark_dirty()
         # The new config lives until the next reload: like start-up's, keep
         # the cyclic collector from re-scanning it (at 10,000 services a full
@@ -561,8 +657,9 @@ class Daemon:
             reconcile=reconcile,
             reload=self.reload_status,
             ha=HaView(
-                configured=bool(self.config.vrrp),
-                status=vrrp.status() if vrrp is not None else None,
+                configured=tuple(v.name for v in self.config.vrrp),
+                instances=vrrp.status() if vrrp is not None else (),
+                groups=vrrp.group_status() if vrrp is not None else (),
             ),
             probes=self.monitor.local_faults(),
         )
@@ -580,9 +677,11 @@ class Daemon:
         reals = self.index.real_count()
         generation = self.reload_status.generation
         line = f"{len(self.config.service)} services, {reals} real servers, generation {generation}"
-        status = self.vrrp.status() if self.vrrp is not None else None
-        if status is not None:
-            line += f", VRRP {status.state}"
+        statuses = self.vrrp.status() if self.vrrp is not None else ()
+        if len(statuses) == 1:
+            line += f", VRRP {statuses[0].state}"
+        elif statuses:
+            line += ", VRRP " + " ".join(f"{s.name} {s.state}" for s in statuses)
         return line
 
     def _load_owned(self) -> set[ServiceKey]:
@@ -594,7 +693,7 @@ class Daemon:
         self._owned_store.save(self._owned)
 
 
-async def _prepare_vrrp(config: Config) -> PreparedVrrp | None:
+async def _prepare_vrrp(config: Config) -> list[PreparedVrrp] | None:
     """What the VRRP node needs that can fail (its config, its key, a raw
     socket), built now and off the loop, so that a reload or start that cannot
     bring VRRP up fails before it swaps anything. ReloadRefused names it."""
@@ -603,7 +702,7 @@ async def _prepare_vrrp(config: Config) -> PreparedVrrp | None:
     from pulsed.ha.node import VrrpSetupError, prepare_vrrp_async
 
     try:
-        return await prepare_vrrp_async(config.vrrp[0])
+        return [await prepare_vrrp_async(v, scripts=config.vrrp_script) for v in config.vrrp]
     except VrrpSetupError as exc:
         raise ReloadRefused(str(exc)) from None
 

@@ -30,7 +30,7 @@ from pulsed.reconcile import ReconcileStatus
 
 if TYPE_CHECKING:  # the HA code (sockets, threads) is imported only when VRRP runs
     from pulsed.checks.monitor import LocalFaults
-    from pulsed.ha.node import VrrpStatus
+    from pulsed.ha.status import SyncGroupStatus, VrrpStatus
 
 NO_OVERRIDE = Override()
 
@@ -62,10 +62,12 @@ class PassView:
 
 @dataclass(frozen=True, slots=True)
 class HaView:
-    """VRRP as readers see it: configured or not, and the node's status once it runs."""
+    """VRRP as readers see it: the configured instances (and sync groups) by name,
+    and the node's status of each once it runs (none before it started)."""
 
-    configured: bool = False
-    status: VrrpStatus | None = None  # None: configured but not started yet
+    configured: tuple[str, ...] = ()
+    instances: tuple[VrrpStatus, ...] = ()  # config order
+    groups: tuple[SyncGroupStatus, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ class Snapshot:
             last_pass=last_pass if last_pass is not None else PassView(),
             reconcile=reconcile if reconcile is not None else ReconcileStatus(),
             reload=reload if reload is not None else ReloadView(),
-            ha=ha if ha is not None else HaView(configured=bool(config.vrrp)),
+            ha=ha if ha is not None else HaView(tuple(v.name for v in config.vrrp)),
             probes=probes,
         )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
+from pulsed.histogram import Histogram
 from pulsed.ipvs.base import Backend, BackendError
 from pulsed.model import Op, OpKind, Service, ServiceKey, Table
 
@@ -23,6 +24,9 @@ log = structlog.get_logger(__name__)
 
 
 Settled = Mapping[ServiceKey, tuple[Service, Service]]
+
+# Buckets of the pass-duration histogram (seconds).
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 def diff(
@@ -116,6 +120,10 @@ class ReconcileStatus:
     failing_services: Mapping[ServiceKey, str] = field(default_factory=dict)
     in_sync: bool = False
     pending: bool = False
+    # Pass durations: cumulative counts per DURATION_BUCKETS bound, the last being
+    # every pass (so it is ``passes``), and their sum in seconds.
+    durations: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)
+    duration_sum: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,7 @@ class Reconciler:
         self._lock = asyncio.Lock()
         self.status = ReconcileStatus()
         self._ops_applied: Counter[str] = Counter()
+        self._durations = Histogram(DURATION_BUCKETS)
         # The kernel's table as last read; after a pass that wrote, read again
         # after the writes, so no reader sees weights a pass behind.
         self.last_actual: Table = Table()
@@ -279,6 +288,7 @@ class Reconciler:
         for key in healed:
             log.info("reconcile.recovered", service=str(key))
         failing = {k: str(e) for k, e in errors.items()}
+        self._durations.observe(elapsed)
         self.status = ReconcileStatus(
             passes=status.passes + 1,
             ops_applied=dict(self._ops_applied),
@@ -288,6 +298,8 @@ class Reconciler:
             last_error=next(iter(failing.values()), ""),
             failing_services=failing,
             in_sync=not errors,
+            durations=tuple(self._durations.counts),
+            duration_sum=self._durations.sum,
         )
         if ops:
             log.info(

@@ -24,6 +24,7 @@ from pulsed.reconcile import ReconcileStatus
 
 if TYPE_CHECKING:
     from pulsed.checks.monitor import LocalFaults
+    from pulsed.ha.status import VrrpStatus
 
 
 def stats_view(stats: Stats | None) -> dict[str, int] | None:
@@ -152,23 +153,53 @@ def _service_state(up: int, serving: int, total: int, sorry: bool) -> str:
     return "down"
 
 
-def ha_view(ha: HaView) -> dict[str, Any] | None:
-    """The VRRP node's status, with the keys every /status entity has (None: no VRRP)."""
-    if not ha.configured:
-        return None
-    status = ha.status
-    if status is None:
-        return {
-            "role": "init",
-            "reason": "VRRP not started yet",
+def instance_view(status: VrrpStatus) -> dict[str, Any]:
+    """One VRRP instance, with the keys every /status entity has."""
+    view = {f.name: _jsonable(getattr(status, f.name)) for f in fields(status)}
+    view["role"] = str(view.pop("state")).lower()
+    view["reason"] = status.version_mismatch or status.last_transition_reason
+    view["last_check"] = status.last_transition
+    return view
+
+
+def _not_started(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "role": "init",
+        "reason": "VRRP not started yet",
+        "last_check": None,
+        "last_transition": None,
+    }
+
+
+def vrrp_views(ha: HaView) -> list[dict[str, Any]]:
+    """Every configured instance: its status, or "init" before the node started."""
+    running = {s.name: s for s in ha.instances}
+    return [
+        instance_view(running[name]) if name in running else _not_started(name)
+        for name in ha.configured
+    ]
+
+
+def group_views(ha: HaView) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": g.name,
+            "state": g.state,
+            "instances": list(g.instances),
+            "reason": f"{len(g.instances)} instance(s) moving together",
             "last_check": None,
             "last_transition": None,
         }
-    view = {f.name: _jsonable(getattr(status, f.name)) for f in fields(status)}
-    view["role"] = str(view.pop("state")).lower()
-    view["reason"] = status.last_transition_reason
-    view["last_check"] = status.last_transition
-    return view
+        for g in ha.groups
+    ]
+
+
+def ha_view(ha: HaView) -> dict[str, Any] | None:
+    """The first instance (the /status of a single [vrrp] table); every instance is in
+    ``vrrp``. None without VRRP."""
+    views = vrrp_views(ha)
+    return views[0] if views else None
 
 
 def _jsonable(value: Any) -> Any:
@@ -255,6 +286,8 @@ class _StatusParts:
                 "reason": _reconcile_reason(rs),
             },
             "ha": ha_view(snap.ha),
+            "vrrp": vrrp_views(snap.ha),
+            "sync_groups": group_views(snap.ha),
             "probes": probes_view(snap.probes),
         }
 

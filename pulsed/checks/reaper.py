@@ -119,6 +119,7 @@ class Reaper:
         self._seen: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self._kept: set[int] = set()  # children started outside spawn(): never orphans
         self.killed = 0  # orphans killed, for logs and tests
 
     # --- set-up -----------------------------------------------------------------
@@ -197,6 +198,14 @@ class Reaper:
             self._live.pop(pid, None)
             self.kick()
 
+    def keep(self, pid: int) -> None:
+        """A child pulsed started outside ``spawn()`` (the new process of a live upgrade,
+        pulsed.upgrade): no sweep kills it. Call in the same step as the fork."""
+        self._kept.add(pid)
+
+    def forget(self, pid: int) -> None:
+        self._kept.discard(pid)
+
     # --- orphans ------------------------------------------------------------------
 
     def kick(self) -> None:
@@ -266,7 +275,7 @@ class Reaper:
         kill = []
         reaped = False
         for pid in children:
-            if pid in live:
+            if pid in live or pid in self._kept:
                 continue
             if _reap(pid):  # exited on its own
                 self._seen.pop(pid, None)

@@ -27,6 +27,9 @@ class Params:
     preempt: bool = True
     preempt_delay: float = 0.0
     address: IPAddr | None = None  # our primary address, for the equal-priority tie-break
+    # keepalived's "state MASTER": start as master at once (a higher-priority advert still
+    # sends us back to backup), instead of waiting for the master-down timer.
+    initial_master: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,39 @@ class PriorityChanged:
     priority: int
 
 
-Event = Startup | Shutdown | Tick | Received | FaultSet | FaultCleared | PriorityChanged
+@dataclass(frozen=True, slots=True)
+class Resign:
+    """A sync group leaves MASTER: step down to backup, sending priority 0 so that the peer
+    takes over at once (as a graceful stop does)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """A sync group becomes master: a backup member follows at once."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The master-down timer ran out but the sync group cannot become master yet (another
+    member still follows a live master): stay backup and wait another master-down interval."""
+
+
+Event = (
+    Startup
+    | Shutdown
+    | Tick
+    | Received
+    | FaultSet
+    | FaultCleared
+    | PriorityChanged
+    | Resign
+    | Takeover
+    | Hold
+)
 
 
 # Actions
@@ -166,7 +201,23 @@ def step(p: Params, s: State, ev: Event, now: float) -> tuple[State, tuple[Actio
     if isinstance(ev, Startup):
         if s.role is not Role.INIT:
             return s, ()
+        if p.initial_master and s.priority != PRIORITY_OWNER:
+            return _to_master(p, s, now, "initial_state master")
         return _start(p, s, now, "startup")
+    if isinstance(ev, Resign):
+        if s.role is not Role.MASTER:
+            return s, ()
+        new, moved = _backup(p, s, now, ev.reason, None)
+        return new, (SendAdvert(PRIORITY_STOP), *moved)
+    if isinstance(ev, Takeover):
+        if s.role is not Role.BACKUP:
+            return s, ()
+        return _to_master(p, s, now, ev.reason)
+    if isinstance(ev, Hold):
+        if s.role is not Role.BACKUP:
+            return s, ()
+        down = now + master_down_interval(s.priority, s.master_adver_int)
+        return replace(s, master_down_at=down), ()
     if isinstance(ev, Shutdown):
         if s.role is Role.INIT:
             return s, ()

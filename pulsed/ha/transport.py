@@ -94,6 +94,19 @@ class VrrpSocket:
             sock.close()
             raise
         self.sock = sock
+        self.multicast = multicast
+
+    def join(self) -> None:
+        """Join the VRRP group (an instance using multicast shares a unicast one's socket)."""
+        if self.multicast:
+            return
+        if self.family == 4:
+            mreqn = struct.pack("4s4si", MCAST_V4.packed, b"\0" * 4, self.ifindex)
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        else:
+            mreq = MCAST_V6.packed + struct.pack("@I", self.ifindex)
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        self.multicast = True
 
     def fileno(self) -> int:
         return self.sock.fileno()

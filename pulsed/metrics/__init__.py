@@ -3,9 +3,11 @@
 Every scrape reads the current config, health, overrides, wanted and kernel
 tables, so a server removed from the config loses its series at once and the
 label sets are bounded by the config. Only what a snapshot cannot tell
-(probe latency histograms, result counts, transitions, reconcile durations)
-is accumulated, in ``ActivityRecorder`` (pulsed.metrics.recorder), which is
-pruned to the configured servers whenever the config changes. The renderer
+(probe latency histograms, result counts, transitions) is accumulated, in
+``ActivityRecorder`` (pulsed.metrics.recorder), which is pruned to the
+configured servers whenever the config changes; the reconcile loop keeps its
+own pass counts and durations (pulsed.reconcile.ReconcileStatus), so
+``passes_total`` and the duration histogram's count are one figure. The renderer
 (pulsed.metrics.render) writes the text from one Snapshot (pulsed.readmodel)
 per scrape, with the format's small pieces from pulsed.metrics.text.
 
@@ -29,10 +31,12 @@ real server's ``address:port``; ``result`` is a probe's category (a small
 fixed set, see pulsed.checks.base.ProbeResult); ``reason`` of
 ``pulsed_probe_local_errors_total`` is one of pulsed.checks.base.LOCAL_FAULTS.
 A server's local errors are its ``pulsed_real_probe_results_total`` with
-``result="local"``.
+``result="local_error"`` (labels: render.RESULT_LABELS). The daemon's start
+time is ``process_start_time_seconds``.
 """
 
-from pulsed.metrics.recorder import ActivityRecorder, Histogram, attach_recorder
+from pulsed.histogram import Histogram
+from pulsed.metrics.recorder import ActivityRecorder, attach_recorder
 from pulsed.metrics.render import MetricsRenderer
 from pulsed.metrics.text import CONTENT_TYPE, escape
 

@@ -1,4 +1,4 @@
-"""What only events can tell /metrics: probe results, health transitions, reconcile passes.
+"""What only events can tell /metrics: probe results and health transitions.
 
 The snapshot (pulsed.readmodel) says what is; counters and histograms need
 every event, so ``ActivityRecorder`` subscribes to the daemon's probe,
@@ -16,34 +16,11 @@ from typing import Protocol
 from pulsed.checks.base import ProbeResult
 from pulsed.checks.state import RealHealth
 from pulsed.model import RealKey
-from pulsed.reconcile import PassResult
 
 # Probe latency: loopback answers in well under a millisecond, a timeout is a
 # second or more. Six buckets keep 10,000 servers' histograms affordable
 # (_RealSnapshot._histograms writes the six out by hand: change both together).
 PROBE_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 2.5)
-RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-class Histogram:
-    """Cumulative counts per bucket (the last one is the total) and their sum."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-
-    @property
-    def count(self) -> int:
-        return self.counts[-1]
-
-    def observe(self, value: float) -> None:
-        counts = self.counts
-        for i in range(bisect.bisect_left(self.bounds, value), len(counts)):
-            counts[i] += 1
-        self.sum += value
 
 
 # Columns of ActivityRecorder.counts: the probe histogram's cumulative bucket
@@ -55,7 +32,7 @@ _SEEN_NOTHING, _SEEN_DOWN, _SEEN_UP = 0, 1, 2
 
 
 class ActivityRecorder:
-    """What only events can tell: probe results, health transitions, reconcile passes.
+    """What only events can tell: probe results and health transitions.
 
     Per-server figures are kept in columns, one array per figure, a server's
     row being its slot in ``slots``, rather than in one object per server:
@@ -73,7 +50,6 @@ class ActivityRecorder:
         # Probe count per result category (a small fixed set, see
         # pulsed.checks.base.ProbeResult), in the order first seen.
         self.categories: dict[str, array] = {}
-        self.reconcile = Histogram(RECONCILE_BUCKETS)
         self._tails = self._bucket_tails()
 
     def _bucket_tails(self) -> list[list[array]]:
@@ -121,9 +97,6 @@ class ActivityRecorder:
             self.transitions[slot] += 1
         self.last_up[slot] = _SEEN_UP if health.up else _SEEN_DOWN
 
-    def on_pass(self, result: PassResult, elapsed: float) -> None:
-        self.reconcile.observe(elapsed)
-
     def layout(self, keys: list[RealKey]) -> None:
         """Give ``keys`` the rows 0, 1, ... in this order; forget every other server.
 
@@ -151,15 +124,13 @@ class EventSource(Protocol):
 
     probe_observers: list[Callable[[RealKey, ProbeResult], None]]
     health_observers: list[Callable[[RealKey, RealHealth], None]]
-    pass_observers: list[Callable[[PassResult, float], None]]
 
 
 def attach_recorder(
     events: EventSource, recorder: ActivityRecorder, servers: Iterable[RealKey] = ()
 ) -> None:
-    """Subscribe the recorder to the daemon's probe, health and reconcile events,
+    """Subscribe the recorder to the daemon's probe and health events,
     with rows for ``servers`` (the configured ones) from the start."""
-    events.pass_observers.append(recorder.on_pass)
     events.probe_observers.append(recorder.on_probe)
     events.health_observers.append(recorder.on_health)
     recorder.layout(list(servers))

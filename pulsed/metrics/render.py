@@ -19,7 +19,7 @@ from pulsed.metrics.text import Family, counter, escape, gauge, head
 from pulsed.model import RealKey, Service, ServiceKey, Stats
 from pulsed.pool_policy import PoolPlan
 from pulsed.readmodel import Snapshot
-from pulsed.reconcile import ReconcileStatus
+from pulsed.reconcile import DURATION_BUCKETS, ReconcileStatus
 
 # What chunks() yields at a time, and servers formatted per step (a block of
 # histograms is ~58 KB). Larger pieces are no faster to send and leave the
@@ -31,6 +31,23 @@ VRRP_ROLES = ("init", "backup", "master", "fault")
 OPS = ("add-service", "set-service", "del-service", "add-dest", "set-dest", "del-dest")
 
 PROBE_HISTOGRAM = "pulsed_real_probe_duration_seconds"
+# The ``result`` label of pulsed_real_probe_results_total: a probe's category
+# (pulsed.checks.base.ProbeResult), spelled so that it says what happened.
+RESULT_LABELS = {
+    "ok": "ok",
+    "refused": "connection_refused",
+    "timeout": "timeout",
+    "reset": "connection_reset",
+    "closed": "connection_closed",
+    "unreachable": "unreachable",
+    "tls": "tls_error",
+    "status": "unexpected_status",
+    "body": "unexpected_body",
+    "protocol": "protocol_error",
+    "exit": "nonzero_exit",
+    "error": "error",
+    "local": "local_error",
+}
 
 
 def _line(name: str, extra: str = "", value: str = "%s") -> str:
@@ -49,6 +66,7 @@ _UP = _line("pulsed_real_up", value="%d")
 _CONFIGURED = _line("pulsed_real_configured_weight")
 _EFFECTIVE = _line("pulsed_real_effective_weight")
 _ADMIN = _line("pulsed_real_admin_override", ',mode="%s"', "1")
+_OVERRIDE = _line("pulsed_real_weight_override")
 _RESULT = _line("pulsed_real_probe_results_total", ',result="%s"', "%d")
 _TRANSITIONS = _line("pulsed_real_transitions_total", value="%d")
 
@@ -141,10 +159,10 @@ class MetricsRenderer:
         snap = self._snapshot()
         labels = self._labels_for(snap.index)
         real = _RealSnapshot(snap, labels, self.recorder)
-        yield "".join(f.text() for f in config_families(snap))
+        yield "".join(f.text() for f in (*config_families(snap), service_info(snap)))
         yield from real.pieces()
         yield "".join(f.text() for f in probe_families(snap))
-        yield "".join(f.text() for f in reconcile_families(snap.reconcile, self.recorder))
+        yield "".join(f.text() for f in reconcile_families(snap.reconcile))
         yield "".join(f.text() for f in vrrp_families(snap))
 
 
@@ -167,18 +185,22 @@ class _RealSnapshot:
         self.counts = recorder.counts
         self.sums = recorder.sums
         self.transitions = recorder.transitions
-        self.categories = [(escape(name), c) for name, c in recorder.categories.items()]
-        self.configured: list[int] = index.configured
+        self.categories = [
+            (escape(RESULT_LABELS.get(name, name)), c) for name, c in recorder.categories.items()
+        ]
+        self.configured: list[int] = index.configured  # the config's, never an override
         self.admin: list[str] = []
+        self.weight_overrides: list[str] = []
         overrides = snap.overrides
         if overrides:
-            self.configured = list(index.configured)
             for i, key in enumerate(keys):
                 override = overrides.get(key)
                 if override is None:
                     continue
                 if override.weight is not None:
-                    self.configured[i] = override.weight
+                    self.weight_overrides.append(
+                        _OVERRIDE % (index.names[i], index.servers[i], override.weight)
+                    )
                 if override.mode != "enabled":
                     self.admin.append(_ADMIN % (index.names[i], index.servers[i], override.mode))
         pools = snap.pools
@@ -216,9 +238,15 @@ class _RealSnapshot:
         yield head(
             "pulsed_real_configured_weight",
             "gauge",
-            "Weight from the config, or the admin's weight override.",
+            "Weight from the config (an admin's override is pulsed_real_weight_override).",
         )
         yield from _per_server(_CONFIGURED, names, servers, self.configured)
+        yield head(
+            "pulsed_real_weight_override",
+            "gauge",
+            "Weight an admin set in place of the configured one (absent when none is set).",
+        )
+        yield "".join(self.weight_overrides)
         yield head(
             "pulsed_real_effective_weight",
             "gauge",
@@ -441,8 +469,25 @@ def config_families(snap: Snapshot) -> list[Family]:
             "Real servers in the running config.",
             snap.index.real_count(),
         ),
-        gauge("pulsed_start_time_seconds", "Unix time the daemon started.", float(snap.started_at)),
     ]
+
+
+def service_info(snap: Snapshot) -> Family:
+    """Each service's name with its identity, to join on ``service``."""
+    family = Family(
+        "pulsed_service_info",
+        "gauge",
+        "1 per configured service: its name, protocol, VIP and port (or fwmark).",
+    )
+    for svc in snap.index:
+        c = svc.config
+        protocol = "fwmark" if c.fwmark is not None else c.protocol
+        family.add(
+            f'service="{escape(c.name)}",protocol="{protocol}",vip="{escape(c.vip or "")}",'
+            f'port="{c.port or 0}",fwmark="{c.fwmark or 0}"',
+            1,
+        )
+    return family
 
 
 def probe_families(snap: Snapshot) -> list[Family]:
@@ -461,7 +506,7 @@ def probe_families(snap: Snapshot) -> list[Family]:
     return [family]
 
 
-def reconcile_families(st: ReconcileStatus, recorder: ActivityRecorder) -> list[Family]:
+def reconcile_families(st: ReconcileStatus) -> list[Family]:
     ops = Family(
         "pulsed_reconcile_operations_total",
         "counter",
@@ -469,15 +514,15 @@ def reconcile_families(st: ReconcileStatus, recorder: ActivityRecorder) -> list[
     )
     for op in OPS:
         ops.add(f'op="{op}"', st.ops_applied.get(op, 0))
-    hist = recorder.reconcile
     duration = Family(
         "pulsed_reconcile_duration_seconds", "histogram", "Duration of reconcile passes."
     )
-    bounds = [repr(float(b)) for b in hist.bounds] + ["+Inf"]
-    for le, count in zip(bounds, hist.counts, strict=True):
+    # From the same record as passes_total: its count is the number of passes.
+    bounds = [repr(float(b)) for b in DURATION_BUCKETS] + ["+Inf"]
+    for le, count in zip(bounds, st.durations, strict=True):
         duration.add(f'le="{le}"', count, "_bucket")
-    duration.add("", hist.sum, "_sum")
-    duration.add("", hist.count, "_count")
+    duration.add("", st.duration_sum, "_sum")
+    duration.add("", st.durations[-1], "_count")
     return [
         counter(
             "pulsed_reconcile_passes_total", "Reconcile passes (read, diff, apply).", st.passes
@@ -504,36 +549,50 @@ def reconcile_families(st: ReconcileStatus, recorder: ActivityRecorder) -> list[
 
 
 def vrrp_families(snap: Snapshot) -> list[Family]:
-    """VRRP role, priority and advert counters, when this router runs VRRP."""
-    s = snap.ha.status
-    if s is None:
+    """Per VRRP instance (label ``instance``, with its interface and VRID): role,
+    priorities, advert and version-mismatch counters, drops by reason."""
+    instances = snap.ha.instances
+    if not instances:
         return []
-    labels = f'interface="{escape(s.interface)}",vrid="{s.vrid}"'
-    role = Family("pulsed_vrrp_state", "gauge", "1 for the router's current VRRP role.")
-    current = s.state.lower()
-    for name in VRRP_ROLES:
-        role.add(f'{labels},state="{name}"', current == name)
+    role = Family("pulsed_vrrp_state", "gauge", "1 for the instance's current VRRP role.")
+    priority = Family("pulsed_vrrp_priority", "gauge", "Effective VRRP priority (after tracking).")
+    configured = Family("pulsed_vrrp_configured_priority", "gauge", "Configured VRRP priority.")
+    version = Family("pulsed_vrrp_version", "gauge", "The VRRP version the instance speaks.")
+    sent = Family("pulsed_vrrp_adverts_sent_total", "counter", "VRRP adverts sent.")
+    received = Family(
+        "pulsed_vrrp_adverts_received_total", "counter", "Valid VRRP adverts received."
+    )
+    transitions = Family("pulsed_vrrp_transitions_total", "counter", "VRRP role changes.")
+    mismatches = Family(
+        "pulsed_vrrp_version_mismatches_total",
+        "counter",
+        "Adverts of the other VRRP version on the instance's VRID (a misconfigured pair).",
+    )
     dropped = Family(
         "pulsed_vrrp_packets_dropped_total", "counter", "VRRP packets dropped, by reason."
     )
-    for reason, count in sorted(s.drops.items()):
-        dropped.add(f'{labels},reason="{escape(str(reason))}"', count)
-    return [
-        role,
-        gauge(
-            "pulsed_vrrp_priority",
-            "Effective VRRP priority (after tracking).",
-            s.effective_priority,
-            labels,
-        ),
-        gauge("pulsed_vrrp_configured_priority", "Configured VRRP priority.", s.priority, labels),
-        counter("pulsed_vrrp_adverts_sent_total", "VRRP adverts sent.", s.adverts_sent, labels),
-        counter(
-            "pulsed_vrrp_adverts_received_total",
-            "Valid VRRP adverts received.",
-            s.adverts_received,
-            labels,
-        ),
-        counter("pulsed_vrrp_transitions_total", "VRRP role changes.", s.transitions, labels),
-        dropped,
-    ]
+    for s in instances:
+        labels = f'instance="{escape(s.name)}",interface="{escape(s.interface)}",vrid="{s.vrid}"'
+        current = s.state.lower()
+        for name in VRRP_ROLES:
+            role.add(f'{labels},state="{name}"', current == name)
+        priority.add(labels, s.effective_priority)
+        configured.add(labels, s.priority)
+        version.add(labels, s.version)
+        sent.add(labels, s.adverts_sent)
+        received.add(labels, s.adverts_received)
+        transitions.add(labels, s.transitions)
+        mismatches.add(labels, s.version_mismatches)
+        for reason, count in sorted(s.drops.items()):
+            dropped.add(f'{labels},reason="{escape(str(reason))}"', count)
+    families = [role, priority, configured, version, sent, received, transitions, mismatches]
+    families.append(dropped)
+    if snap.ha.groups:
+        group = Family(
+            "pulsed_vrrp_sync_group_state", "gauge", "1 for the sync group's current state."
+        )
+        for g in snap.ha.groups:
+            for name in (*VRRP_ROLES, "transition"):
+                group.add(f'group="{escape(g.name)}",state="{name}"', g.state == name)
+        families.append(group)
+    return families

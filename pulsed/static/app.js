@@ -63,13 +63,37 @@ function serviceSection(s, now) {
     head, el("div", { class: "service-reason" }, s.reason), table);
 }
 
+// One badge per VRRP instance ("VI_1: master (prio 150)"); a version mismatch turns it red.
+function haBadges(st) {
+  const ha = document.getElementById("ha");
+  const instances = st.vrrp || (st.ha ? [st.ha] : []);
+  if (!instances.length) {
+    ha.className = "badge standalone";
+    ha.textContent = "HA: standalone";
+    ha.title = "no [[vrrp]] instance: this router holds no VIPs";
+    document.getElementById("instances").replaceChildren();
+    return;
+  }
+  ha.className = "badge";
+  ha.textContent = "HA:";
+  ha.title = "VRRP role of each instance on this router";
+  const badges = instances.map((v) => {
+    const prio = v.effective_priority !== undefined ? ` (prio ${v.effective_priority})` : "";
+    const broken = v.version_mismatch ? " mismatch" : "";
+    return el("span", {
+      class: `badge ${v.role}${broken}`, "data-instance": v.name, title: v.reason || "",
+    }, `${v.name ? `${v.name}: ` : ""}${v.role}${prio}`);
+  });
+  document.getElementById("instances").replaceChildren(...badges);
+  const warnings = instances.filter((v) => v.version_mismatch).map((v) => v.version_mismatch);
+  const warn = document.getElementById("vrrp-warning");
+  warn.textContent = warnings.join(" · ");
+  warn.hidden = !warnings.length;
+}
+
 function render(st) {
   const now = st.now;
-  const ha = document.getElementById("ha");
-  const role = st.ha ? st.ha.role : "standalone";
-  ha.className = `badge ${role}`;
-  ha.textContent = `HA: ${role}${st.ha && st.ha.priority !== undefined ? ` (prio ${st.ha.priority})` : ""}`;
-  ha.title = st.ha ? (st.ha.reason || "") : "no [vrrp] section: this router holds no VIPs";
+  haBadges(st);
   const sync = document.getElementById("sync");
   sync.className = `badge ${st.reconcile.in_sync ? "ok" : "error"}`;
   sync.textContent = st.reconcile.in_sync ? "kernel in sync" : "kernel out of sync";

@@ -76,10 +76,10 @@ async def test_sync_daemon_follows_role(veth):
         sync_daemon={"enabled": True, "syncid": 42},
     )
     roles: list[str] = []
-    node = VrrpNode(cfg, on_role_change=lambda old, new, why: roles.append(new))
+    node = VrrpNode(cfg, on_event=lambda kind, name, old, new, prio, why: roles.append(new))
     await node.start()
     try:
-        await wait_until(lambda: _true(node.status().state == "master"))
+        await wait_until(lambda: _true(node.status()[0].state == "master"))
         await wait_until(lambda: _eq(daemons(), {"master": 42}))
         # A higher-priority router appears on the other end: we become backup.
         src = ipaddress.IPv4Address("10.77.0.2")
@@ -87,7 +87,7 @@ async def test_sync_daemon_follows_role(veth):
         payload = encode(adv, src, MCAST_V4).hex()
         sh("ip", "netns", "exec", PEER_NS, sys.executable, "lab/ha_pair.py", "send",
            "pha-k1", str(src), str(MCAST_V4), "255", payload)  # fmt: skip
-        await wait_until(lambda: _true(node.status().state == "backup"))
+        await wait_until(lambda: _true(node.status()[0].state == "backup"))
         await wait_until(lambda: _eq(daemons(), {"backup": 42}))
         # Silence: master again, the master daemon replaces the backup one.
         await wait_until(lambda: _eq(daemons(), {"master": 42}))

@@ -1,5 +1,5 @@
 """VrrpNode embedded the way the daemon embeds it: in-process, with an injected
-healthy_fraction, on_role_change and a sync-daemon control. The test's thread enters a
+healthy_fraction, on_event and a sync-daemon control. The test's thread enters a
 router namespace of the lab (pyroute2.netns.pushns); the peer is a real pulsed process.
 Needs root."""
 
@@ -72,7 +72,7 @@ class Roles:
         self.threads: set[int] = set()
         self.changed = asyncio.Event()
 
-    def __call__(self, old, new, reason):
+    def __call__(self, kind, name, old, new, priority, reason):
         self.seen.append((new, reason))
         self.threads.add(threading.get_ident())
         self.changed.set()
@@ -97,7 +97,7 @@ async def test_service_tracking_fault_and_sync_daemon(inside, dedicated):
         track_services=[{"service": "web", "min_healthy": 0.5}],
         sync_daemon={"enabled": True, "syncid": 7},
     )
-    node = VrrpNode(cfg, healthy_fraction=health.get, on_role_change=roles, sync_daemon=syncd)
+    node = VrrpNode(cfg, healthy_fraction=health.get, on_event=roles, sync_daemon=syncd)
     await node.start()
     try:
         await roles.wait("master")
@@ -106,7 +106,7 @@ async def test_service_tracking_fault_and_sync_daemon(inside, dedicated):
         health["web"] = 0.25
         assert await roles.wait("fault") == "service web 25% healthy"
         await lab.wait_for(lambda: lab.holders() == [])
-        st = node.status()
+        (st,) = node.status()
         assert st.state == "fault" and st.faults == ["service web 25% healthy"]
         assert st.priority_zero_sent == 1  # the peer (if any) takes over after skew time
         await lab.wait_for(lambda: syncd.running == {"backup": (lab.ifname(0), 7)})
@@ -130,19 +130,19 @@ async def test_service_decrement_hands_over_to_peer(inside):
     health = {"web": 1.0}
     roles = Roles()
     cfg = config(lab, track_services=[{"service": "web", "min_healthy": 0.9, "decrement": 100}])
-    node = VrrpNode(cfg, healthy_fraction=health.get, on_role_change=roles)
+    node = VrrpNode(cfg, healthy_fraction=health.get, on_event=roles)
     await node.start()
     try:
         await roles.wait("master")
         await lab.wait_for(lambda: lab.holders() == [0])
         health["web"] = 0.5
         await roles.wait("backup")
-        assert node.status().effective_priority == 100
+        assert node.status()[0].effective_priority == 100
         await lab.wait_for(lambda: lab.holders() == [1])
         await peer.wait_event(lambda e: e.get("event") == "applied" and e["role"] == "master")
         health["web"] = None  # unknown (service gone): no decrement, we preempt again
         await roles.wait("master")
-        assert node.status().effective_priority == 200
+        assert node.status()[0].effective_priority == 200
     finally:
         await node.stop()
 
@@ -157,12 +157,12 @@ async def test_unknown_sync_module_failure_does_not_stop_heartbeat(inside):
 
     roles = Roles()
     cfg = config(inside, sync_daemon={"enabled": True})
-    node = VrrpNode(cfg, on_role_change=roles, sync_daemon=Broken())
+    node = VrrpNode(cfg, on_event=roles, sync_daemon=Broken())
     await node.start()
     try:
         await roles.wait("master")
-        sent = node.status().adverts_sent
-        await inside.wait_for(lambda: node.status().adverts_sent >= sent + 5)
-        assert node.status().sync_daemon is None
+        sent = node.status()[0].adverts_sent
+        await inside.wait_for(lambda: node.status()[0].adverts_sent >= sent + 5)
+        assert node.status()[0].sync_daemon is None
     finally:
         await node.stop()

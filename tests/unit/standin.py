@@ -98,7 +98,10 @@ class DaemonStandIn:
             last_pass=PassView(self.wanted.pools, self.actual),
             reconcile=self.reconcile,
             reload=self.reload_status,
-            ha=HaView(self.vrrp_status is not None, self.vrrp_status),
+            ha=HaView(
+                (self.vrrp_status.name,) if self.vrrp_status else (),
+                (self.vrrp_status,) if self.vrrp_status else (),
+            ),
             probes=self.monitor.local_faults(),
         )
 
@@ -173,6 +176,7 @@ __all__ = ["DaemonStandIn", "Service", "render", "set_health", "stand_in", "stat
 def vrrp_status(**fields) -> VrrpStatus:
     """A VRRP node's status as the node reports it, with ``fields`` changed."""
     base = dict(
+        name="VI_1",
         interface="eth0",
         vrid=51,
         state="BACKUP",

@@ -285,8 +285,8 @@ async def test_local_errors_show_in_status_and_metrics(tmp_path):
     assert f'pulsed_probe_local_errors_total{{reason="emfile"}} {n_local}\n' in text
     assert 'pulsed_probe_local_errors_total{reason="saturated"} 0\n' in text
     assert (
-        f'pulsed_real_probe_results_total{{service="svc0",server="10.0.0.1:80",result="local"}} '
-        f"{n_local}\n" in text
+        'pulsed_real_probe_results_total{service="svc0",server="10.0.0.1:80",'
+        f'result="local_error"}} {n_local}\n' in text
     )
     # Local errors stay out of the latency histogram: only the one real probe is in it.
     assert 'pulsed_real_probe_duration_seconds_count{service="svc0",server="10.0.0.1:80"} 1\n' in (

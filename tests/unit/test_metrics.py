@@ -13,7 +13,6 @@ from pulsed.checks.state import apply_result, initial_health
 from pulsed.config import parse_config
 from pulsed.desired import wanted_table
 from pulsed.metrics import ActivityRecorder, Histogram, MetricsRenderer, attach_recorder, escape
-from pulsed.reconcile import PassResult
 from tests.unit.standin import config_text, stand_in, transitions_of, vrrp_status
 
 
@@ -57,7 +56,9 @@ def test_promtool_accepts_the_output(tmp_path):
     got = samples(text)
 
     def vrrp(**extra: str) -> tuple:
-        return tuple(sorted({"interface": "eth0", "vrid": "51", **extra}.items()))
+        return tuple(
+            sorted({"instance": "VI_1", "interface": "eth0", "vrid": "51", **extra}.items())
+        )
 
     assert got[("pulsed_vrrp_state", vrrp(state="master"))] == 1
     assert got[("pulsed_vrrp_state", vrrp(state="backup"))] == 0
@@ -78,7 +79,7 @@ def test_per_server_health_weights_and_kernel_counters(tmp_path):
     assert got[("pulsed_service_real_servers_up", (("service", "svc0"),))] == 1
 
 
-def test_overrides_show_as_configured_weight_and_mode(tmp_path):
+def test_overrides_show_apart_from_the_configured_weight_with_their_mode(tmp_path):
     daemon = stand_in(tmp_path, services=1, reals=2)
     key = next(iter(daemon.monitor.health()))
     daemon.overrides.set_weight(key, 7)
@@ -86,7 +87,9 @@ def test_overrides_show_as_configured_weight_and_mode(tmp_path):
     daemon.wanted = wanted_table(daemon.config, daemon.monitor.health(), daemon.overrides.all())
     got = samples(render(daemon))
     server = str(key[1])
-    assert got[("pulsed_real_configured_weight", labels("svc0", server))] == 7
+    assert got[("pulsed_real_configured_weight", labels("svc0", server))] == 1  # the config's
+    assert got[("pulsed_real_weight_override", labels("svc0", server))] == 7
+    assert ("pulsed_real_weight_override", labels("svc0", "10.0.0.2:80")) not in got
     assert got[("pulsed_real_effective_weight", labels("svc0", server))] == 0
     assert got[("pulsed_real_admin_override", labels("svc0", server, mode="drain"))] == 1
 
@@ -159,16 +162,41 @@ def test_first_report_of_a_server_counts_only_if_it_flipped(tmp_path):
     assert transitions_of(recorder, ("svc", "b")) == 1
 
 
-def test_reconcile_passes_feed_the_duration_histogram(tmp_path):
+async def test_reconcile_passes_feed_the_duration_histogram(tmp_path):
+    from pulsed.ipvs.memory import MemoryBackend
+    from pulsed.model import Table
+    from pulsed.reconcile import Reconciler
+
     daemon = stand_in(tmp_path)
-    recorder = ActivityRecorder()
-    attach_recorder(daemon, recorder)
-    for observer in daemon.pass_observers:
-        observer(PassResult(ops=[], errors={}), 0.003)
-    got = samples(render(daemon, recorder))
-    assert got[("pulsed_reconcile_duration_seconds_count", ())] == 1
-    assert got[("pulsed_reconcile_duration_seconds_bucket", (("le", "0.005"),))] == 1
+    loop = Reconciler(MemoryBackend(), wanted=lambda _: Table(), owned=lambda: ())
+    for _ in range(3):
+        await loop.reconcile_once()
+    daemon.reconcile = loop.status
+    got = samples(render(daemon))
+    # One record behind both: the passes are the histogram's count.
+    assert got[("pulsed_reconcile_passes_total", ())] == 3
+    assert got[("pulsed_reconcile_duration_seconds_count", ())] == 3
+    assert got[("pulsed_reconcile_duration_seconds_bucket", (("le", "+Inf"),))] == 3
+    assert got[("pulsed_reconcile_duration_seconds_sum", ())] == pytest.approx(
+        loop.status.duration_sum
+    )
     assert got[("pulsed_reconcile_operations_total", (("op", "add-dest"),))] == 0
+
+
+def test_every_service_has_an_info_series_and_no_start_time_duplicate(tmp_path):
+    got = samples(render(stand_in(tmp_path, services=2, reals=1)))
+    info = {labels_: v for (name, labels_), v in got.items() if name == "pulsed_service_info"}
+    assert info == {
+        (
+            ("fwmark", "0"),
+            ("port", "8000"),
+            ("protocol", "tcp"),
+            ("service", f"svc{i}"),
+            ("vip", f"192.0.2.{i + 1}"),
+        ): 1
+        for i in range(2)
+    }
+    assert not any(name == "pulsed_start_time_seconds" for name, _ in got)
 
 
 def test_label_values_are_escaped(tmp_path):
@@ -191,3 +219,29 @@ def test_histogram_buckets_are_cumulative():
         h.observe(v)
     assert h.counts == [2, 3, 4]
     assert h.sum == pytest.approx(2.65)
+
+
+def test_vrrp_series_are_labelled_by_instance(tmp_path):
+    from dataclasses import replace
+
+    from pulsed.readmodel import HaView
+
+    daemon = stand_in(tmp_path, services=1, reals=1)
+    one = vrrp_status(state="MASTER")
+    two = vrrp_status(name="VI_2", vrid=52, version=2, version_mismatches=4)
+    snap = replace(daemon.snapshot(), ha=HaView(("VI_1", "VI_2"), (one, two)))
+    text = b"".join(MetricsRenderer(lambda: snap, ActivityRecorder()).chunks()).decode()
+    got = samples(text)
+    second = (("instance", "VI_2"), ("interface", "eth0"), ("vrid", "52"))
+    assert got[("pulsed_vrrp_version_mismatches_total", second)] == 4
+    assert got[("pulsed_vrrp_version", second)] == 2
+    assert got[("pulsed_vrrp_state", tuple(sorted((*second, ("state", "backup")))))] == 1
+    assert (
+        got[
+            (
+                "pulsed_vrrp_state",
+                (("instance", "VI_1"), ("interface", "eth0"), ("state", "master"), ("vrid", "51")),
+            )
+        ]
+        == 1
+    )

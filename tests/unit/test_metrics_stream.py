@@ -59,7 +59,9 @@ def test_promtool_accepts_a_streamed_document_with_several_result_categories(tmp
     key = next(iter(daemon.monitor.health()))
     labels = (("server", str(key[1])), ("service", "svc0"))
     assert got[("pulsed_real_probe_results_total", (("result", "ok"), *labels))] == 1
-    assert got[("pulsed_real_probe_results_total", (("result", "refused"), *labels))] == 1
+    assert (
+        got[("pulsed_real_probe_results_total", (("result", "connection_refused"), *labels))] == 1
+    )
     assert got[("pulsed_real_probe_duration_seconds_count", labels)] == 2
     le = (("le", "0.025"), *labels)
     assert got[("pulsed_real_probe_duration_seconds_bucket", le)] == 1

@@ -64,3 +64,28 @@ def test_ha_view_from_a_node(tmp_path):
     daemon.vrrp_status = vrrp_status(state="MASTER", priority=150, last_transition=5.0)
     ha = build_status(daemon)["ha"]
     assert ha["role"] == "master" and ha["priority"] == 150 and ha["last_transition"] == 5.0
+
+
+def test_every_vrrp_instance_and_a_version_mismatch_are_shown(tmp_path):
+    from pulsed.ha.status import SyncGroupStatus
+    from pulsed.readmodel import HaView
+
+    daemon = stand_in(tmp_path)
+    warning = "peer 192.0.2.2 sends VRRPv2 adverts on VRID 52: set version = 2 here"
+    first = vrrp_status(state="MASTER")
+    second = vrrp_status(name="VI_2", vrid=52, version_mismatches=3, version_mismatch=warning)
+    snap = daemon.snapshot()
+    ha = HaView(
+        ("VI_1", "VI_2", "VI_3"), (first, second), (SyncGroupStatus("G", "master", ("VI_1",)),)
+    )
+    import json
+    from dataclasses import replace
+
+    from pulsed.status_view import status_chunks
+
+    doc = json.loads(b"".join(status_chunks(replace(snap, ha=ha))))
+    assert [v["name"] for v in doc["vrrp"]] == ["VI_1", "VI_2", "VI_3"]
+    assert [v["role"] for v in doc["vrrp"]] == ["master", "backup", "init"]
+    assert doc["vrrp"][1]["reason"] == warning and doc["vrrp"][1]["version_mismatches"] == 3
+    assert doc["ha"]["name"] == "VI_1"  # the first instance, as a lone [vrrp] showed it
+    assert doc["sync_groups"][0]["state"] == "master"
