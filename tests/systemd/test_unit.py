@@ -1,0 +1,152 @@
+"""The package's unit under a real systemd: install, start, reload, watchdog, sandbox, stop.
+
+The tests share one booted system and run in this file's order.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+import time
+
+from tests.systemd.machine import HOST_IF
+
+UNIT = "pulsed.service"
+VIP = "192.0.2.100"
+
+
+def wait_for(what, fn, timeout=60.0, every=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := fn():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_fresh_install_makes_a_token_and_starts_nothing(machine):
+    mode = machine.run("stat", "-c", "%a %U", "/etc/pulsed/api-token").stdout.split()
+    assert mode == ["600", "root"]
+    assert len(machine.run("cat", "/etc/pulsed/api-token").stdout.strip()) == 64
+    state = machine.show(UNIT, "ActiveState", "UnitFileState", "LoadState")
+    assert state == {"ActiveState": "inactive", "UnitFileState": "disabled", "LoadState": "loaded"}
+    conffiles = machine.run("dpkg-query", "-W", "-f=${Conffiles}", "pulsed").stdout
+    assert "/etc/pulsed/pulsed.toml" in conffiles
+    man5 = "/usr/share/man/man5/pulsed.toml.5.gz"
+    assert machine.run("test", "-e", man5, check=False).returncode == 0
+    assert machine.run("systemd-analyze", "verify", UNIT, check=False).stderr == ""
+
+
+def test_start_reaches_ready(machine):
+    machine.run("pulsed", "check-config", "/etc/pulsed/pulsed.toml")
+    machine.run("systemctl", "start", UNIT)  # Type=notify: returns once READY=1 arrived
+    state = machine.show(UNIT, "ActiveState", "SubState", "StatusText", "MainPID")
+    assert (state["ActiveState"], state["SubState"]) == ("active", "running"), state
+    assert re.search(r"1 services, 1 real servers, generation 1", state["StatusText"]), state
+    # The daemon programmed the kernel from inside its sandbox.
+    ipvs = machine.run("cat", "/proc/net/ip_vs").stdout
+    assert "C0000264:0050" in ipvs, ipvs  # 192.0.2.100:80
+
+
+def test_reload_goes_through_reloading_to_ready(machine):
+    states: list[str] = []
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            states.append(machine.show(UNIT, "ActiveState")["ActiveState"])
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        machine.run("systemctl", "reload", UNIT)
+    finally:
+        done.set()
+        watcher.join()
+    state = machine.show(UNIT, "ActiveState", "StatusText")
+    assert state["ActiveState"] == "active"
+    assert "generation 2" in state["StatusText"], state
+    journal = machine.journal(UNIT)
+    assert "Reloading pulsed" in journal and "Reloaded pulsed" in journal, journal[-2000:]
+    assert "reloading" in states, states
+
+
+def test_every_path_works_inside_the_sandbox(machine):
+    """The installed unit's sandbox, applied to a probe: fails if /proc/net is hidden again."""
+    unit = machine.run("cat", f"/lib/systemd/system/{UNIT}").stdout
+    dropped = ("Type=", "NotifyAccess=", "ExecStart", "ExecReload=", "ExecStopPost=",
+               "WatchdogSec=", "Restart", "Description=")  # fmt: skip
+    lines = [ln for ln in unit.splitlines() if not ln.startswith(dropped)]
+    service = lines.index("[Service]")
+    lines[service + 1 : service + 1] = [
+        "Type=oneshot",
+        "ExecStart=/opt/pulsed/bin/python3 /usr/local/lib/pulsed-sandbox-probe.py",
+    ]
+    probe = "pulsed-sandbox-probe.service"
+    machine.run("sh", "-c", f"cat > /etc/systemd/system/{probe}", input="\n".join(lines) + "\n")
+    machine.run("systemctl", "daemon-reload")
+    started = machine.run("systemctl", "start", probe, check=False)
+    output = machine.journal(probe)
+    assert "ok fast resync (/proc/net/ip_vs)" in output, output
+    assert started.returncode == 0 and "FAIL" not in output, output
+    paths = ("IPVS over generic netlink", "rtnetlink", "sysctl read", "raw sockets", "state dir")
+    for name in paths:
+        assert f"ok {name}" in output, output
+    # The running daemon's own view, in its own mount namespace (its /proc mount).
+    pid, procfs_path = machine.show(UNIT, "MainPID")["MainPID"], "/proc/net/ip_vs"
+    own = machine.run("nsenter", "-t", pid, "-m", "-n", "head", "-1", procfs_path, check=False)
+    assert own.stdout.startswith("IP Virtual Server"), own.stdout + own.stderr
+
+
+def test_stalled_process_is_restarted_by_the_watchdog(machine):
+    before = machine.show(UNIT, "MainPID", "NRestarts")
+    machine.run("kill", "-STOP", before["MainPID"])
+
+    def restarted():
+        now = machine.show(UNIT, "MainPID", "NRestarts", "ActiveState")
+        moved = now["MainPID"] not in ("0", before["MainPID"]) and now["ActiveState"] == "active"
+        return now if moved and int(now["NRestarts"]) > int(before["NRestarts"]) else None
+
+    # WatchdogSec=10s, then SIGABRT (pending on a stopped process), SIGKILL after
+    # TimeoutAbortSec (= TimeoutStopSec, 10 s), RestartSec=2s.
+    wait_for("the watchdog restart", restarted, timeout=90, every=1)
+    assert "Watchdog timeout" in machine.journal(UNIT)
+
+
+def _adverts(stop: threading.Event, seen: list[tuple[int, int]]):
+    """VRRP adverts (VRID, priority) arriving on our end of the veth."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, HOST_IF.encode())
+    s.settimeout(0.2)
+    try:
+        while not stop.is_set():
+            try:
+                data = s.recv(2048)
+            except TimeoutError:
+                continue
+            ihl = (data[0] & 0x0F) * 4
+            _, vrid, priority = struct.unpack_from("!BBB", data, ihl)
+            seen.append((vrid, priority))
+    finally:
+        s.close()
+
+
+def test_stop_hands_the_vips_over(machine):
+    def has_vip():
+        return VIP in machine.run("ip", "-4", "addr", "show", "host0").stdout
+
+    wait_for("the VIP on host0 (master)", has_vip, timeout=60)
+    stop, seen = threading.Event(), []
+    listener = threading.Thread(target=_adverts, args=(stop, seen))
+    listener.start()
+    try:
+        wait_for("an advert", lambda: (51, 200) in seen, timeout=10)
+        machine.run("systemctl", "stop", UNIT)
+        wait_for("the priority 0 advert", lambda: (51, 0) in seen, timeout=5)
+    finally:
+        stop.set()
+        listener.join()
+    assert not has_vip()
+    assert machine.show(UNIT, "ActiveState")["ActiveState"] == "inactive"
