@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
@@ -33,8 +32,8 @@ class Machine:
         if root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)
-        with tarfile.open(tree) as tar:
-            tar.extractall(root, numeric_owner=True)  # our own tree
+        # tar(1): several times faster than tarfile under the VM's emulated CPU.
+        subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-xf", str(tree)], check=True)
         (root / "etc" / "hostname").write_text(NAME + "\n")
         return cls(root, work / "nspawn.log")
 
