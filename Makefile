@@ -106,7 +106,7 @@ systemd: deps deb
 	@mkdir -p $(REPORTS) $(VM_OUT_SD)
 	@rm -f $(VM_OUT_SD)/systemd.xml
 	scripts/systemd-tree
-	scripts/vm-run --out $(VM_OUT_SD) -- $(PYTEST) -q -rs -p no:cacheprovider tests/systemd --junitxml=$(VM_OUT_SD)/systemd.xml
+	scripts/vm-run --out $(VM_OUT_SD) -- env PULSED_SYSTEMD_LOGS=$(CURDIR)/$(VM_OUT_SD) $(PYTEST) -q -rs -p no:cacheprovider tests/systemd --junitxml=$(VM_OUT_SD)/systemd.xml
 	@cp $(VM_OUT_SD)/systemd.xml $(REPORTS)/systemd.xml
 
 lab: lab-deps

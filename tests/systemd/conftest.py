@@ -83,6 +83,8 @@ def machine(tmp_path_factory):
     """Booted, with the package installed (dpkg -i, as an operator would) and configured."""
     work = Path(os.environ.get("PULSED_SYSTEMD_WORK", tmp_path_factory.mktemp("systemd")))
     m = Machine.unpack(TREE, work)
+    if logs := os.environ.get("PULSED_SYSTEMD_LOGS"):  # the VM's --out folder outlives it
+        m.log = Path(logs) / "nspawn.log"
     deb = _deb()
     (m.root / "root" / deb.name).write_bytes(deb.read_bytes())
     probe = (HERE / "sandbox_probe.py").read_text()
