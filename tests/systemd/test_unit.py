@@ -117,14 +117,18 @@ def test_stalled_process_is_restarted_by_the_watchdog(machine):
 
 def _adverts(stop: threading.Event, seen: list[tuple[int, int]]):
     """VRRP adverts (VRID, priority) arriving on our end of the veth."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, HOST_IF.encode())
+    # A packet socket sees them without joining 224.0.0.18 (a raw IP socket would not).
+    eth_p_ip = 0x0800
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(eth_p_ip))
+    s.bind((HOST_IF, eth_p_ip))
     s.settimeout(0.2)
     try:
         while not stop.is_set():
             try:
                 data = s.recv(2048)
             except TimeoutError:
+                continue
+            if len(data) < 24 or data[9] != 112:  # IP protocol 112: VRRP
                 continue
             ihl = (data[0] & 0x0F) * 4
             _, vrid, priority = struct.unpack_from("!BBB", data, ihl)
