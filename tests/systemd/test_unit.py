@@ -58,6 +58,9 @@ def test_reload_goes_through_reloading_to_ready(machine):
         while not done.is_set():
             states.append(machine.show(UNIT, "ActiveState")["ActiveState"])
 
+    # A second real server: an unchanged file would reload to the same generation.
+    second = '[[service.real]]\naddress = "10.77.0.3:80"\n'
+    machine.run("sh", "-c", "cat >> /etc/pulsed/pulsed.toml", input=second)
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
@@ -67,7 +70,7 @@ def test_reload_goes_through_reloading_to_ready(machine):
         watcher.join()
     state = machine.show(UNIT, "ActiveState", "StatusText")
     assert state["ActiveState"] == "active"
-    assert "generation 2" in state["StatusText"], state
+    assert "1 services, 2 real servers, generation 2" in state["StatusText"], state
     journal = machine.journal(UNIT)
     assert "Reloading pulsed" in journal and "Reloaded pulsed" in journal, journal[-2000:]
     assert "reloading" in states, states
