@@ -73,9 +73,9 @@ class Daemon(Protocol):
 
     def snapshot(self) -> Snapshot: ...
 
-    def set_mode(self, key: RealKey, mode: Mode) -> Override: ...
+    def set_mode(self, key: RealKey, mode: Mode, caller: str = "") -> Override: ...
 
-    def set_weight(self, key: RealKey, weight: int | None) -> Override: ...
+    def set_weight(self, key: RealKey, weight: int | None, caller: str = "") -> Override: ...
 
     async def reload(self) -> bool: ...
 
@@ -346,7 +346,8 @@ async def set_mode(request: web.Request) -> web.Response:
         raise ApiError(404, f"unknown action {quoted(action)!r}")
     daemon = request.app[DAEMON]
     key = resolve_real(daemon.snapshot(), request.match_info["key"])
-    override = await _persist(lambda: daemon.set_mode(key, mode))
+    caller = request.remote or ""
+    override = await _persist(lambda: daemon.set_mode(key, mode, caller))
     return web.json_response(real_state(key, override))
 
 
@@ -355,7 +356,8 @@ async def put_weight(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     key = resolve_real(daemon.snapshot(), request.match_info["key"])
     weight = await _weight_from_body(request)
-    override = await _persist(lambda: daemon.set_weight(key, weight))
+    caller = request.remote or ""
+    override = await _persist(lambda: daemon.set_weight(key, weight, caller))
     return web.json_response(real_state(key, override))
 
 
@@ -363,7 +365,8 @@ async def delete_weight(request: web.Request) -> web.Response:
     await authorize(request)
     daemon = request.app[DAEMON]
     key = resolve_real(daemon.snapshot(), request.match_info["key"])
-    override = await _persist(lambda: daemon.set_weight(key, None))
+    caller = request.remote or ""
+    override = await _persist(lambda: daemon.set_weight(key, None, caller))
     return web.json_response(real_state(key, override))
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from pulsed import __version__
 from pulsed.admin_cli import add_admin_commands
 from pulsed.config import Config, ConfigError, ParseCache, load_config
+from pulsed.logs import FORMATS as LOG_FORMATS
+from pulsed.logs import LEVELS as LOG_LEVELS
 
 DEFAULT_CONFIG = "/etc/pulsed/pulsed.toml"
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_PENDING = 0, 1, 2, 3
@@ -41,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
         choices=("netlink", "memory"),
         default="netlink",
         help="memory: an in-process fake table, for trying pulsed without IPVS",
+    )
+    run.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="overrides [daemon] log_level and $PULSED_LOG_LEVEL",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="json, console, journal (<N> priority prefixes for journald), or auto;"
+        " overrides [daemon] log_format and $PULSED_LOG_FORMAT",
     )
     run.set_defaults(func=cmd_run)
 
@@ -147,9 +160,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.successor:
             args.successor.fail(f"{args.config}: the config is not valid")
         return EXIT_INVALID
-    from pulsed.logs import configure_logging
+    from pulsed.logs import ENV_FORMAT, ENV_LEVEL, choose, configure_logging
 
-    configure_logging(config.daemon.log_format, config.daemon.log_level)
+    configure_logging(
+        choose(config.daemon.log_format, args.log_format, ENV_FORMAT, LOG_FORMATS),
+        choose(config.daemon.log_level, args.log_level, ENV_LEVEL, LOG_LEVELS),
+    )
     _raise_descriptor_limit(config)
     if config.api.enabled:
         import pulsed.aioweb  # noqa: F401  # while no other thread runs: see its docstring

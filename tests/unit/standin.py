@@ -105,10 +105,10 @@ class DaemonStandIn:
             probes=self.monitor.local_faults(),
         )
 
-    def set_mode(self, key: RealKey, mode: Mode) -> Override:
+    def set_mode(self, key: RealKey, mode: Mode, caller: str = "") -> Override:
         return self.overrides.set_mode(key, mode)
 
-    def set_weight(self, key: RealKey, weight: int | None) -> Override:
+    def set_weight(self, key: RealKey, weight: int | None, caller: str = "") -> Override:
         return self.overrides.set_weight(key, weight)
 
     async def reload(self) -> bool:
