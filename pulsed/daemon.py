@@ -215,7 +215,13 @@ class Daemon:
             self._owned = still
             self._persist_owned()
         # What this pass wanted beside what the kernel held after its writes.
-        self._last_pass = PassView(self.wanted.pools, self.reconciler.last_actual, self.index)
+        self._last_pass = PassView(
+            self.wanted.pools,
+            self.reconciler.last_actual,
+            self.index,
+            self.wanted.table,
+            self._owned,  # replaced whole when it changes, never edited: no copy
+        )
         for observer in self.pass_observers:
             observer(result, elapsed)
 

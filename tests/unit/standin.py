@@ -95,7 +95,13 @@ class DaemonStandIn:
             started_at=self.started_at,
             health=self.monitor.health(),
             overrides=self.overrides.all(),
-            last_pass=PassView(self.wanted.pools, self.actual),
+            last_pass=PassView(
+                self.wanted.pools,
+                self.actual,
+                self._index,
+                self.wanted.table,
+                frozenset(s.key for s in self._config.service),
+            ),
             reconcile=self.reconcile,
             reload=self.reload_status,
             ha=HaView(
