@@ -31,6 +31,8 @@ import contextlib
 import itertools
 import json
 import os
+import random
+import re
 import signal
 import statistics
 import sys
@@ -38,7 +40,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from lab.ha_pair import VIP, HaPair, Proc, netns_exec, sh
+from lab.ha_pair import VIP, HaPair, Proc, many_vips, netns_exec, sh
 
 
 class AddrMonitor:
@@ -48,6 +50,8 @@ class AddrMonitor:
         self.ns = ns
         self.added: list[float] = []
         self.deleted: list[float] = []
+        # Every address's additions (the instances mode watches one VIP per instance).
+        self.added_at: dict[str, list[float]] = {}
         self.proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._event = asyncio.Event()
@@ -63,8 +67,13 @@ class AddrMonitor:
         assert self.proc and self.proc.stdout
         while line := await self.proc.stdout.readline():
             text = line.decode()
+            now = time.time()
+            m = re.search(r"\binet (\S+)/", text)
+            if m and not text.startswith("Deleted"):
+                self.added_at.setdefault(m.group(1), []).append(now)
+                self._event.set()
             if f"inet {VIP}/" in text:
-                (self.deleted if text.startswith("Deleted") else self.added).append(time.time())
+                (self.deleted if text.startswith("Deleted") else self.added).append(now)
                 self._event.set()
 
     async def first_after(self, t0: float, timeout: float = 5.0, deleted: bool = False) -> float:
@@ -73,6 +82,18 @@ class AddrMonitor:
                 hits = [t for t in (self.deleted if deleted else self.added) if t >= t0]
                 if hits:
                     return hits[0]
+                self._event.clear()
+                await self._event.wait()
+
+    async def all_added_after(self, addrs: list[str], t0: float, timeout: float = 5.0) -> dict:
+        """When each of ``addrs`` was first added at or after ``t0``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                seen = {
+                    a: next((t for t in self.added_at.get(a, []) if t >= t0), None) for a in addrs
+                }
+                if all(t is not None for t in seen.values()):
+                    return seen
                 self._event.clear()
                 await self._event.wait()
 
@@ -171,6 +192,129 @@ async def heal_run(lab: HaPair, impl: str, mon: AddrMonitor) -> dict:
     await lab.wait_for(lambda: lab.holders() == [0])
     await stop_all(lab, procs, impl)
     return {"heal": t_del - t0}
+
+
+# ---- instances: many VRRP instances on one router pair
+
+
+def clear_many(lab: HaPair, count: int) -> None:
+    for i, ns in enumerate(lab.routers):
+        for vip in many_vips(count):
+            sh("ip", "-n", ns, "addr", "del", f"{vip}/32", "dev", lab.ifname(i), check=False)
+
+
+async def start_many(lab: HaPair, impl: str, count: int) -> list[Proc]:
+    """Router 1 master (priority 200) and router 2 backup (100) of ``count`` instances."""
+    clear_many(lab, count)
+    vips = many_vips(count)
+    if impl == "pulsed":
+        conf = [
+            lab.instances_config(i, lab.many_instances(i, count, priority=prio,
+                                                       garp_count=5, garp_interval="10ms"))
+            for i, prio in ((0, 200), (1, 100))
+        ]  # fmt: skip
+        r1 = await lab.start_pulsed(0, config=conf[0])
+        await lab.wait_for(lambda: set(vips) <= set(lab.vips(0)))
+        r2 = await lab.start_pulsed(1, config=conf[1])
+        for k in range(count):
+            await r2.wait_event(
+                lambda e, k=k: (
+                    e.get("event") == "applied"
+                    and e["instance"] == f"VI_{k + 1}"
+                    and e["role"] == "backup"
+                )
+            )
+        procs = [r1, r2]
+    else:
+        k1 = await lab.start_keepalived(
+            0, 200, config=lab.keepalived_instances_config(0, count, 200)
+        )
+        await lab.wait_for(lambda: set(vips) <= set(lab.vips(0)))
+        k2 = await lab.start_keepalived(
+            1, 100, config=lab.keepalived_instances_config(1, count, 100)
+        )
+        await lab.wait_for(lambda: len(lab.keepalived_pids(1)) == 2)
+        procs = [k1, k2]
+    await asyncio.sleep(1.0)  # the backup has heard several adverts of every instance
+    held = [lab.holders(v) for v in vips]
+    assert all(h == [0] for h in held), f"{impl}: VIP holders {held} before the failure"
+    return procs
+
+
+async def many_run(
+    lab: HaPair, impl: str, count: int, mon: AddrMonitor, rng: random.Random
+) -> dict:
+    procs = await start_many(lab, impl, count)
+    await asyncio.sleep(rng.uniform(0.0, 0.1))  # random phase in the 100 ms cycle
+    t0 = time.time()
+    if impl == "pulsed":
+        procs[0].kill(signal.SIGKILL)
+    else:
+        lab.crash_keepalived(0)
+    seen = await mon.all_added_after(many_vips(count), t0)
+    moved = sorted(t - t0 for t in seen.values())
+    await stop_all(lab, procs, impl)
+    clear_many(lab, count)
+    return {"each": moved, "first": moved[0], "last": moved[-1]}
+
+
+def summarise_ms(values_s: list[float]) -> dict:
+    v = [x * 1000 for x in values_s]
+    return {
+        "n": len(v),
+        "p50_ms": round(statistics.median(v), 1),
+        "p99_ms": round(pct(v, 99), 1),
+        "min_ms": round(min(v), 1),
+        "max_ms": round(max(v), 1),
+    }
+
+
+async def instances_bench(args: argparse.Namespace) -> int:
+    lab = HaPair().create()
+    rng = random.Random(args.seed)
+    results: dict[str, dict] = {}
+    try:
+        mon = AddrMonitor(lab.routers[1])
+        await mon.start()
+        impls = args.impl.split(",")
+        runs: dict[str, list[dict]] = {impl: [] for impl in impls}
+        for _ in range(args.runs):  # interleaved: both see the same machine load
+            for impl in impls:
+                r = await many_run(lab, impl, args.instances, mon, rng)
+                print(impl, json.dumps({k: round(r[k] * 1000, 1) for k in ("first", "last")}),
+                      file=sys.stderr, flush=True)  # fmt: skip
+                runs[impl].append(r)
+        await mon.stop()
+        for impl, rs in runs.items():
+            results[impl] = {
+                "instances": args.instances,
+                "runs": len(rs),
+                "each_instance": summarise_ms([t for r in rs for t in r["each"]]),
+                "last_instance": summarise_ms([r["last"] for r in rs]),
+                "first_instance": summarise_ms([r["first"] for r in rs]),
+            }
+    finally:
+        await lab.close()
+    print(json.dumps(results, indent=2))
+    if "pulsed" in results and "keepalived" in results:
+        p, k = results["pulsed"], results["keepalived"]
+        print(f"\n{args.instances} instances, 100 ms adverts, kill -9 of the master, "
+              f"{args.runs} runs each (interleaved)\n")  # fmt: skip
+        print("| measurement | pulsed p50 | pulsed p99 | pulsed max | keepalived p50 |"
+              " keepalived p99 | keepalived max | ratio p50 | ratio p99 |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|")
+        for key, label in [
+            ("each_instance", "kill -9 → backup has the instance's VIP (every instance)"),
+            ("first_instance", "kill -9 → first instance's VIP on the backup"),
+            ("last_instance", "kill -9 → last instance's VIP on the backup"),
+        ]:
+            a, b = p[key], k[key]
+            print(
+                f"| {label} | {a['p50_ms']} ms | {a['p99_ms']} ms | {a['max_ms']} ms | "
+                f"{b['p50_ms']} ms | {b['p99_ms']} ms | {b['max_ms']} ms | "
+                f"{a['p50_ms'] / b['p50_ms']:.2f} | {a['p99_ms'] / b['p99_ms']:.2f} |"
+            )
+    return 0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -308,6 +452,16 @@ async def main() -> int:
         conf, rate, cpu, stall, duration = sys.argv[2:]
         await load_node(conf, int(rate), float(cpu), float(stall), float(duration))
         return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "instances":
+        ap = argparse.ArgumentParser(prog="failover.py instances")
+        ap.add_argument("--instances", type=int, default=20)
+        ap.add_argument("--runs", type=int, default=10, help="kill -9 runs per implementation")
+        ap.add_argument("--impl", default="pulsed,keepalived")
+        ap.add_argument("--seed", type=int, default=1, help="seeds the kill's phase")
+        if os.geteuid() != 0:
+            print("failover.py needs root (network namespaces)", file=sys.stderr)
+            return 2
+        return await instances_bench(ap.parse_args(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "load":
         ap = argparse.ArgumentParser(prog="failover.py load")
         ap.add_argument("--rate", type=int, default=2000, help="probes per second")
