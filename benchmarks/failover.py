@@ -21,6 +21,22 @@ Heartbeat under load: one pulsed router (100 ms adverts) whose main event loop a
 2,000 TCP probes/s against a loopback server (plus optional CPU per probe and periodic
 blocking stalls); the observer timestamps every advert on the wire. Reports the longest and
 p99 gap between adverts with the heartbeat on the main loop and on its own thread.
+
+    flock /tmp/pulsed-bench.lock .venv/bin/python benchmarks/failover.py instances --runs 15
+
+Many instances: 20 VRRPv3 instances (VRIDs 51.., one /32 VIP each, 100 ms adverts) on one
+router pair, priorities 200/100; kill -9 of the master at a random (seeded) phase; time until
+each instance's VIP is in the backup's kernel (`ip monitor address`), and until the last one.
+keepalived runs the same 20 instances in the same run, interleaved run by run.
+
+    flock /tmp/pulsed-bench.lock .venv/bin/python benchmarks/failover.py fast --window 600
+
+Fast adverts under load: one instance with 10 ms adverts on both routers, each process also
+running 2,000 TCP probes/s on its main loop (the `load` mode's probe loop; the heartbeat has
+its own thread). First a window of --window seconds with both alive: false failovers (the
+backup becoming master, or any advert of the backup on the wire) and the master's advert
+gaps; then --runs kill -9 of the master (restarted in between, it preempts back): time until
+the backup has the VIP. `--window 5 --runs 5` runs in under a minute.
 """
 
 from __future__ import annotations
@@ -345,7 +361,11 @@ async def load_node(conf: str, rate: int, cpu_ms: float, stall_ms: float, durati
     from pulsed.ha.__main__ import load_vrrp_config
     from pulsed.ha.node import VrrpNode
 
-    node = VrrpNode(load_vrrp_config(conf))
+    def on_event(kind: str, name: str, old: str, new: str, prio: int, reason: str) -> None:
+        print(json.dumps({"event": "role", "old": old, "new": new, "reason": reason,
+                          "t": time.time()}), flush=True)  # fmt: skip
+
+    node = VrrpNode(load_vrrp_config(conf), on_event=on_event)
     await node.start()
 
     async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -376,7 +396,12 @@ async def load_node(conf: str, rate: int, cpu_ms: float, stall_ms: float, durati
     tick = 0.01
     tasks: set[asyncio.Task[None]] = set()
     next_stall = start + 1.0
+    next_report, reported = start + 1.0, 0
     while loop.time() - start < duration:
+        if loop.time() >= next_report:  # the load actually run, each second
+            print(json.dumps({"event": "rate", "probes": done - reported, "errors": errors}),
+                  flush=True)  # fmt: skip
+            reported, next_report = done, next_report + 1.0
         for _ in range(max(1, round(rate * tick))):
             t = asyncio.create_task(probe())
             tasks.add(t)
@@ -447,6 +472,143 @@ async def load_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- fast: 10 ms adverts, one instance, probes in the same process
+
+
+async def start_loadnode(lab: HaPair, i: int, priority: int, args: argparse.Namespace) -> Proc:
+    """Router i: a VrrpNode (``advert_ms`` adverts) with ``rate`` TCP probes/s on its main
+    loop, until killed; its stdout carries role and per-second rate events."""
+    conf = lab.pulsed_config(i, priority=priority, advert_interval=f"{args.advert_ms}ms",
+                             garp_count=5, garp_interval="10ms")  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *netns_exec(lab.routers[i], sys.executable, __file__, "_loadnode", conf,
+                    str(args.rate), "0", "0", "1e9"),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    p = Proc(f"load-r{i + 1}", lab.routers[i], proc)
+    p.start_reader()
+    lab.procs.append(p)
+    await p.wait_event(lambda e: e.get("event") == "ready")
+    return p
+
+
+def is_role(role: str):
+    return lambda e: e.get("event") == "role" and e["new"] == role
+
+
+def probe_rate(p: Proc, start: int) -> float:
+    rates = [e["probes"] for e in p.events[start:] if e.get("event") == "rate"]
+    return statistics.mean(rates) if rates else 0.0
+
+
+async def fast_bench(args: argparse.Namespace) -> int:
+    lab = HaPair().create()
+    rng = random.Random(args.seed)
+    advert = args.advert_ms / 1000
+    # RFC 5798 master-down interval of the backup (priority 100).
+    mdi = 3 * advert + (256 - 100) / 256 * advert
+    try:
+        cap = await lab.capture()
+        mon = AddrMonitor(lab.routers[1])
+        await mon.start()
+        clear_vips(lab)
+        r1 = await start_loadnode(lab, 0, 200, args)
+        await r1.wait_event(is_role("master"))
+        await lab.wait_for(lambda: lab.holders() == [0])
+        r2 = await start_loadnode(lab, 1, 100, args)
+        await r2.wait_event(is_role("backup"))
+        await asyncio.sleep(1.0)
+        assert lab.holders() == [0], lab.holders()
+
+        # False failovers: both alive and loaded for the window; the backup must never
+        # become master (its role events), nor send an advert (the observer).
+        print(f"window: {args.window:g} s", file=sys.stderr, flush=True)
+        m_cap, m1, m2 = len(cap.events), len(r1.events), len(r2.events)
+        t_start = time.time()
+        await asyncio.sleep(args.window)
+        window = time.time() - t_start
+        seen = cap.events[m_cap:]
+        master_ts = [e["t"] for e in seen if e.get("event") == "advert" and e["src"] == lab.addr(0)]
+        gaps = [(b - a) * 1000 for a, b in itertools.pairwise(master_ts)]
+        false_masters = [e for e in r2.events[m2:] if is_role("master")(e)]
+        backup_adverts = sum(
+            1 for e in seen if e.get("event") == "advert" and e["src"] == lab.addr(1) and e["prio"]
+        )
+        master_left = [e for e in r1.events[m1:] if e.get("event") == "role"]
+        rates = [probe_rate(r1, m1), probe_rate(r2, m2)]
+        window_row = {
+            "window_s": round(window, 1),
+            "false_failovers": len(false_masters),
+            "backup_adverts": backup_adverts,
+            "master_transitions": len(master_left),
+            "master_adverts": len(master_ts),
+            "advert_gap_p50_ms": round(statistics.median(gaps), 2),
+            "advert_gap_p99_ms": round(pct(gaps, 99), 2),
+            "advert_gap_max_ms": round(max(gaps), 2),
+            "probes_per_s_master": round(rates[0]),
+            "probes_per_s_backup": round(rates[1]),
+            "master_down_interval_ms": round(mdi * 1000, 2),
+        }
+        print(json.dumps(window_row), file=sys.stderr, flush=True)
+
+        # Failover: kill -9 the master at a random phase, time the VIP on the backup; the
+        # master comes back (priority 200 preempts) before the next run.
+        crash: list[dict] = []
+        for _ in range(args.runs):
+            await asyncio.sleep(rng.uniform(0.0, advert))
+            t0 = time.time()
+            r1.kill(signal.SIGKILL)
+            t_vip = await mon.first_after(t0)
+            last = [
+                e["t"]
+                for e in cap.events
+                if e.get("event") == "advert" and e["src"] == lab.addr(0) and e["t"] < t0
+            ]
+            crash.append({"vip": t_vip - t0, "silence": t_vip - last[-1]})
+            print(json.dumps({k: round(v * 1000, 1) for k, v in crash[-1].items()}),
+                  file=sys.stderr, flush=True)  # fmt: skip
+            await r1.wait(10)
+            lab.procs.remove(r1)
+            sh("ip", "-n", lab.routers[0], "addr", "del", f"{VIP}/24", "dev", lab.ifname(0),
+               check=False)  # fmt: skip
+            mark = len(r2.events)
+            r1 = await start_loadnode(lab, 0, 200, args)
+            await r1.wait_event(is_role("master"))
+            await r2.wait_event(is_role("backup"), start=mark)
+            await lab.wait_for(lambda: lab.holders() == [0])
+            await asyncio.sleep(0.5)
+        await mon.stop()
+    finally:
+        await lab.close()
+    result = {
+        "advert_ms": args.advert_ms,
+        "rate": args.rate,
+        "seed": args.seed,
+        "false_failover_window": window_row,
+        "crash_vip": summarise(crash, "vip"),
+        "silence_vip": summarise(crash, "silence"),
+    }
+    print(json.dumps(result, indent=2))
+    w, c, q = window_row, result["crash_vip"], result["silence_vip"]
+    print(f"\n{args.advert_ms} ms adverts, one instance, {args.rate} TCP probes/s on the main loop"
+          f" of both routers (done: {w['probes_per_s_master']}/s and"
+          f" {w['probes_per_s_backup']}/s)\n")  # fmt: skip
+    print("| measurement | n | p50 | p99 | max |")
+    print("|---|---|---|---|---|")
+    print(f"| kill -9 → backup has the VIP | {c['n']} | {c['p50_ms']} ms | {c['p99_ms']} ms | "
+          f"{c['max_ms']} ms |")  # fmt: skip
+    print(f"| master's last advert → backup has the VIP (MDI {w['master_down_interval_ms']} ms) |"
+          f" {q['n']} | {q['p50_ms']} ms | {q['p99_ms']} ms | {q['max_ms']} ms |")  # fmt: skip
+    print(f"| master's advert gap over {w['window_s']} s | {w['master_adverts']} |"
+          f" {w['advert_gap_p50_ms']} ms | {w['advert_gap_p99_ms']} ms |"
+          f" {w['advert_gap_max_ms']} ms |")  # fmt: skip
+    print(
+        f"\nfalse failovers in {w['window_s']} s (backup became master while the master"
+        f" lived): {w['false_failovers']}; backup adverts seen: {w['backup_adverts']}"
+    )
+    return 0
+
+
 async def main() -> int:
     if len(sys.argv) == 7 and sys.argv[1] == "_loadnode":
         conf, rate, cpu, stall, duration = sys.argv[2:]
@@ -462,6 +624,18 @@ async def main() -> int:
             print("failover.py needs root (network namespaces)", file=sys.stderr)
             return 2
         return await instances_bench(ap.parse_args(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "fast":
+        ap = argparse.ArgumentParser(prog="failover.py fast")
+        ap.add_argument("--advert-ms", type=int, default=10)
+        ap.add_argument("--rate", type=int, default=2000, help="probes per second per router")
+        ap.add_argument("--runs", type=int, default=20, help="kill -9 runs")
+        ap.add_argument("--window", type=float, default=10.0,
+                        help="seconds of both routers alive, counting false failovers")  # fmt: skip
+        ap.add_argument("--seed", type=int, default=1, help="seeds the kill's phase")
+        if os.geteuid() != 0:
+            print("failover.py needs root (network namespaces)", file=sys.stderr)
+            return 2
+        return await fast_bench(ap.parse_args(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "load":
         ap = argparse.ArgumentParser(prog="failover.py load")
         ap.add_argument("--rate", type=int, default=2000, help="probes per second")

@@ -310,6 +310,35 @@ class HaPair:
             await p.wait_event(lambda e: e.get("event") == "ready")
         return p
 
+    async def start_daemon(self, i: int, text: str) -> Proc:
+        """The whole daemon (``pulsed run --backend memory``) in router i with the config
+        ``text`` (written to ``daemon_config_path(i)``); its JSON log lines are the Proc's
+        events. Only the namespace's own interfaces and addresses are touched."""
+        path = self.daemon_config_path(i)
+        with open(path, "w") as f:
+            f.write(text)
+        proc = await asyncio.create_subprocess_exec(
+            *netns_exec(self.routers[i], sys.executable, "-m", "pulsed.cli", "run", "-c", path,
+                        "--backend", "memory"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=REPO,
+        )  # fmt: skip
+        p = Proc(f"pulsed-daemon-r{i + 1}", self.routers[i], proc)
+        p.start_reader()
+        self.procs.append(p)
+        return p
+
+    def daemon_config_path(self, i: int) -> str:
+        return os.path.join(self.dir, f"r{i + 1}-daemon.toml")
+
+    def http_get(self, i: int, url: str) -> Any:
+        """GET ``url`` from inside router i's namespace (e.g. the daemon's /status): JSON."""
+        code = (
+            "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())"
+        )
+        return json.loads(sh(*netns_exec(self.routers[i], sys.executable, "-c", code, url)).stdout)
+
     def keepalived_config(
         self,
         i: int,
