@@ -194,7 +194,7 @@ async def test_hanging_notify_master_delays_no_advert(lab):
     text = daemon_config(lab, priority=200, timeout=f"{timeout:g}s", notify_master=hang)
     daemon = await lab.start_daemon(0, text)
     became = await daemon.wait_event(lambda e: e.get("event") == "vrrp.master", timeout=20)
-    await peer.wait_event(lambda e: e.get("event") == "role" and e["new"] == "backup")
+    await peer.wait_event(lambda e: e.get("event") == "role" and e["old"] == "master")
     mark = len(peer.events)
     await eventually(lambda: _hook_pids(marker) != [], timeout=5)
     hung = _hook_pids(marker)
