@@ -123,14 +123,18 @@ async def test_notify_commands_and_fifo_follow_every_transition(lab):
         peer = await lab.start_pulsed(1, priority=200)
         await daemon.wait_event(lambda e: e.get("event") == "vrrp.backup" and e["old"] == "master")
         await lab.wait_for(lambda: lab.holders() == [1])
+        mark = len(daemon.events)
         peer.kill(signal.SIGKILL)
         await peer.wait()
-        await daemon.wait_event(lambda e: e.get("event") == "vrrp.master" and e["old"] == "backup")
+        await daemon.wait_event(lambda e: e.get("event") == "vrrp.master", start=mark)
+        await lab.wait_for(lambda: lab.holders() == [0])
         # The real server goes down.
         real.kill()
         real.wait()
         server = f"127.0.0.1:{REAL_PORT}"
         await eventually(lambda: f"down web {server}" in read_calls(calls))
+        # The last transition's lines came before the server went down.
+        assert fifo.lines()[-1] == f'RS "web" {server} DOWN'
         want_fifo = [
             'INSTANCE "VI_1" BACKUP 100',
             'INSTANCE "VI_1" MASTER 100',
