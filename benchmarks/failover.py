@@ -53,6 +53,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -219,6 +220,10 @@ def clear_many(lab: HaPair, count: int) -> None:
             sh("ip", "-n", ns, "addr", "del", f"{vip}/32", "dev", lab.ifname(i), check=False)
 
 
+def applied_as(name: str, role: str) -> Callable[[dict], bool]:
+    return lambda e: e.get("event") == "applied" and e["instance"] == name and e["role"] == role
+
+
 async def start_many(lab: HaPair, impl: str, count: int) -> list[Proc]:
     """Router 1 master (priority 200) and router 2 backup (100) of ``count`` instances."""
     clear_many(lab, count)
@@ -233,13 +238,7 @@ async def start_many(lab: HaPair, impl: str, count: int) -> list[Proc]:
         await lab.wait_for(lambda: set(vips) <= set(lab.vips(0)))
         r2 = await lab.start_pulsed(1, config=conf[1])
         for k in range(count):
-            await r2.wait_event(
-                lambda e, k=k: (
-                    e.get("event") == "applied"
-                    and e["instance"] == f"VI_{k + 1}"
-                    and e["role"] == "backup"
-                )
-            )
+            await r2.wait_event(applied_as(f"VI_{k + 1}", "backup"))
         procs = [r1, r2]
     else:
         k1 = await lab.start_keepalived(
