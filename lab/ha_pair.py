@@ -48,6 +48,11 @@ def toml_value(v: Any) -> str:
     return json.dumps(v)
 
 
+def many_vips(count: int) -> list[str]:
+    """The VIPs of ``count`` instances (HaPair.many_instances): 192.0.2.100 and up."""
+    return [f"192.0.2.{100 + k}" for k in range(count)]
+
+
 def netns_exec(ns: str, *cmd: str) -> list[str]:
     return ["ip", "netns", "exec", ns, *cmd]
 
@@ -208,6 +213,41 @@ class HaPair:
         return [i for i in range(len(self.routers)) if vip in self.vips(i)]
 
     # ---- routers
+    def instances_config(self, i: int, instances: list[dict[str, Any]], tag: str = "") -> str:
+        """A pulsed config of router i with one [[vrrp]] table per dict (written as given)."""
+        lines: list[str] = []
+        for inst in instances:
+            lines.append("[[vrrp]]")
+            nested = [(k, v) for k, v in inst.items() if isinstance(v, dict)]
+            lines.extend(
+                f"{k} = {toml_value(v)}" for k, v in inst.items() if not isinstance(v, dict)
+            )
+            for k, table in nested:
+                lines.append(f"[vrrp.{k}]")
+                lines.extend(f"{kk} = {toml_value(vv)}" for kk, vv in table.items())
+        path = os.path.join(self.dir, f"r{i + 1}{tag}.toml")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def many_instances(self, i: int, count: int, **vrrp: Any) -> list[dict[str, Any]]:
+        """``count`` instances VI_1..VI_n of router i: VRID 51 + k, VIP ``many_vips()[k]``/32."""
+        out = []
+        for k, vip in enumerate(many_vips(count)):
+            inst = {
+                "name": f"VI_{k + 1}",
+                "interface": self.ifname(i),
+                "vrid": 51 + k,
+                "priority": 100,
+                "advert_interval": "100ms",
+                "virtual_addresses": [f"{vip}/32"],
+                "garp_count": 3,
+                "track_interval": "50ms",
+            }
+            inst.update(vrrp)
+            out.append(inst)
+        return out
+
     def pulsed_config(self, i: int, **vrrp: Any) -> str:
         base = {
             "interface": self.ifname(i),
@@ -240,11 +280,13 @@ class HaPair:
         wait_ready: bool = True,
         steppable_clock: bool = False,
         clock_offset: float = 0.0,
+        config: str | None = None,
         **vrrp: Any,
     ) -> Proc:
         """``steppable_clock``: run the router with a wall clock that ``step_clock`` moves,
-        starting ``clock_offset`` seconds from real time."""
-        conf = self.pulsed_config(i, **vrrp)
+        starting ``clock_offset`` seconds from real time. ``config``: a config file to run
+        (e.g. from ``instances_config``) instead of one built from ``vrrp``."""
+        conf = config or self.pulsed_config(i, **vrrp)
         status = os.path.join(self.dir, f"r{i + 1}.status.json")
         log = open(os.path.join(self.dir, f"r{i + 1}.log"), "ab")  # noqa: SIM115
         run = [sys.executable, "-m", "pulsed.ha"]
@@ -267,6 +309,35 @@ class HaPair:
         if wait_ready:
             await p.wait_event(lambda e: e.get("event") == "ready")
         return p
+
+    async def start_daemon(self, i: int, text: str) -> Proc:
+        """The whole daemon (``pulsed run --backend memory``) in router i with the config
+        ``text`` (written to ``daemon_config_path(i)``); its JSON log lines are the Proc's
+        events. Only the namespace's own interfaces and addresses are touched."""
+        path = self.daemon_config_path(i)
+        with open(path, "w") as f:
+            f.write(text)
+        proc = await asyncio.create_subprocess_exec(
+            *netns_exec(self.routers[i], sys.executable, "-m", "pulsed.cli", "run", "-c", path,
+                        "--backend", "memory"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=REPO,
+        )  # fmt: skip
+        p = Proc(f"pulsed-daemon-r{i + 1}", self.routers[i], proc)
+        p.start_reader()
+        self.procs.append(p)
+        return p
+
+    def daemon_config_path(self, i: int) -> str:
+        return os.path.join(self.dir, f"r{i + 1}-daemon.toml")
+
+    def http_get(self, i: int, url: str) -> Any:
+        """GET ``url`` from inside router i's namespace (e.g. the daemon's /status): JSON."""
+        code = (
+            "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())"
+        )
+        return json.loads(sh(*netns_exec(self.routers[i], sys.executable, "-c", code, url)).stdout)
 
     def keepalived_config(
         self,
@@ -307,6 +378,39 @@ vrrp_instance VI_{i + 1} {{
             f.write(conf)
         return path
 
+    def keepalived_instances_config(
+        self, i: int, count: int, priority: int, interval: float = 0.1
+    ) -> str:
+        """keepalived's twin of ``many_instances``: ``count`` VRRPv3 instances, same VRIDs
+        and VIPs, in one config."""
+        blocks = "".join(
+            f"""vrrp_instance VI_{k + 1} {{
+  state BACKUP
+  interface {self.ifname(i)}
+  virtual_router_id {51 + k}
+  priority {priority}
+  advert_int {interval}
+  version 3
+  virtual_ipaddress {{
+    {vip}/32
+  }}
+}}
+"""
+            for k, vip in enumerate(many_vips(count))
+        )
+        conf = f"""global_defs {{
+  router_id {self.tag}r{i + 1}
+  script_user root
+  enable_script_security
+  vrrp_garp_master_repeat 3
+  vrrp_garp_master_delay 0
+}}
+{blocks}"""
+        path = os.path.join(self.dir, f"k{i + 1}.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        return path
+
     async def start_keepalived(
         self,
         i: int,
@@ -314,8 +418,13 @@ vrrp_instance VI_{i + 1} {{
         preempt: bool = True,
         vip: str = f"{VIP}/24",
         unicast_peers: tuple[str, ...] = (),
+        config: str | None = None,
     ) -> Proc:
-        conf = self.keepalived_config(i, priority, preempt, vip=vip, unicast_peers=unicast_peers)
+        """``config``: a keepalived config to run (e.g. from ``keepalived_instances_config``)
+        instead of one built from the other arguments."""
+        conf = config or self.keepalived_config(
+            i, priority, preempt, vip=vip, unicast_peers=unicast_peers
+        )
         pid = os.path.join(self.dir, f"k{i + 1}")
         self._pidfiles.append(pid)
         log = open(os.path.join(self.dir, f"k{i + 1}.log"), "ab")  # noqa: SIM115

@@ -77,21 +77,51 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
         return str(exc.reason)
 
 
-def client_from_args(args: argparse.Namespace) -> Client:
+def api_settings(path: str) -> tuple[str, str]:
+    """(api.listen, api.token_file) of the config at ``path``, read without validating
+    it: ``pulsed reload`` must find the running daemon even when the new file is broken
+    (the daemon then says what is wrong). The defaults when the file does not say."""
     listen, token_file = DEFAULT_LISTEN, DEFAULT_TOKEN_FILE
     try:
-        from pulsed.config import load_config
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return listen, token_file
+    try:
+        import tomli
 
-        config = load_config(args.config)
-    except Exception:  # an unreadable config still leaves the defaults and the flags
-        config = None
-    if config is not None:
-        listen, token_file = config.api.listen, config.api.token_file
-    url = args.url or f"http://{_connectable(listen)}"
+        api = tomli.loads(text).get("api", {})
+    except (ValueError, RecursionError):  # broken TOML: look for the two keys by line
+        api = _api_lines(text)
+    if isinstance(api, dict):
+        if isinstance(api.get("listen"), str):
+            listen = api["listen"]
+        if isinstance(api.get("token_file"), str):
+            token_file = api["token_file"]
+    return listen, token_file
+
+
+def _api_lines(text: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    section = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped.strip("[] ")
+            continue
+        key, sep, value = stripped.partition("=")
+        value = value.split("#")[0].strip().strip("\"'")
+        if sep and section == "api" and key.strip() in ("listen", "token_file"):
+            found[key.strip()] = value
+    return found
+
+
+def client_from_args(args: argparse.Namespace) -> Client:
+    listen, token_file = api_settings(args.config)
+    url = args.url or f"http://{connectable(listen)}"
     return Client(url.rstrip("/"), args.token_file or token_file)
 
 
-def _connectable(listen: str) -> str:
+def connectable(listen: str) -> str:
     """A wildcard listen address is reached through loopback."""
     for wildcard, loopback in (("0.0.0.0:", "127.0.0.1:"), ("[::]:", "[::1]:")):
         if listen.startswith(wildcard):
@@ -120,13 +150,22 @@ def add_admin_commands(subparsers: argparse._SubParsersAction) -> None:
     ):
         p = subparsers.add_parser(name, parents=[common], help=text)
         p.add_argument("real", help=real_help)
-        p.set_defaults(func=cmd_mode, action=name)
+        if name != "enable":
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="also when it is the service's last serving real server",
+            )
+        p.set_defaults(func=cmd_mode, action=name, force=False)
 
     weight = subparsers.add_parser(
         "weight", parents=[common], help="set a weight override, or clear it"
     )
     weight.add_argument("real", help=real_help)
     weight.add_argument("weight", help="0..65535, or 'clear' to use the configured weight")
+    weight.add_argument(
+        "--force", action="store_true", help="weight 0 also on the last serving real server"
+    )
     weight.set_defaults(func=cmd_weight)
 
     reload = subparsers.add_parser(
@@ -149,7 +188,8 @@ def _real_path(real: str) -> str:
 
 def cmd_mode(args: argparse.Namespace) -> int:
     def action(client: Client) -> int:
-        result = client.call("POST", f"{_real_path(args.real)}/{args.action}", auth=True)
+        path = f"{_real_path(args.real)}/{args.action}" + ("?force=1" if args.force else "")
+        result = client.call("POST", path, auth=True)
         print(f"{result['key']}: {result['mode']}")
         return EXIT_OK
 
@@ -166,7 +206,7 @@ def cmd_weight(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     def action(client: Client) -> int:
-        path = f"{_real_path(args.real)}/weight"
+        path = f"{_real_path(args.real)}/weight" + ("?force=1" if args.force else "")
         if body is None:
             result = client.call("DELETE", path, auth=True)
         else:
@@ -211,6 +251,7 @@ def format_status(doc: dict[str, Any]) -> str:
         f"pulsed {doc['version']}  role: {_roles(doc)}  config generation {config['generation']}"
         + ("" if config["last_reload_ok"] else f"  LAST RELOAD FAILED: {config['reason']}"),
         *_vrrp_warnings(doc),
+        *_vip_lines(doc),
         f"kernel: {doc['reconcile']['reason']}",
         "Prot LocalAddress:Port Scheduler Flags",
         "  -> RemoteAddress:Port      Forward Weight Effective ActiveConn InActConn"
@@ -223,13 +264,21 @@ def format_status(doc: dict[str, Any]) -> str:
             host = f"[{svc['vip']}]" if ":" in svc["vip"] else svc["vip"]
             head = f"{svc['protocol'].upper():<4} {host}:{svc['port']} {svc['scheduler']}"
         lines.append(f"{head}  ({svc['name']}: {svc['reason']})")
+        if svc.get("sorry_server"):
+            used = "in use" if svc.get("sorry_in_use") else "standing by"
+            lines.append(f"  sorry server {svc['sorry_server']} ({used})")
         for r in svc["reals"]:
             host = f"[{r['address']}]" if ":" in r["address"] else r["address"]
             stats = r.get("stats") or {}
             effective = "-" if r["effective_weight"] is None else r["effective_weight"]
+            configured = (
+                r["configured_weight"]
+                if r.get("weight_override") is None
+                else f"{r['weight_override']} (override)"
+            )
             lines.append(
                 f"  -> {host + ':' + str(r['port']):<22} {_forward(r['forwarding']):<7}"
-                f" {r['configured_weight']:>6} {effective!s:>9}"
+                f" {configured!s:>6} {effective!s:>9}"
                 f" {stats.get('active_connections', '-')!s:>10} "
                 f"{stats.get('inactive_connections', '-')!s:>9}"
                 f"  {r['health']:<8} {r['mode']:<8} {r['reason']}"
@@ -248,6 +297,21 @@ def _roles(doc: dict[str, Any]) -> str:
         name = f"{v['name']} " if v.get("name") else ""
         shown.append(f"{name}{v['role']} (priority {priority})")
     return ", ".join(shown)
+
+
+def _vip_lines(doc: dict[str, Any]) -> list[str]:
+    """Each VIP and who holds it: this router, the peer (its address), or nobody."""
+    lines = []
+    for v in doc.get("vrrp") or []:
+        if v.get("vips_held"):
+            holder = "this router"
+        elif v.get("role") == "backup" and v.get("master"):
+            holder = f"the peer {v['master']}"
+        else:
+            holder = "nobody seen from here" if v.get("role") != "master" else "this router"
+        for vip in v.get("vips") or []:
+            lines.append(f"VIP {vip} ({v.get('name', '')}, {v['role']}): held by {holder}")
+    return lines
 
 
 def _vrrp_warnings(doc: dict[str, Any]) -> list[str]:

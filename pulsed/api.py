@@ -45,10 +45,11 @@ from pulsed.api_token import TokenReader, TokenUnavailable
 from pulsed.checks.base import ProbeResult
 from pulsed.checks.state import RealHealth
 from pulsed.config import Config
-from pulsed.keys import parse_service_key, real_key_text
+from pulsed.keys import IndexedService, parse_service_key, real_key_text
 from pulsed.metrics import CONTENT_TYPE, ActivityRecorder, MetricsRenderer, attach_recorder
-from pulsed.model import DestKey, RealKey
+from pulsed.model import DestKey, RealKey, normalize_address
 from pulsed.overrides import MODES, Mode, Override
+from pulsed.plan_view import plan_document
 from pulsed.readmodel import Snapshot
 from pulsed.reconcile import PassResult
 from pulsed.status_view import service_status, status_chunks
@@ -73,9 +74,9 @@ class Daemon(Protocol):
 
     def snapshot(self) -> Snapshot: ...
 
-    def set_mode(self, key: RealKey, mode: Mode) -> Override: ...
+    def set_mode(self, key: RealKey, mode: Mode, caller: str = "") -> Override: ...
 
-    def set_weight(self, key: RealKey, weight: int | None) -> Override: ...
+    def set_weight(self, key: RealKey, weight: int | None, caller: str = "") -> Override: ...
 
     async def reload(self) -> bool: ...
 
@@ -319,14 +320,58 @@ def resolve_real(snap: Snapshot, text: str) -> RealKey:
         svc = index.by_key(key)
         if svc is None:
             raise ApiError(404, f"no service {key} in the running config")
+    bracketed = real_text.startswith("[")
+    if not ("]:" in real_text if bracketed else real_text.count(":") == 1):
+        return _real_without_port(svc, real_text)  # an address alone (v4, [v6] or v6)
     try:
-        address, port = split_host_port(real_text, svc.config.port or None)
+        address, port = split_host_port(real_text)
     except ValueError as exc:
         raise ApiError(400, quoted(f"{real_text!r}: {exc}")) from None
     real = index.canonical((svc.key, DestKey(address, port)))
     if real is None:
         raise ApiError(404, f"no real server {quoted(real_text)} in service {svc.name} ({svc.key})")
     return real
+
+
+def _real_without_port(svc: IndexedService, text: str) -> RealKey:
+    """A real server named by its address alone: the one with that address, if
+    there is exactly one; else the error names the candidates."""
+    try:
+        address = normalize_address(text.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        raise ApiError(400, f"{quoted(text)!r}: expected ADDRESS or ADDRESS:PORT") from None
+    matches = [key for key in svc.reals if key[1].address == address]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ApiError(404, f"no real server {quoted(text)} in service {svc.name} ({svc.key})")
+    shown = ", ".join(str(key[1]) for key in matches)
+    raise ApiError(
+        400, f"{quoted(text)} is ambiguous in service {svc.name}: give the port ({shown})"
+    )
+
+
+def last_serving(snap: Snapshot, key: RealKey) -> str | None:
+    """Why taking ``key`` out of its pool leaves the service with no serving real
+    server (one line naming what happens then), or None."""
+    pool = snap.pools.get(key[0])
+    if pool is None or pool.weights.get(key[1], 0) <= 0:
+        return None
+    svc = snap.index.by_key(key[0])
+    assert svc is not None
+    sorry = svc.config.sorry_server
+    serving = [d for d in pool.weights if pool.weights[d] > 0 and d != key[1]]
+    if pool.sorry_in_use or any(snap.index.real((key[0], d)) is not None for d in serving):
+        return None
+    then = f"the sorry server {sorry} takes over" if sorry else "no server serves it"
+    return f"{key[1]} is the last serving real server of {svc.name}: {then}"
+
+
+def _guard_last(request: web.Request, snap: Snapshot, key: RealKey) -> None:
+    """409 unless ``?force=1`` when the call would leave the service with no server."""
+    why = last_serving(snap, key)
+    if why is not None and request.query.get("force") not in ("1", "true", "yes"):
+        raise ApiError(409, f"{why}; repeat with force (pulsed ... --force, or ?force=1)")
 
 
 def real_state(key: RealKey, override: Override) -> dict[str, Any]:
@@ -345,17 +390,25 @@ async def set_mode(request: web.Request) -> web.Response:
     if mode is None:
         raise ApiError(404, f"unknown action {quoted(action)!r}")
     daemon = request.app[DAEMON]
-    key = resolve_real(daemon.snapshot(), request.match_info["key"])
-    override = await _persist(lambda: daemon.set_mode(key, mode))
+    snap = daemon.snapshot()
+    key = resolve_real(snap, request.match_info["key"])
+    if mode != "enabled":
+        _guard_last(request, snap, key)
+    caller = request.remote or ""
+    override = await _persist(lambda: daemon.set_mode(key, mode, caller))
     return web.json_response(real_state(key, override))
 
 
 async def put_weight(request: web.Request) -> web.Response:
     await authorize(request)
     daemon = request.app[DAEMON]
-    key = resolve_real(daemon.snapshot(), request.match_info["key"])
+    snap = daemon.snapshot()
+    key = resolve_real(snap, request.match_info["key"])
     weight = await _weight_from_body(request)
-    override = await _persist(lambda: daemon.set_weight(key, weight))
+    if weight == 0:
+        _guard_last(request, snap, key)
+    caller = request.remote or ""
+    override = await _persist(lambda: daemon.set_weight(key, weight, caller))
     return web.json_response(real_state(key, override))
 
 
@@ -363,7 +416,8 @@ async def delete_weight(request: web.Request) -> web.Response:
     await authorize(request)
     daemon = request.app[DAEMON]
     key = resolve_real(daemon.snapshot(), request.match_info["key"])
-    override = await _persist(lambda: daemon.set_weight(key, None))
+    caller = request.remote or ""
+    override = await _persist(lambda: daemon.set_weight(key, None, caller))
     return web.json_response(real_state(key, override))
 
 
@@ -376,6 +430,11 @@ async def get_real(request: web.Request) -> web.Response:
         if real["key"] == text:
             return web.json_response(real)
     raise ApiError(404, f"no real server {text}")
+
+
+async def plan(request: web.Request) -> web.Response:
+    """What the daemon would change now: its last pass's wanted table against the kernel's."""
+    return web.json_response(plan_document(request.app[DAEMON].snapshot()))
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -465,6 +524,7 @@ def make_app(daemon: Daemon, renderer: MetricsRenderer | None = None) -> web.App
     actions = "".join(f"(?<!/{a})" for a in ("drain", "disable", "enable", "weight"))
     app.router.add_get("/api/v1/reals/{key:.+" + actions + "}", get_real)
     app.router.add_post("/api/v1/reload", reload)
+    app.router.add_get("/api/v1/plan", plan)
     return app
 
 

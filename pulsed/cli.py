@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from pulsed import __version__
 from pulsed.admin_cli import add_admin_commands
 from pulsed.config import Config, ConfigError, ParseCache, load_config
+from pulsed.logs import FORMATS as LOG_FORMATS
+from pulsed.logs import LEVELS as LOG_LEVELS
 
 DEFAULT_CONFIG = "/etc/pulsed/pulsed.toml"
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_PENDING = 0, 1, 2, 3
@@ -42,6 +44,17 @@ def _parser() -> argparse.ArgumentParser:
         default="netlink",
         help="memory: an in-process fake table, for trying pulsed without IPVS",
     )
+    run.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="overrides [daemon] log_level and $PULSED_LOG_LEVEL",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="json, console, journal (<N> priority prefixes for journald), or auto;"
+        " overrides [daemon] log_format and $PULSED_LOG_FORMAT",
+    )
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file (exit 0 valid, 2 not)")
@@ -53,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         "plan", help="print what would change (exit 0 in sync, 3 pending, 2 error)"
     )
     plan.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    plan.add_argument("--url", help="the daemon's API, e.g. http://127.0.0.1:9480")
+    plan.add_argument(
+        "--local",
+        action="store_true",
+        help="compute the plan here (every real server assumed healthy), not ask the daemon",
+    )
     plan.set_defaults(func=cmd_plan)
 
     add_admin_commands(sub)
@@ -97,10 +116,45 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    """The running daemon's plan (its wanted table against the kernel's, with real
+    health); computed here only when no daemon answers (or with --local)."""
+    if not args.local:
+        from pulsed.admin_cli import Client, ClientError, api_settings, connectable
+
+        listen, token_file = api_settings(args.config)
+        client = Client(args.url or f"http://{connectable(listen)}", token_file)
+        try:
+            doc = client.call("GET", "/api/v1/plan")
+        except ClientError as exc:
+            print(
+                f"pulsed: no plan from a running daemon ({exc});"
+                " computed here instead, with every real server assumed healthy",
+                file=sys.stderr,
+            )
+        else:
+            return _print_daemon_plan(doc, client.url)
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_INVALID
     return asyncio.run(_plan(config))
+
+
+def _print_daemon_plan(doc: dict, url: str) -> int:
+    reals = doc["reals"]
+    print(
+        f"plan of the running daemon at {url} (config generation {doc['generation']}):"
+        f" real servers {reals['up']} up, {reals['down']} down, {reals['unknown']} not checked",
+        file=sys.stderr,
+    )
+    for op in doc["operations"]:
+        print(op)
+    if doc["pending"]:
+        print("a change waits for the daemon's next pass", file=sys.stderr)
+    if not doc["operations"] and not doc["pending"]:
+        print("in sync: no changes")
+        return EXIT_OK
+    print(f"{len(doc['operations'])} change(s) pending", file=sys.stderr)
+    return EXIT_PENDING
 
 
 async def _plan(config: Config) -> int:
@@ -147,9 +201,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.successor:
             args.successor.fail(f"{args.config}: the config is not valid")
         return EXIT_INVALID
-    from pulsed.logs import configure_logging
+    from pulsed.logs import ENV_FORMAT, ENV_LEVEL, choose, configure_logging
 
-    configure_logging(config.daemon.log_format, config.daemon.log_level)
+    configure_logging(
+        choose(config.daemon.log_format, args.log_format, ENV_FORMAT, LOG_FORMATS),
+        choose(config.daemon.log_level, args.log_level, ENV_LEVEL, LOG_LEVELS),
+    )
     _raise_descriptor_limit(config)
     if config.api.enabled:
         import pulsed.aioweb  # noqa: F401  # while no other thread runs: see its docstring

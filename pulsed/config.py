@@ -71,7 +71,7 @@ class DaemonConfig(_Section, frozen=True):
     retry_interval: Duration = Duration(1.0)
     probe_tick_max: Duration = Duration(0.05)
     remove_on_shutdown: bool = False
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_format: Literal["auto", "json", "console", "journal"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 

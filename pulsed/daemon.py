@@ -90,6 +90,29 @@ def health_targets(
     return targets
 
 
+# Names listed per kind in a reload's log line; the counts are always whole.
+MAX_LOGGED_NAMES = 20
+
+
+def service_changes(old: KeyIndex, new: KeyIndex) -> dict[str, object]:
+    """What a reload changed, for its log line: services added, removed, edited."""
+    before = {svc.name: svc for svc in old}
+    after = {svc.name: svc for svc in new}
+    added = [n for n in after if n not in before]
+    removed = [n for n in before if n not in after]
+    edited = [
+        n
+        for n, svc in after.items()
+        if n in before and svc is not before[n] and svc.config != before[n].config
+    ]
+    fields: dict[str, object] = {}
+    for kind, names in (("added", added), ("removed", removed), ("edited", edited)):
+        fields[f"services_{kind}"] = len(names)
+        if names:
+            fields[f"{kind}_names"] = names[:MAX_LOGGED_NAMES]
+    return fields
+
+
 def track_files(config: Config) -> list[str]:
     """Every file a VRRP instance tracks, each once."""
     return list(dict.fromkeys(t.file for v in config.vrrp for t in v.track_files))
@@ -123,6 +146,7 @@ class Daemon:
         # heartbeat) and readers between passes see one consistent value.
         self._healthy: Mapping[str, float] = {}
         self._last_pass = PassView()
+        self._changes: dict[str, object] = {}  # what the last reload changed (its log line)
         self.started_at = time.time()
         self._notify = notify or (lambda _msg: None)
         self._stop = asyncio.Event()
@@ -191,7 +215,13 @@ class Daemon:
             self._owned = still
             self._persist_owned()
         # What this pass wanted beside what the kernel held after its writes.
-        self._last_pass = PassView(self.wanted.pools, self.reconciler.last_actual, self.index)
+        self._last_pass = PassView(
+            self.wanted.pools,
+            self.reconciler.last_actual,
+            self.index,
+            self.wanted.table,
+            self._owned,  # replaced whole when it changes, never edited: no copy
+        )
         for observer in self.pass_observers:
             observer(result, elapsed)
 
@@ -534,6 +564,7 @@ class Daemon:
                         "reload.applied",
                         generation=status.generation,
                         services=len(self.config.service),
+                        **self._changes,
                     )
                 else:
                     log.info("reload.unchanged", generation=status.generation)
@@ -591,6 +622,7 @@ class Daemon:
             if new_api is not None and new_api is not self.api:
                 await new_api.cleanup()
             raise
+        self._changes = service_changes(self.index, index)
         self.config, self.index = new, index
         if new_api is not self.api:
             old_api, self.api = self.api, new_api
@@ -623,15 +655,18 @@ class Daemon:
     def known_real(self, key: RealKey) -> bool:
         return self.index.real(key) is not None
 
-    def set_mode(self, key: RealKey, mode: Mode) -> Override:
+    def set_mode(self, key: RealKey, mode: Mode, caller: str = "") -> Override:
+        """``caller``: who asked (the API client's address), for the log line."""
         override = self.overrides.set_mode(key, mode)
-        log.info(f"admin.{mode}", service=str(key[0]), real=str(key[1]))
+        log.info(f"admin.{mode}", service=str(key[0]), server=str(key[1]), caller=caller)
         self.reconciler.mark_dirty()
         return override
 
-    def set_weight(self, key: RealKey, weight: int | None) -> Override:
+    def set_weight(self, key: RealKey, weight: int | None, caller: str = "") -> Override:
         override = self.overrides.set_weight(key, weight)
-        log.info("admin.weight", service=str(key[0]), real=str(key[1]), weight=weight)
+        log.info(
+            "admin.weight", service=str(key[0]), server=str(key[1]), weight=weight, caller=caller
+        )
         self.reconciler.mark_dirty()
         return override
 

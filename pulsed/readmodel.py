@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,8 @@ class PassView:
     pools: Mapping[ServiceKey, PoolPlan] = field(default_factory=dict)
     kernel: Table = field(default_factory=Table)
     index: KeyIndex | None = None  # of the config the pass worked from
+    wanted: Table = field(default_factory=Table)  # the table the pass wanted
+    owned: AbstractSet[ServiceKey] = frozenset()  # the services pulsed may delete
 
 
 @dataclass(frozen=True, slots=True)

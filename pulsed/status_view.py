@@ -138,6 +138,7 @@ def service_view(
         "reals_serving": serving,
         "failed_open": failed_open,
         "sorry_in_use": sorry,
+        "sorry_server": config.sorry_server,
         "in_kernel": kernel is not None,
         "kernel_error": failing,
         "stats": stats_view(None if kernel is None else kernel.stats),

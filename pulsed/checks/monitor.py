@@ -545,8 +545,9 @@ class HealthMonitor:
         if self._on_result is not None:
             self._call(self._on_result, entry, result)
         if old.up != new.up:
-            event = "probe.up" if new.up else "probe.down"
-            log.info(event, reason=new.reason, **_labels(entry.key))
+            # A server going down moves traffic: a warning (its return: notice, see pulsed.logs).
+            emit = log.info if new.up else log.warning
+            emit("probe.up" if new.up else "probe.down", reason=new.reason, **_labels(entry.key))
         if changed_for_table(old, new):
             self._call(self._on_change, entry, new)
 

@@ -192,7 +192,7 @@ class VrrpNode:
         if new == old or new == "transition":
             return
         self._groups.states[group.name] = new
-        log.info(f"vrrp.group_{new}", group=group.name, old=old)
+        log.warning(f"vrrp.group_{new}", group=group.name, old=old)
         self._event("GROUP", group.name, old, new, 0, f"sync group {group.name} {new}")
 
     # ---- lifecycle

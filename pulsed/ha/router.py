@@ -363,7 +363,9 @@ class Router:
     def _on_transition(self, t: fsm.Transition) -> None:
         self.counters.transitions += 1
         self.last_transition_wall = self.wall_clock()
-        log.info(
+        # A role change moves the VIPs: a warning (journalctl -p warning shows it).
+        emit = log.info if t.new is fsm.Role.INIT else log.warning
+        emit(
             f"vrrp.{t.new.value}",
             instance=self.name,
             old=t.old.value,

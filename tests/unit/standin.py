@@ -95,7 +95,13 @@ class DaemonStandIn:
             started_at=self.started_at,
             health=self.monitor.health(),
             overrides=self.overrides.all(),
-            last_pass=PassView(self.wanted.pools, self.actual),
+            last_pass=PassView(
+                self.wanted.pools,
+                self.actual,
+                self._index,
+                self.wanted.table,
+                frozenset(s.key for s in self._config.service),
+            ),
             reconcile=self.reconcile,
             reload=self.reload_status,
             ha=HaView(
@@ -105,10 +111,10 @@ class DaemonStandIn:
             probes=self.monitor.local_faults(),
         )
 
-    def set_mode(self, key: RealKey, mode: Mode) -> Override:
+    def set_mode(self, key: RealKey, mode: Mode, caller: str = "") -> Override:
         return self.overrides.set_mode(key, mode)
 
-    def set_weight(self, key: RealKey, weight: int | None) -> Override:
+    def set_weight(self, key: RealKey, weight: int | None, caller: str = "") -> Override:
         return self.overrides.set_weight(key, weight)
 
     async def reload(self) -> bool:
