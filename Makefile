@@ -95,7 +95,7 @@ image: $(PKG_STAMP)
 	scripts/build-image
 
 # Its smoke test: check-config and the daemon (memory backend) in the image, /healthz.
-image-test: $(VENV_STAMP)
+image-test: $(PKG_STAMP) $(VENV_STAMP)
 	@mkdir -p $(REPORTS)
 	@command -v podman >/dev/null && scripts/build-image >/dev/null || echo "WARNING: no image built"
 	$(PYTEST) -q -rs tests/image --junitxml=$(REPORTS)/image.xml
