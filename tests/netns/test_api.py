@@ -38,7 +38,8 @@ def env(tmp_path, servers):
 
 
 def healthy(port):
-    return lambda doc: real_of(doc, port)["health"] == "up"
+    """Up, and the pass that follows the change has run (its weights are in the document)."""
+    return lambda doc: real_of(doc, port)["health"] == "up" and not doc["reconcile"]["pending"]
 
 
 # Endpoints -------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def test_metrics_pass_promtool_and_show_each_server(env, servers):
     assert samples[("pulsed_real_up", good)] == 1
     assert samples[("pulsed_real_up", bad)] == 0
     assert samples[("pulsed_real_effective_weight", good)] == 2
-    refused = (("result", "refused"), *bad)
+    refused = (("result", "connection_refused"), *bad)
     assert samples[("pulsed_real_probe_results_total", refused)] >= 1
     assert samples[("pulsed_config_generation", ())] == 1
     assert samples[("pulsed_config_last_reload_successful", ())] == 1
@@ -108,8 +109,9 @@ def test_unknown_path_and_method_are_json_errors(env):
 # Auth matrix -------------------------------------------------------------------------
 
 ADMIN_CALLS = [
-    ("POST", "/api/v1/reals/web/127.0.0.1:{port}/drain", None),
-    ("POST", "/api/v1/reals/web/127.0.0.1:{port}/disable", None),
+    # force: the server may be the last serving one (that guard has its own test)
+    ("POST", "/api/v1/reals/web/127.0.0.1:{port}/drain?force=1", None),
+    ("POST", "/api/v1/reals/web/127.0.0.1:{port}/disable?force=1", None),
     ("POST", "/api/v1/reals/web/127.0.0.1:{port}/enable", None),
     ("PUT", "/api/v1/reals/web/127.0.0.1:{port}/weight", {"weight": 7}),
     ("DELETE", "/api/v1/reals/web/127.0.0.1:{port}/weight", None),
@@ -213,7 +215,7 @@ def test_drain_weight_disable_enable_show_in_status_and_metrics(env, servers):
     up = servers[0]
     env.wait_status(healthy(up.port))
     base = f"/api/v1/reals/web/127.0.0.1:{up.port}"
-    code, body = env.json("POST", base + "/drain", token=TOKEN)
+    code, body = env.json("POST", base + "/drain?force=1", token=TOKEN)
     assert (code, body["mode"]) == (200, "drain")
     doc = env.wait_status(lambda d: real_of(d, up.port)["kernel_weight"] == 0)
     real = real_of(doc, up.port)
@@ -230,7 +232,7 @@ def test_drain_weight_disable_enable_show_in_status_and_metrics(env, servers):
     doc = env.wait_status(lambda d: real_of(d, up.port)["kernel_weight"] == 9)
     assert real_of(doc, up.port)["configured_weight"] == 9
 
-    env.json("POST", base + "/disable", token=TOKEN)
+    env.json("POST", base + "/disable?force=1", token=TOKEN)
     doc = env.wait_status(lambda d: real_of(d, up.port)["kernel_weight"] is None)
     assert real_of(doc, up.port)["effective_weight"] is None
 
@@ -250,7 +252,7 @@ def test_real_lookup_by_service_key_and_by_name(env, servers):
 
 def test_override_survives_restart(env, servers):
     up = servers[0]
-    env.json("POST", f"/api/v1/reals/web/127.0.0.1:{up.port}/drain", token=TOKEN)
+    env.json("POST", f"/api/v1/reals/web/127.0.0.1:{up.port}/drain?force=1", token=TOKEN)
     env.json("PUT", f"/api/v1/reals/web/127.0.0.1:{up.port}/weight", {"weight": 4}, token=TOKEN)
     assert env.stop() == 0
     env.start()
@@ -260,7 +262,7 @@ def test_override_survives_restart(env, servers):
 
 def test_override_survives_reload(env, servers):
     up = servers[0]
-    env.json("POST", f"/api/v1/reals/web/127.0.0.1:{up.port}/drain", token=TOKEN)
+    env.json("POST", f"/api/v1/reals/web/127.0.0.1:{up.port}/drain?force=1", token=TOKEN)
     env.config_path.write_text(env.make_config(extra_service=True))
     assert "READY=1" in env.reload()
     doc = env.status()
@@ -331,6 +333,8 @@ def test_cli_status_drain_weight_enable(env, servers):
     assert f"127.0.0.1:{down.port}" in out.stdout and "connect refused" in out.stdout
     real = f"web/127.0.0.1:{up.port}"
     out = cli("drain", real, *cfg)
+    assert out.returncode == 1 and "last serving real server of web" in out.stderr
+    out = cli("drain", real, "--force", *cfg)
     assert out.returncode == 0 and out.stdout.strip().endswith(": drain"), out.stderr
     assert cli("weight", real, "5", *cfg).stdout.strip().endswith("weight 5")
     assert cli("weight", real, "clear", *cfg).stdout.strip().endswith("weight configured")

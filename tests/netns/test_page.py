@@ -197,7 +197,9 @@ async def test_page_shows_state_and_follows_a_drain(daemon, servers, tmp_path):
         before = await browser.screenshot(shots / "status-page.png")
         assert before.stat().st_size > 10_000
 
-        code, _ = daemon.json("POST", f"/api/v1/reals/web/127.0.0.1:{up.port}/drain", token=TOKEN)
+        code, _ = daemon.json(
+            "POST", f"/api/v1/reals/web/127.0.0.1:{up.port}/drain?force=1", token=TOKEN
+        )
         assert code == 200
         await browser.wait_for(f"{cell(up.port, 'mode')} === 'drain'")
         await browser.wait_for(f"{cell(up.port, 'weight-effective')} === '0'")
