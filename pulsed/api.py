@@ -80,6 +80,8 @@ class Daemon(Protocol):
 
     async def reload(self) -> bool: ...
 
+    def set_director_drained(self, drained: bool, caller: str = "") -> bool: ...
+
 
 DAEMON = web.AppKey("daemon", Daemon)
 RENDERER = web.AppKey("renderer", MetricsRenderer)

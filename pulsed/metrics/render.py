@@ -642,8 +642,6 @@ def bgp_families(snap: Snapshot) -> list[Family]:
     families = [wanted, announced, session, bfd]
     families.append(
         gauge("pulsed_bgp_daemon_ok", "1 if the routing daemon answered as expected.", routing.ok)
-            "pulsed_bgp_daemon_ok", "1 if the routing daemon answered and looks right.", routing.ok
-        )
     )
     age = snap.taken_at - routing.read_at if routing.read_at else -1
     families.append(
