@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import time
 from collections.abc import Collection
 from typing import Any
@@ -24,6 +23,7 @@ import structlog
 from pulsed.announce.base import AnnounceStatus, DaemonView, PeerView
 from pulsed.announce.config import BgpConfig
 from pulsed.announce.tun import AnnounceInterface, TunError, accept_routes, host_prefix
+from pulsed.checks.reaper import reaper, watch_exit
 
 log = structlog.get_logger(__name__)
 
@@ -181,31 +181,20 @@ class FrrAnnouncer:
         argv += ["-c", command]
         timeout = float(self.config.command_timeout)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+            out, code = await run_command(argv, timeout)
         except FileNotFoundError:
             raise VtyshError(
                 f"bgp: {self.config.vtysh} not found: install FRR (apt install frr) and start it"
             ) from None
         except OSError as exc:
             raise VtyshError(f"bgp: cannot run {self.config.vtysh}: {exc.strerror}") from None
-        try:
-            out = await asyncio.wait_for(_read(proc), timeout)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
             raise VtyshError(
                 f"bgp: vtysh did not answer '{command}' within {timeout:g}s: is FRR overloaded?"
             ) from None
         text = out.decode(errors="replace")
-        if proc.returncode != 0 or "failed to connect" in text:
-            first = text.strip().splitlines()[-1] if text.strip() else f"exit {proc.returncode}"
+        if code != 0 or "failed to connect" in text:
+            first = text.strip().splitlines()[-1] if text.strip() else f"exit {code}"
             if "failed to connect" in text or "is not running" in text:
                 raise VtyshError(
                     "bgp: FRR is not running (vtysh cannot reach bgpd): start it"
@@ -219,14 +208,47 @@ class FrrAnnouncer:
             raise VtyshError(f"bgp: vtysh '{command}' gave no JSON: {first}") from None
 
 
-async def _read(proc: asyncio.subprocess.Process) -> bytes:
-    assert proc.stdout is not None
-    out = await proc.stdout.read(MAX_OUTPUT)
-    with contextlib.suppress(Exception):
-        while await proc.stdout.read(65536):  # drain the rest so vtysh can exit
-            pass
-    await proc.wait()
-    return out
+async def run_command(argv: list[str], timeout: float) -> tuple[bytes, int]:
+    """(stdout and stderr, at most MAX_OUTPUT bytes; exit status) of ``argv``,
+    started through the reaper like every child of pulsed (pulsed.checks.reaper)
+    and killed with its group at ``timeout`` (TimeoutError)."""
+    loop = asyncio.get_running_loop()
+    read_fd, write_fd = os.pipe()
+    try:
+        spawned = reaper.spawn(argv, dict(os.environ), write_fd, stderr=write_fd)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    exited = watch_exit(spawned.pid)
+    out = bytearray()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(read_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            out.extend(chunk[: max(0, MAX_OUTPUT - len(out))])
+        elif not done.done():
+            done.set_result(None)
+
+    os.set_blocking(read_fd, False)
+    loop.add_reader(read_fd, readable)
+    try:
+        async with asyncio.timeout(timeout):
+            await done
+            await asyncio.shield(exited)
+    finally:
+        loop.remove_reader(read_fd)
+        os.close(read_fd)
+        code = await reaper.end(spawned, exited)
+        exited.cancel()
+    return bytes(out), code
 
 
 def _has_router(summary: Any) -> bool:

@@ -41,7 +41,10 @@ class BgpRuntime:
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        await self.announcer.start()
+        try:
+            await self.announcer.start()
+        except Exception as exc:  # announcing must never stop the serving
+            log.error("bgp.start_failed", error=f"{type(exc).__name__}: {exc}")
         self._task = asyncio.create_task(self._run(), name="bgp-announce")
 
     def reconfigure(self, config: Config) -> None:

@@ -28,6 +28,7 @@ interface, and the addresses on it, never go away.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -38,7 +39,7 @@ import struct
 from collections.abc import Iterable
 
 import structlog
-from pyroute2 import AsyncIPRoute
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 log = structlog.get_logger(__name__)
@@ -115,7 +116,9 @@ class AnnounceInterface:
     def __init__(self, ifname: str, fd: int | None = None) -> None:
         self.ifname = ifname
         self._fd = fd
-        self._ipr: AsyncIPRoute | None = None
+        # Blocking netlink, called in a worker thread: pyroute2's asyncio
+        # socket does not run on uvloop, and the event loop never waits on it.
+        self._ipr: IPRoute | None = None
         self._index = 0
 
     @property
@@ -127,20 +130,23 @@ class AnnounceInterface:
             self._fd = open_tun(self.ifname)
         else:
             self.ifname = tun_name(self._fd)
-        self._ipr = AsyncIPRoute()
         try:
+            ipr: IPRoute = await asyncio.to_thread(IPRoute)
+            self._ipr = ipr
             self._index = socket.if_nametoindex(self.ifname)
-            await self._ipr.link("set", index=self._index, state="up")
+            await asyncio.to_thread(ipr.link, "set", index=self._index, state="up")
         except (OSError, NetlinkError) as exc:
             await self.close()
             raise TunError(f"cannot bring {self.ifname} up: {exc}") from None
 
     async def current(self) -> set[str]:
         """The host addresses on the interface now."""
+        return await asyncio.to_thread(self._current)
+
+    def _current(self) -> set[str]:
         assert self._ipr is not None
         found: set[str] = set()
-        msgs = await self._ipr.addr("dump", index=self._index)
-        async for msg in msgs:
+        for msg in self._ipr.addr("dump", index=self._index):
             if msg.get("index", self._index) != self._index:
                 continue
             address = msg.get("IFA_ADDRESS")
@@ -170,7 +176,9 @@ class AnnounceInterface:
         # No duplicate address detection: the address must count at once.
         kw = {"flags": IFA_F_NODAD} if ip.version == 6 and cmd == "add" else {}
         try:
-            await self._ipr.addr(cmd, index=self._index, address=str(ip), prefixlen=length, **kw)
+            await asyncio.to_thread(
+                self._ipr.addr, cmd, index=self._index, address=str(ip), prefixlen=length, **kw
+            )
         except NetlinkError as exc:
             if exc.code in (errno.EEXIST, errno.EADDRNOTAVAIL, errno.ENOENT):
                 return []
@@ -195,13 +203,17 @@ class AnnounceInterface:
 async def accept_routes(vips: Iterable[str]) -> list[str]:
     """A ``local`` route on ``lo`` for each VIP, so the kernel hands its packets
     to IPVS whether or not the VIP is announced; one line per failure."""
+    return await asyncio.to_thread(_accept_routes, list(vips))
+
+
+def _accept_routes(vips: list[str]) -> list[str]:
     errors = []
-    with contextlib.closing(AsyncIPRoute()) as ipr:
+    with contextlib.closing(IPRoute()) as ipr:
         lo = socket.if_nametoindex("lo")
         for vip in vips:
             ip, length = host_prefix(vip)
             try:
-                await ipr.route(
+                ipr.route(
                     "replace",
                     dst=str(ip),
                     dst_len=length,
