@@ -25,7 +25,6 @@ from pulsed.pool_policy import (
     held_servers,
     plan_pool,
 )
-from pulsed.reconcile import dest_order
 
 _DEFAULT_OVERRIDE = Override()
 _HEALTHY = RealHealth(up=True, reason="assumed healthy")
@@ -266,8 +265,6 @@ def _service(
                 forwarding=Forwarding(svc.sorry_forwarding),
             )
         )
-    if settings.scheduler == "mh":  # as the kernel lists them (pulsed.reconcile)
-        dests.sort(key=dest_order)
     return Service(
         key=settings.key,
         scheduler=settings.scheduler,

@@ -9,7 +9,6 @@ periodic resync repairs anything changed behind pulsed's back.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -84,10 +83,10 @@ def canonical_adds(dests: Sequence[Dest]) -> list[Dest]:
     return sorted(dests, key=dest_order, reverse=True)
 
 
-def dest_order(d: Dest) -> tuple[int, int, int]:
-    """The canonical order of an mh pool: by address (IPv4 first), then port."""
-    ip = ipaddress.ip_address(d.address)
-    return (ip.version, int(ip), d.port)
+def dest_order(d: Dest) -> tuple[str, int]:
+    """The canonical order of an mh pool: Service's own (address text, port), so
+    the kernel's list reads in the order pulsed's model keeps (pulsed.model)."""
+    return (d.address, d.port)
 
 
 def _mh_dest_ops(settings: Service, want: Service, have: Service) -> list[Op]:
@@ -97,7 +96,12 @@ def _mh_dest_ops(settings: Service, want: Service, have: Service) -> list[Op]:
     added later would land at the head, so the ones that sort before it are
     deleted and added again after it, in the same pass (their connections go
     on: the kernel keeps a deleted destination that has connections and
-    takes it back on the add)."""
+    takes it back on the add).
+
+    The model keeps destinations sorted (pulsed.model.Service), not in the
+    kernel's order, so this assumes the kernel's list is canonical already:
+    true of every list pulsed built, by induction (deletions keep the order).
+    A list another tool built out of order is not seen (docs/operations.md)."""
     wanted = want.dest_map()
     target = sorted(want.dests, key=dest_order)
     kept = [d for d in have.dests if d.key in wanted]

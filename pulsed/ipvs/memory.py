@@ -80,8 +80,7 @@ class MemoryBackend:
         dest = _valid_dest(have, op.dest)
         if dest.key in have.dest_map():
             raise BackendError(errno.EEXIST, "destination already exists")
-        # At the head, like the kernel (list_add in __ip_vs_update_dest).
-        self._services[have.key] = replace(have, dests=(dest, *have.dests))
+        self._services[have.key] = replace(have, dests=(*have.dests, dest))
 
     def _set_dest(self, op: Op) -> None:
         have = self._existing(op.service.key)
