@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -173,6 +174,19 @@ def add_admin_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     reload.set_defaults(func=cmd_reload)
 
+    director = subparsers.add_parser(
+        "director", parents=[common], help="drain or undrain this director's BGP announcements"
+    )
+    director.add_argument("action", choices=["drain", "undrain"])
+    director.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after drain: wait up to SECONDS until no connection is left (idle)",
+    )
+    director.set_defaults(func=cmd_director)
+
 
 def _run(args: argparse.Namespace, action) -> int:
     try:
@@ -228,6 +242,26 @@ def cmd_reload(args: argparse.Namespace) -> int:
         what = "changed" if result.get("changed") else "unchanged"
         print(f"reloaded: generation {result['generation']} ({what})")
         return EXIT_OK
+
+    return _run(args, action)
+
+
+def cmd_director(args: argparse.Namespace) -> int:
+    def action(client: Client) -> int:
+        result = client.call("POST", f"/api/v1/director/{args.action}", auth=True)
+        if args.action == "undrain":
+            print("undrained: the VIPs this director can serve are announced again")
+            return EXIT_OK
+        print(f"drained: routes withdrawn, {result['active_connections']} connection(s) left")
+        deadline = time.monotonic() + max(0.0, args.wait)
+        idle = result["idle"]
+        while not idle and time.monotonic() < deadline:
+            time.sleep(1.0)
+            bgp = client.call("GET", "/status").get("bgp") or {}
+            idle = bool(bgp.get("idle"))
+            print(f"  {bgp.get('active_connections', '?')} connection(s) left", flush=True)
+        print("idle: no connection left" if idle else "not idle yet")
+        return EXIT_OK if idle or not args.wait else EXIT_ERROR
 
     return _run(args, action)
 

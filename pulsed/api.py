@@ -80,6 +80,8 @@ class Daemon(Protocol):
 
     async def reload(self) -> bool: ...
 
+    def set_director_drained(self, drained: bool, caller: str = "") -> bool: ...
+
 
 DAEMON = web.AppKey("daemon", Daemon)
 RENDERER = web.AppKey("renderer", MetricsRenderer)
@@ -456,6 +458,24 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ok else 422)
 
 
+async def director(request: web.Request) -> web.Response:
+    """``pulsed director drain|undrain``: withdraw every BGP VIP (IPVS keeps
+    serving what still arrives), or announce them again."""
+    await authorize(request)
+    daemon = request.app[DAEMON]
+    drained = request.match_info["action"] == "drain"
+    if not daemon.set_director_drained(drained, request.remote or ""):
+        raise ApiError(409, "no [bgp] table: this director announces nothing")
+    view = daemon.snapshot().bgp
+    return web.json_response(
+        {
+            "drained": drained,
+            "idle": bool(view and view.idle),
+            "active_connections": view.active_connections if view else 0,
+        }
+    )
+
+
 async def _weight_from_body(request: web.Request) -> int:
     """The weight in a ``{"weight": N}`` body: at most MAX_BODY bytes, received
     within ``api.body_timeout``; anything else is a 4xx naming the problem."""
@@ -524,6 +544,7 @@ def make_app(daemon: Daemon, renderer: MetricsRenderer | None = None) -> web.App
     actions = "".join(f"(?<!/{a})" for a in ("drain", "disable", "enable", "weight"))
     app.router.add_get("/api/v1/reals/{key:.+" + actions + "}", get_real)
     app.router.add_post("/api/v1/reload", reload)
+    app.router.add_post("/api/v1/director/{action:drain|undrain}", director)
     app.router.add_get("/api/v1/plan", plan)
     return app
 

@@ -12,6 +12,7 @@ every check), so one bad entry does not hide the errors of the next.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import itertools
@@ -31,6 +32,7 @@ import msgspec
 import tomli
 
 from pulsed.addresses import split_host_port
+from pulsed.announce.config import BGP_RANGES, BgpConfig, bgp_problems, vrrp_vip_paths
 from pulsed.checks.config import MAX_FILE_BYTES, CheckConfig, check_problems, file_problems
 from pulsed.durations import Duration, format_duration, parse_duration
 from pulsed.files import MAX_CONFIG_BYTES, FileProblem, check_file, read_file
@@ -154,6 +156,8 @@ class Config(_Section, frozen=True):
     vrrp_script: tuple[VrrpScript, ...] = ()
     vrrp_sync_group: tuple[SyncGroup, ...] = ()
     hooks: HooksConfig = HooksConfig()
+    # Route health injection through a routing daemon (pulsed.announce); None: off.
+    bgp: BgpConfig | None = None
     service: tuple[ServiceConfig, ...] = ()
 
     def service_named(self, name: str) -> ServiceConfig | None:
@@ -470,6 +474,11 @@ class _Validator:
         if vrrp is not None and "service" in raw:
             for i, instance in enumerate(vrrp):
                 self.tracked_services(instance, services, self.vrrp_paths[i])
+        bgp = None
+        if "bgp" in raw:
+            bgp = self.convert(raw["bgp"], BgpConfig, "bgp")
+            if bgp is not None:
+                self.bgp_rules(bgp, services, vrrp or ())
         self.referenced_files()
         if self.issues:
             raise ConfigError(self.issues)
@@ -482,8 +491,22 @@ class _Validator:
             vrrp_script=tuple(scripts),
             vrrp_sync_group=tuple(groups),
             hooks=hooks,
+            bgp=bgp,
             service=tuple(services),
         )
+
+    def bgp_rules(
+        self, bgp: BgpConfig, services: list[ServiceConfig], vrrp: tuple[VrrpConfig, ...]
+    ) -> None:
+        self.ranges(bgp, "bgp", BGP_RANGES)
+        vips = set()
+        for svc in services:
+            if svc.vip is not None:
+                with contextlib.suppress(ValueError):  # reported with the service
+                    vips.add(normalize_address(svc.vip))
+        held = vrrp_vip_paths(vrrp, self.vrrp_paths)
+        for rel, value, message in bgp_problems(bgp, vips, held):
+            self.fail(f"bgp.{rel}", value, message)
 
     def instances(self, raw: Any) -> tuple[VrrpConfig, ...] | None:
         """The VRRP instances: ``[[vrrp]]``, or a lone ``[vrrp]`` table (then named

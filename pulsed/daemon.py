@@ -43,6 +43,7 @@ from pulsed.statefile import check_state_dir
 from pulsed.trackers import Trackers
 
 if TYPE_CHECKING:  # the API (aiohttp) and VRRP are imported only when configured
+    from pulsed.announce.runtime import BgpRuntime
     from pulsed.api import ApiServer
     from pulsed.api_guard import BoundSocket
     from pulsed.ha.node import PreparedVrrp, VrrpNode
@@ -172,6 +173,7 @@ class Daemon:
             full_resync_interval=config.daemon.full_resync_interval,
         )
         self.vrrp: VrrpNode | None = None  # set when [vrrp] is configured (see _start_vrrp)
+        self.bgp: BgpRuntime | None = None  # set when [bgp] is configured (see _start_bgp)
         # Built by _preflight or a reload, used by the next VRRP node start.
         self._vrrp_prepared: list[PreparedVrrp] | None = None
         self._api_bound: BoundSocket | None = None  # bound by _preflight
@@ -222,6 +224,8 @@ class Daemon:
             self.wanted.table,
             self._owned,  # replaced whole when it changes, never edited: no copy
         )
+        if self.bgp is not None:
+            self.bgp.update(self._healthy, self.reconciler.last_actual)
         for observer in self.pass_observers:
             observer(result, elapsed)
 
@@ -362,6 +366,25 @@ class Daemon:
             except BindError as exc:
                 log.error("api.unavailable", error=str(exc))
         await self._start_vrrp()
+        await self._start_bgp()
+
+    async def _start_bgp(self) -> None:
+        if self.config.bgp is None or self.bgp is not None:
+            return
+        from pulsed.announce.runtime import BgpRuntime
+
+        self.bgp = BgpRuntime(self.config)
+        await self.bgp.start()
+        self.bgp.update(self._healthy, self.reconciler.last_actual)
+
+    async def _reconfigure_bgp(self) -> None:
+        if self.bgp is not None and self.config.bgp is None:
+            bgp, self.bgp = self.bgp, None
+            await bgp.stop(withdraw=True)
+        elif self.bgp is not None:
+            self.bgp.reconfigure(self.config)
+        else:
+            await self._start_bgp()
 
     async def _start_vrrp(self) -> None:
         if not self.config.vrrp:
@@ -449,6 +472,9 @@ class Daemon:
                 await task
         if self.vrrp is not None:
             await self.vrrp.stop(graceful=True, keep_vips=self.handed_over)
+        if self.bgp is not None:
+            # Withdrawn before IPVS is touched; an upgrade's successor re-announces.
+            await self.bgp.stop(withdraw=True)
         await self.hooks.close()  # notify_stop hooks run within [hooks] timeout
         await reaper.shutdown()  # nothing an exec check or hook started outlives pulsed
         for task in background:
@@ -638,6 +664,9 @@ class Daemon:
         self.reconciler.resync_interval = new.daemon.resync_interval
         self.reconciler.retry_interval = new.daemon.retry_interval
         self.reconciler.full_resync_interval = new.daemon.full_resync_interval
+        if new.bgp != old.bgp and self._extras_started:
+            log.info("reload.bgp_reconfigured", enabled=new.bgp is not None)
+            self._spawn(self._reconfigure_bgp())
         if vrrp_changed:
             self._vrrp_prepared = prepared
             if self._extras_started:  # else the start, still to come, builds it from `new`
@@ -697,7 +726,17 @@ class Daemon:
                 groups=vrrp.group_status() if vrrp is not None else (),
             ),
             probes=self.monitor.local_faults(),
+            bgp=self.bgp.view(self._last_pass.kernel) if self.bgp is not None else None,
         )
+
+    def set_director_drained(self, drained: bool, caller: str = "") -> bool:
+        """``pulsed director drain|undrain``: withdraw (or announce again) every
+        BGP VIP; IPVS keeps serving what still arrives. False without [bgp]."""
+        if self.bgp is None:
+            return False
+        log.warning("admin.director_" + ("drain" if drained else "undrain"), caller=caller)
+        self.bgp.set_drained(drained)
+        return True
 
     def healthy_fraction(self, service_name: str) -> float | None:
         """The share of the service's real servers that pass their check, as

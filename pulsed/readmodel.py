@@ -30,6 +30,7 @@ from pulsed.pool_policy import PoolPlan
 from pulsed.reconcile import ReconcileStatus
 
 if TYPE_CHECKING:  # the HA code (sockets, threads) is imported only when VRRP runs
+    from pulsed.announce.base import BgpView
     from pulsed.checks.monitor import LocalFaults
     from pulsed.ha.status import SyncGroupStatus, VrrpStatus
 
@@ -89,6 +90,7 @@ class Snapshot:
     reload: ReloadView
     ha: HaView
     probes: LocalFaults | None = None
+    bgp: BgpView | None = None  # route health injection, when [bgp] is configured
     version: str = __version__
 
     @classmethod
@@ -107,6 +109,7 @@ class Snapshot:
         reload: ReloadView | None = None,
         ha: HaView | None = None,
         probes: LocalFaults | None = None,
+        bgp: BgpView | None = None,
     ) -> Snapshot:
         """A snapshot from its parts; what is left out is empty (nothing known yet)."""
         return cls(
@@ -122,6 +125,7 @@ class Snapshot:
             reload=reload if reload is not None else ReloadView(),
             ha=ha if ha is not None else HaView(tuple(v.name for v in config.vrrp)),
             probes=probes,
+            bgp=bgp,
         )
 
     @property

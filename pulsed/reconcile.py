@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import structlog
 
 from pulsed.histogram import Histogram
 from pulsed.ipvs.base import Backend, BackendError
-from pulsed.model import Op, OpKind, Service, ServiceKey, Table
+from pulsed.model import Dest, Op, OpKind, Service, ServiceKey, Table
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +65,8 @@ def diff(
         settings = want.settings()
         if have is None:
             ops.append(Op(OpKind.ADD_SERVICE, settings))
-            ops.extend(Op(OpKind.ADD_DEST, settings, d) for d in want.dests)
+            dests = canonical_adds(want.dests) if want.scheduler == "mh" else want.dests
+            ops.extend(Op(OpKind.ADD_DEST, settings, d) for d in dests)
             continue
         if not want.same_settings(have):
             ops.append(Op(OpKind.SET_SERVICE, settings))
@@ -75,7 +76,58 @@ def diff(
     return ops
 
 
+def canonical_adds(dests: Sequence[Dest]) -> list[Dest]:
+    """The order to add ``dests`` in so that the kernel lists them sorted by
+    (address, port): the kernel puts each new destination at the head of
+    the service's list (list_add in __ip_vs_update_dest), so add the last first."""
+    return sorted(dests, key=dest_order, reverse=True)
+
+
+def dest_order(d: Dest) -> tuple[str, int]:
+    """The canonical order of an mh pool: Service's own (address text, port), so
+    the kernel's list reads in the order pulsed's model keeps (pulsed.model)."""
+    return (d.address, d.port)
+
+
+def _mh_dest_ops(settings: Service, want: Service, have: Service) -> list[Op]:
+    """The ``mh`` scheduler fills its Maglev table in the order of the kernel's
+    destination list, so directors agree on a flow's server only if their
+    lists are in the same order: sorted by (address, port). A destination
+    added later would land at the head, so the ones that sort before it are
+    deleted and added again after it, in the same pass (their connections go
+    on: the kernel keeps a deleted destination that has connections and
+    takes it back on the add).
+
+    The model keeps destinations sorted (pulsed.model.Service), not in the
+    kernel's order, so this assumes the kernel's list is canonical already:
+    true of every list pulsed built, by induction (deletions keep the order).
+    A list another tool built out of order is not seen (docs/operations.md)."""
+    wanted = want.dest_map()
+    target = sorted(want.dests, key=dest_order)
+    kept = [d for d in have.dests if d.key in wanted]
+    # The longest tail of the kernel's list that is already the target's tail stays.
+    tail = 0
+    while (
+        tail < len(kept)
+        and tail < len(target)
+        and kept[len(kept) - 1 - tail].key == target[len(target) - 1 - tail].key
+    ):
+        tail += 1
+    readd = target[: len(target) - tail]
+    readd_keys = {d.key for d in readd}
+    ops = [Op(OpKind.DEL_DEST, settings, d) for d in have.dests if d.key not in wanted]
+    ops += [Op(OpKind.DEL_DEST, settings, d) for d in have.dests if d.key in readd_keys]
+    ops += [Op(OpKind.ADD_DEST, settings, d) for d in reversed(readd)]
+    current = have.dest_map()
+    for d in target[len(target) - tail :]:
+        if current[d.key] != d:
+            ops.append(Op(OpKind.SET_DEST, settings, d))
+    return ops
+
+
 def _dest_ops(settings: Service, want: Service, have: Service) -> list[Op]:
+    if want.scheduler == "mh":
+        return _mh_dest_ops(settings, want, have)
     wanted_dests = want.dest_map()
     actual_dests = have.dest_map()
     ops = [

@@ -18,11 +18,13 @@ from pulsed.config import RealConfig
 from pulsed.keys import IndexedService, real_key_text
 from pulsed.model import Dest, RealKey, Service, ServiceKey, Stats
 from pulsed.overrides import Override
+from pulsed.pool_digest import pool_digest
 from pulsed.pool_policy import PoolPlan
 from pulsed.readmodel import NO_OVERRIDE, HaView, Snapshot
 from pulsed.reconcile import ReconcileStatus
 
 if TYPE_CHECKING:
+    from pulsed.announce.base import BgpView
     from pulsed.checks.monitor import LocalFaults
     from pulsed.ha.status import VrrpStatus
 
@@ -140,6 +142,7 @@ def service_view(
         "sorry_in_use": sorry,
         "sorry_server": config.sorry_server,
         "in_kernel": kernel is not None,
+        "pool_digest": pool_digest(kernel) or None,
         "kernel_error": failing,
         "stats": stats_view(None if kernel is None else kernel.stats),
         "reals": reals,
@@ -290,6 +293,7 @@ class _StatusParts:
             "vrrp": vrrp_views(snap.ha),
             "sync_groups": group_views(snap.ha),
             "probes": probes_view(snap.probes),
+            "bgp": bgp_view(snap.bgp, snap.taken_at),
         }
 
     def services(self, only: ServiceKey | None = None) -> Iterator[dict[str, Any]]:
@@ -310,6 +314,52 @@ class _StatusParts:
                 snap.kernel.get(key),
                 failing.get(key),
             )
+
+
+def bgp_view(view: BgpView | None, now: float) -> dict[str, Any] | None:
+    """Route health injection: each VIP announced or not and why, the routing
+    daemon's sessions and BFD as last read (with the age of that read)."""
+    if view is None:
+        return None
+    st = view.status
+    routing = st.routing
+    return {
+        "daemon": st.daemon,
+        "interface": st.interface,
+        "interface_ok": st.interface_ok,
+        "problem": st.problem or (None if routing.ok else routing.problem) or None,
+        "drained": view.drained,
+        "idle": view.idle,
+        "active_connections": view.active_connections,
+        "vips": [
+            {
+                "vip": d.vip,
+                "wanted": d.announce,
+                "announced": d.vip in st.announced,
+                "reason": d.reason,
+                "min_healthy": d.min_healthy,
+                "lowest_healthy": d.lowest,
+            }
+            for d in view.decisions
+        ],
+        "routing_daemon": {
+            "ok": routing.ok,
+            "problem": routing.problem or None,
+            "read_at": routing.read_at or None,
+            "age": round(now - routing.read_at, 3) if routing.read_at else None,
+            "read_took": round(routing.took, 3),
+            "peers": [
+                {
+                    "address": p.address,
+                    "state": p.state,
+                    "uptime_ms": p.uptime_ms,
+                    "prefixes_sent": p.prefixes_sent,
+                    "bfd": p.bfd or None,
+                }
+                for p in routing.peers
+            ],
+        },
+    }
 
 
 def probes_view(faults: LocalFaults | None) -> dict[str, Any] | None:

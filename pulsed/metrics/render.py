@@ -17,6 +17,7 @@ from pulsed.keys import KeyIndex
 from pulsed.metrics.recorder import PROBE_BUCKETS, ActivityRecorder
 from pulsed.metrics.text import Family, counter, escape, gauge, head
 from pulsed.model import RealKey, Service, ServiceKey, Stats
+from pulsed.pool_digest import pool_digest
 from pulsed.pool_policy import PoolPlan
 from pulsed.readmodel import Snapshot
 from pulsed.reconcile import DURATION_BUCKETS, ReconcileStatus
@@ -164,6 +165,8 @@ class MetricsRenderer:
         yield "".join(f.text() for f in probe_families(snap))
         yield "".join(f.text() for f in reconcile_families(snap.reconcile))
         yield "".join(f.text() for f in vrrp_families(snap))
+        yield "".join(f.text() for f in pool_digest_families(snap))
+        yield "".join(f.text() for f in bgp_families(snap))
 
 
 class _RealSnapshot:
@@ -595,4 +598,58 @@ def vrrp_families(snap: Snapshot) -> list[Family]:
             for name in (*VRRP_ROLES, "transition"):
                 group.add(f'group="{escape(g.name)}",state="{name}"', g.state == name)
         families.append(group)
+    return families
+
+
+def pool_digest_families(snap: Snapshot) -> list[Family]:
+    """Each pool's digest (pulsed.pool_digest) as a label: directors that agree show
+    the same value (``count by (service, digest)`` across directors)."""
+    family = Family(
+        "pulsed_service_pool_digest_info",
+        "gauge",
+        "1 per service in the kernel, labelled with the digest of its real servers and weights.",
+    )
+    for svc in snap.index:
+        digest = pool_digest(snap.kernel.get(svc.key))
+        if digest:
+            family.add(f'service="{escape(svc.name)}",digest="{digest}"', 1)
+    return [family] if family.lines else []
+
+
+def bgp_families(snap: Snapshot) -> list[Family]:
+    """Route health injection: per VIP wanted and announced, the routing daemon's
+    sessions and BFD, the age of the last read, the director's drain."""
+    view = snap.bgp
+    if view is None:
+        return []
+    st = view.status
+    routing = st.routing
+    wanted = Family("pulsed_bgp_vip_wanted", "gauge", "1 if this director can serve the VIP.")
+    announced = Family(
+        "pulsed_bgp_vip_announced", "gauge", "1 if the VIP is on the announce interface."
+    )
+    for d in view.decisions:
+        wanted.add(f'vip="{d.vip}"', d.announce)
+        announced.add(f'vip="{d.vip}"', d.vip in st.announced)
+    session = Family(
+        "pulsed_bgp_session_up", "gauge", "1 if the BGP session is Established (as last read)."
+    )
+    bfd = Family("pulsed_bgp_bfd_up", "gauge", "1 if the peer's BFD session is up (when one runs).")
+    for p in routing.peers:
+        session.add(f'peer="{escape(p.address)}"', p.state == "Established")
+        if p.bfd:
+            bfd.add(f'peer="{escape(p.address)}"', p.bfd == "up")
+    families = [wanted, announced, session, bfd]
+    families.append(
+        gauge("pulsed_bgp_daemon_ok", "1 if the routing daemon answered as expected.", routing.ok)
+    )
+    age = snap.taken_at - routing.read_at if routing.read_at else -1
+    families.append(
+        gauge(
+            "pulsed_bgp_daemon_read_age_seconds",
+            "Age of the last read of the routing daemon (-1: never read).",
+            round(age, 3),
+        )
+    )
+    families.append(gauge("pulsed_bgp_drained", "1 while the director is drained.", view.drained))
     return families

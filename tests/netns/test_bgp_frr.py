@@ -1,0 +1,188 @@
+"""Route health injection against the real FRR from Debian, in namespaces.
+
+An upstream router and three directors (tests/netns/frr_lab.py), each
+director running pulsed (``--backend memory``: the route announcement is
+what is tested here) next to its own FRR. Health is an exec check on a file
+per director, so a test fails a director's service by removing the file.
+Times are printed, never asserted (docs/benchmarks.md holds figures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.netns.frr_lab import Lab, have_frr, sh
+from tests.support.daemon import DaemonProcess
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces"),
+    pytest.mark.skipif(not have_frr(), reason="needs FRR (apt install frr)"),
+]
+
+VIP = "10.97.0.10"
+TOKEN = "bgp-test-token"
+
+
+def director_config(tmp: Path, lab: Lab, i: int, **bgp: str) -> Path:
+    ns = lab.directors[i - 1]
+    base = tmp / f"pulsed-{i}"
+    (base / "state").mkdir(parents=True, exist_ok=True)
+    token = base / "token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    (base / "up").touch()
+    settings = {
+        "vty_socket": f'"{lab.frr[ns].dir}"',
+        "poll_interval": '"0.5s"',
+        **bgp,
+    }
+    lines = "\n".join(f"{k} = {v}" for k, v in settings.items())
+    path = base / "pulsed.toml"
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{base / "state"}"
+[api]
+listen = "127.0.0.1:9480"
+token_file = "{token}"
+[bgp]
+vips = ["{VIP}"]
+{lines}
+
+[[service]]
+name = "web"
+vip = "{VIP}"
+port = 80
+scheduler = "mh"
+[service.check]
+type = "exec"
+command = ["/usr/bin/test", "-e", "{base / "up"}"]
+interval = "0.2s"
+timeout = "200ms"
+rise = 1
+fall = 1
+[[service.real]]
+address = "10.96.0.1:80"
+[[service.real]]
+address = "10.96.0.2:80"
+"""
+    )
+    return path
+
+
+def api(ns: str, method: str, path: str) -> dict:
+    argv = ["ip", "netns", "exec", ns, "curl", "-s", "-X", method,
+            "-H", f"Authorization: Bearer {TOKEN}", f"http://127.0.0.1:9480{path}"]  # fmt: skip
+    return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+
+
+@pytest.fixture
+def lab():
+    # Not under pytest's tmp_path: FRR runs as the frr user, which cannot enter it.
+    workdir = Path(tempfile.mkdtemp(prefix="pulsed-frr-"))
+    workdir.chmod(0o755)
+    lab = Lab(workdir, 3)
+    try:
+        lab.build()
+        yield lab
+    finally:
+        lab.teardown()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def directors(lab, tmp_path):
+    procs: list[DaemonProcess] = []
+
+    def start(i: int, **bgp: str) -> DaemonProcess:
+        config = director_config(tmp_path, lab, i, **bgp)
+        proc = DaemonProcess(config, "--backend", "memory", netns=lab.directors[i - 1])
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.proc.poll() is None:
+            proc.proc.send_signal(signal.SIGTERM)
+            try:
+                proc.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.proc.kill()
+                proc.proc.wait()
+
+
+def test_ecmp_announce_withdraw_crash_drain(lab, directors, tmp_path):
+    hops = {lab.address(i) for i in (1, 2, 3)}
+    pulsed = {i: directors(i) for i in (1, 2, 3)}
+    took = lab.wait_nexthops(VIP, hops, timeout=60)
+    print(f"\nannounced by 3 directors, ECMP upstream after {took:.2f}s")
+
+    # Its service fails on director 1 (the check's file goes): withdrawn there only.
+    (tmp_path / "pulsed-1" / "up").unlink()
+    took = lab.wait_nexthops(VIP, hops - {lab.address(1)})
+    print(f"service failed on d1: withdrawn upstream after {took:.3f}s")
+    status = api(lab.directors[0], "GET", "/status")["bgp"]
+    assert status["vips"][0]["wanted"] is False
+    assert "no healthy real server" in status["vips"][0]["reason"]
+    (tmp_path / "pulsed-1" / "up").touch()
+    lab.wait_nexthops(VIP, hops)
+
+    # The status document: the session and the digest agree across directors.
+    docs = [api(ns, "GET", "/status") for ns in lab.directors]
+    assert all(d["bgp"]["routing_daemon"]["peers"][0]["state"] == "Established" for d in docs)
+    digests = {d["services"][0]["pool_digest"] for d in docs}
+    assert len(digests) == 1 and None not in digests
+
+    # Drain director 2: withdrawn, IPVS keeps serving; undrain announces again.
+    result = api(lab.directors[1], "POST", "/api/v1/director/drain")
+    assert result["drained"] is True
+    took = lab.wait_nexthops(VIP, hops - {lab.address(2)})
+    print(f"d2 drained: withdrawn upstream after {took:.3f}s (idle: {result['idle']})")
+    api(lab.directors[1], "POST", "/api/v1/director/undrain")
+    lab.wait_nexthops(VIP, hops)
+
+    # kill -9 of director 3's pulsed: the kernel drops its interface, FRR withdraws.
+    start = time.monotonic()
+    pulsed[3].proc.send_signal(signal.SIGKILL)
+    pulsed[3].proc.wait()
+    lab.wait_nexthops(VIP, hops - {lab.address(3)})
+    print(f"kill -9 of d3's pulsed: withdrawn upstream after {time.monotonic() - start:.3f}s")
+    # The VIP stays local on d3 (IPVS serves what still arrives).
+    assert "local " + VIP in sh("ip", "-n", lab.directors[2], "route", "show", "table", "local")
+
+    # A graceful stop withdraws too.
+    start = time.monotonic()
+    pulsed[1].proc.send_signal(signal.SIGTERM)
+    lab.wait_nexthops(VIP, {lab.address(2)})
+    print(f"graceful stop of d1: withdrawn upstream after {time.monotonic() - start:.3f}s")
+    assert pulsed[1].proc.wait(15) == 0
+
+
+def test_routing_daemon_missing_or_stopped(lab, directors):
+    ns = lab.directors[0]
+    lab.frr[ns].stop()  # FRR not running on this director
+    proc = directors(1)
+    event = proc.wait_for("bgp.routing_daemon", timeout=30)
+    print("\n" + event["error"])
+    assert "FRR is not running" in event["error"]
+    status = api(ns, "GET", "/status")
+    assert status["bgp"]["routing_daemon"]["ok"] is False
+    assert status["services"][0]["in_kernel"] is True  # serving goes on
+    assert proc.proc.poll() is None
+
+
+def test_vtysh_missing(lab, directors):
+    proc = directors(1, vtysh='"/nonexistent/vtysh"')
+    event = proc.wait_for("bgp.routing_daemon", timeout=30)
+    print("\n" + event["error"])
+    assert "not found" in event["error"] and "apt install frr" in event["error"]
+    assert proc.proc.poll() is None
