@@ -38,10 +38,18 @@ define apt_install
 	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  $(NO_START) apt-get update -qq \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  status=$$?; $(ALLOW_START) exit $$status; \
 	fi
 	@touch $@
 endef
+# Packages such as keepalived and frr start their service on install: never in this
+# machine's own network namespace (tests run them in namespaces they create). A
+# policy-rc.d that says no for the time of the install, unless one is there already.
+NO_START    := policy=/usr/sbin/policy-rc.d; made=; [ -e $$policy ] || \
+               { printf '\#!/bin/sh\nexit 101\n' > $$policy && chmod +x $$policy && made=1; };
+ALLOW_START := [ -z "$$made" ] || rm -f $$policy;
 
 $(APT_STAMP): Makefile
 	$(call apt_install,$(TEST_PKGS))
