@@ -76,6 +76,28 @@ def test_reload_goes_through_reloading_to_ready(machine):
     assert "reloading" in states, states
 
 
+def test_journal_priorities_find_what_moves_traffic(machine):
+    """journalctl -p warning shows VRRP role changes and a refused reload; info stays out."""
+    config = "/etc/pulsed/pulsed.toml"
+    good = machine.run("cat", config).stdout
+    machine.run("sh", "-c", f"cat > {config}", input=good + "\n[[service]]\nname = \n")
+    try:
+        machine.run("systemctl", "reload", UNIT)
+        wait_for(
+            "the refused reload in the journal",
+            lambda: "reload.failed" in machine.journal(UNIT, "-p", "err"),
+        )
+    finally:
+        machine.run("sh", "-c", f"cat > {config}", input=good)
+    warnings = machine.journal(UNIT, "-p", "warning")
+    assert re.search(r'"event": "vrrp\.(master|backup)"', warnings), warnings[-2000:]
+    assert "reload.failed" in warnings
+    assert "reconcile.applied" not in warnings  # info: below warning
+    notices = machine.journal(UNIT, "-p", "notice")
+    assert "daemon.started" in notices and "reload.applied" in notices, notices[-2000:]
+    assert machine.show(UNIT, "ActiveState")["ActiveState"] == "active"  # the old config runs
+
+
 def test_every_path_works_inside_the_sandbox(machine):
     """The installed unit's sandbox, applied to a probe: fails if /proc/net is hidden again."""
     unit = machine.run("cat", f"/lib/systemd/system/{UNIT}").stdout
