@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(config, items):
 
 CONFIG = """\
 [daemon]
-log_format = "json"
+log_format = "auto"  # journal under systemd: priorities journald reads
 resync_interval = "1s"
 
 [api]

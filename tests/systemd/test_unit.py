@@ -83,10 +83,19 @@ def test_journal_priorities_find_what_moves_traffic(machine):
     machine.run("sh", "-c", f"cat > {config}", input=good + "\n[[service]]\nname = \n")
     try:
         machine.run("systemctl", "reload", UNIT)
-        wait_for(
-            "the refused reload in the journal",
-            lambda: "reload.failed" in machine.journal(UNIT, "-p", "err"),
-        )
+        try:
+            wait_for(
+                "the refused reload in the journal",
+                lambda: "reload.failed" in machine.journal(UNIT, "-p", "err"),
+            )
+        except AssertionError:
+            entries = machine.run(
+                "journalctl", "--no-pager", "-u", UNIT, "-o", "json", "-n", "12",
+                "--output-fields=PRIORITY,MESSAGE,_PID",
+            ).stdout  # fmt: skip
+            raise AssertionError(
+                f"no reload.failed at -p err; the journal's last entries:\n{entries}"
+            ) from None
     finally:
         machine.run("sh", "-c", f"cat > {config}", input=good)
     warnings = machine.journal(UNIT, "-p", "warning")
