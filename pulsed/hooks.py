@@ -36,24 +36,16 @@ import errno
 import os
 import select
 import stat
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
 
 from pulsed.checks.base import local_fault, seconds_text
-from pulsed.checks.reaper import Spawned, reaper, watch_exit
+from pulsed.checks.piped import PipedRun
 
 log = structlog.get_logger(__name__)
 
-# What is kept of a command's stderr (its first line is logged); the rest is
-# read and dropped so the command never blocks on a full pipe.
-_MAX_STDERR = 4096
-_READ_SIZE = 65536
-# What a helper still writing after the command exited may add to the final
-# drain: read and dropped, never waited for.
-_MAX_DRAIN = 4 * _READ_SIZE
 # The longest stderr line put in a log line.
 _MAX_LOGGED = 200
 # Writes to a pipe of at most this many bytes are atomic (POSIX: at least 512).
@@ -87,7 +79,7 @@ async def run_command(argv: Sequence[str], timeout: float) -> Outcome:
     if not args:
         return Outcome(False, "no command")
     try:
-        run = _Run(args)
+        run = PipedRun(args, dict(os.environ), "stderr")
     except Exception as exc:
         return _spawn_failure(args[0], exc)
     timed_out = False
@@ -99,7 +91,7 @@ async def run_command(argv: Sequence[str], timeout: float) -> Outcome:
     finally:
         # Also when cancelled: the group is killed and reaped before we go.
         code = await asyncio.shield(run.end())
-    first = run.first_line()
+    first = first_line(run.output)
     if timed_out:
         return Outcome(False, f"timeout after {seconds_text(timeout)}", True, stderr=first)
     if code != 0:
@@ -121,65 +113,11 @@ def _spawn_failure(command: str, exc: Exception) -> Outcome:
     return Outcome(False, f"cannot run {command}: {text}", fault=fault)
 
 
-class _Run:
-    """One running command: its process, its exit, and the first bytes of its stderr."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self._loop = asyncio.get_running_loop()
-        read_fd, write_fd = os.pipe()  # both close-on-exec; Popen dups the write end
-        try:
-            self.spawned: Spawned = reaper.spawn(
-                argv, dict(os.environ), subprocess.DEVNULL, stderr=write_fd
-            )
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        self._fd = read_fd
-        self._kept = bytearray()
-        os.set_blocking(read_fd, False)
-        self._loop.add_reader(read_fd, self._read, _READ_SIZE)
-        self._reading = True
-        self.exited = watch_exit(self.spawned.pid)
-
-    def first_line(self) -> str:
-        line = bytes(self._kept).split(b"\n", 1)[0].strip()
-        text = line.decode("utf-8", "replace")[:_MAX_LOGGED]
-        return "".join(c if c.isprintable() else "?" for c in text)
-
-    def _read(self, budget: int) -> None:
-        while budget > 0:
-            try:
-                chunk = os.read(self._fd, min(budget, _READ_SIZE))
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self._stop_reading()
-                return
-            budget -= len(chunk)
-            room = _MAX_STDERR - len(self._kept)
-            if room > 0:
-                self._kept += chunk[:room]
-
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._fd)
-
-    async def end(self) -> int:
-        """Kill what is left of the group, reap, let go of the pipe; the exit status."""
-        try:
-            return await reaper.end(self.spawned, self.exited)
-        finally:
-            self.exited.cancel()  # a no-op once it resolved; else frees its pidfd
-            if self._reading:
-                self._read(_MAX_DRAIN)
-            self._stop_reading()
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
+def first_line(output: bytes) -> str:
+    """A command's first line of stderr, for a log line: short and printable."""
+    line = output.split(b"\n", 1)[0].strip()
+    text = line.decode("utf-8", "replace")[:_MAX_LOGGED]
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 @dataclass(frozen=True, slots=True)

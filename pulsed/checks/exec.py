@@ -16,20 +16,13 @@ probe past the command's own exit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import time
 
 from pulsed.checks.base import ProbeResult, Target, local_fault, local_result, timeout_result
 from pulsed.checks.http import parse_weight_pct
-from pulsed.checks.reaper import Spawned, reaper, watch_exit
-
-_MAX_OUTPUT = 4096
-_READ_SIZE = 65536
-# What a chatty helper still writing after the command exited may add to the
-# final drain of the pipe: it is read and dropped, never waited for.
-_MAX_DRAIN = 4 * _READ_SIZE
+from pulsed.checks.piped import PipedRun
 
 
 class ExecProbe:
@@ -45,7 +38,7 @@ class ExecProbe:
     async def probe(self) -> ProbeResult:
         start = time.perf_counter()
         try:
-            run = _Run(self.argv, self.env)
+            run = PipedRun(self.argv, self.env, "stdout")
         except OSError as exc:
             return spawn_failure(self.argv[0], exc, time.perf_counter() - start)
         timed_out = False
@@ -78,68 +71,3 @@ def spawn_failure(command: str, exc: OSError, latency: float) -> ProbeResult:
     if fault is not None:
         return local_result(fault, f"cannot run {command}: {text}", latency)
     return ProbeResult(False, f"cannot run {command}: {text}", latency, "error")
-
-
-class _Run:
-    """One running command: its process, its exit, and the first bytes it printed."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self._loop = asyncio.get_running_loop()
-        read_fd, write_fd = os.pipe()  # both close-on-exec; Popen dups the write end
-        try:
-            self.spawned: Spawned = reaper.spawn(argv, env, write_fd)
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        self._fd = read_fd
-        self._kept = bytearray()
-        os.set_blocking(read_fd, False)
-        self._loop.add_reader(read_fd, self._on_output)
-        self._reading = True
-        self.exited = watch_exit(self.spawned.pid)
-
-    @property
-    def output(self) -> bytes:
-        return bytes(self._kept)
-
-    def _on_output(self) -> None:
-        self._read(_READ_SIZE)
-
-    def _read(self, budget: int) -> None:
-        """Read up to ``budget`` bytes of what is there; keep the first
-        _MAX_OUTPUT (a chatty command must not block on a full pipe, nor fill
-        pulsed's memory)."""
-        while budget > 0:
-            try:
-                chunk = os.read(self._fd, min(budget, _READ_SIZE))
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self._stop_reading()
-                return
-            budget -= len(chunk)
-            room = _MAX_OUTPUT - len(self._kept)
-            if room > 0:
-                self._kept += chunk[:room]
-
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._fd)
-
-    async def end(self) -> int:
-        """Kill what is left, reap, and let go of the pipe; the exit status."""
-        try:
-            code = await reaper.end(self.spawned, self.exited)
-        finally:
-            self.exited.cancel()  # a no-op once it resolved; else frees its pidfd
-            if self._reading:
-                self._read(_MAX_DRAIN)  # what the command wrote before it exited
-            self._stop_reading()
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-        return code
