@@ -398,6 +398,11 @@ vrrp_instance VI_{i + 1} {{
 """
             for k, vip in enumerate(many_vips(count))
         )
+        return self.write_keepalived_config(i, blocks)
+
+    def write_keepalived_config(self, i: int, blocks: str) -> str:
+        """Router i's keepalived config: the lab's global_defs, then ``blocks``
+        (vrrp_instance ... { }); the file's path."""
         conf = f"""global_defs {{
   router_id {self.tag}r{i + 1}
   script_user root
@@ -414,7 +419,7 @@ vrrp_instance VI_{i + 1} {{
     async def start_keepalived(
         self,
         i: int,
-        priority: int,
+        priority: int = 100,
         preempt: bool = True,
         vip: str = f"{VIP}/24",
         unicast_peers: tuple[str, ...] = (),

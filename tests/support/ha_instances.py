@@ -10,7 +10,7 @@ import signal
 import sys
 from typing import Any
 
-from lab.ha_pair import KEEPALIVED, HaPair, Proc, netns_exec, toml_value
+from lab.ha_pair import HaPair, Proc, netns_exec, toml_value
 
 VIP_A = "192.0.2.100"
 VIP_B = "192.0.2.101"
@@ -114,30 +114,7 @@ def keepalived_instance(
 
 
 async def start_keepalived(lab: HaPair, i: int, blocks: list[str]) -> Proc:
-    conf = f"""global_defs {{
-  router_id {lab.tag}r{i + 1}
-  script_user root
-  enable_script_security
-  vrrp_garp_master_repeat 3
-  vrrp_garp_master_delay 0
-}}
-""" + "".join(blocks)
-    path = os.path.join(lab.dir, f"k{i + 1}.conf")
-    with open(path, "w") as f:
-        f.write(conf)
-    pid = os.path.join(lab.dir, f"k{i + 1}")
-    lab._pidfiles.append(pid)
-    log = open(os.path.join(lab.dir, f"k{i + 1}.log"), "ab")  # noqa: SIM115
-    proc = await asyncio.create_subprocess_exec(
-        *netns_exec(lab.routers[i], KEEPALIVED, "-n", "-l", "-D", "--vrrp", "-f", path,
-                    "-p", pid + ".pid", "-r", pid + ".vrrp.pid"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=log,
-    )  # fmt: skip
-    log.close()
-    p = Proc(f"keepalived-r{i + 1}", lab.routers[i], proc, log=log.name)
-    p.start_reader()
-    lab.procs.append(p)
+    p = await lab.start_keepalived(i, config=lab.write_keepalived_config(i, "".join(blocks)))
     await lab.wait_for(lambda: len(lab.keepalived_pids(i)) == 2)
     return p
 
