@@ -41,8 +41,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from pulsed.checks.base import local_fault, seconds_text
-from pulsed.checks.piped import PipedRun
+from pulsed.checks.base import seconds_text
+from pulsed.checks.piped import PipedRun, spawn_problem
 
 log = structlog.get_logger(__name__)
 
@@ -104,12 +104,7 @@ def _spawn_failure(command: str, exc: Exception) -> Outcome:
     """A command that could not be started. The router's fault when it ran out
     of something or a sandbox refused (local_fault); EACCES is the command's
     (a file that cannot be run), as for exec checks."""
-    if isinstance(exc, OSError):
-        text = (exc.strerror or errno.errorcode.get(exc.errno or 0, "error")).lower()
-        fault = None if exc.errno == errno.EACCES else local_fault(exc)
-    else:  # MemoryError, or ValueError for an argument holding a NUL byte
-        text = "out of memory" if isinstance(exc, MemoryError) else str(exc) or type(exc).__name__
-        fault = local_fault(exc)
+    text, fault = spawn_problem(exc)
     return Outcome(False, f"cannot run {command}: {text}", fault=fault)
 
 

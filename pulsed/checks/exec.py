@@ -16,13 +16,12 @@ probe past the command's own exit.
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import time
 
-from pulsed.checks.base import ProbeResult, Target, local_fault, local_result, timeout_result
+from pulsed.checks.base import ProbeResult, Target, local_result, timeout_result
 from pulsed.checks.http import parse_weight_pct
-from pulsed.checks.piped import PipedRun
+from pulsed.checks.piped import PipedRun, spawn_problem
 
 
 class ExecProbe:
@@ -66,8 +65,7 @@ def spawn_failure(command: str, exc: OSError, latency: float) -> ProbeResult:
     of something or a sandbox refused (pulsed.checks.base.local_fault: a local
     result, which never moves the server), else the command's ("error").
     EACCES is the command's: check-config refuses a file that cannot run."""
-    text = (exc.strerror or errno.errorcode.get(exc.errno or 0, "error")).lower()
-    fault = None if exc.errno == errno.EACCES else local_fault(exc)
+    text, fault = spawn_problem(exc)
     if fault is not None:
         return local_result(fault, f"cannot run {command}: {text}", latency)
     return ProbeResult(False, f"cannot run {command}: {text}", latency, "error")

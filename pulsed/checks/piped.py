@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import subprocess
 from typing import Literal
 
+from pulsed.checks.base import local_fault
 from pulsed.checks.reaper import Spawned, reaper, watch_exit
 
 MAX_KEPT = 4096
@@ -89,3 +91,16 @@ class PipedRun:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         return code
+
+
+def spawn_problem(exc: BaseException) -> tuple[str, str | None]:
+    """Why a command could not be started, in a few words, and the router's
+    fault it was (pulsed.checks.base.local_fault) or None when it is the
+    command's: EACCES is the command's (check-config refuses a file that
+    cannot run), as is an argument the kernel refuses (a NUL byte)."""
+    if isinstance(exc, OSError):
+        text = (exc.strerror or errno.errorcode.get(exc.errno or 0, "error")).lower()
+        return text, None if exc.errno == errno.EACCES else local_fault(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory", local_fault(exc)
+    return str(exc) or type(exc).__name__, local_fault(exc)
