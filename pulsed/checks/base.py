@@ -27,6 +27,10 @@ class Target:
     def probe_port(self) -> int:
         return self.check.port if self.check.port is not None else self.port
 
+    @property
+    def probe_address(self) -> str:
+        return self.check.address if self.check.address is not None else self.address
+
 
 class ProbeResult(msgspec.Struct, frozen=True):
     """The outcome of one probe (a msgspec Struct: built for every probe, and

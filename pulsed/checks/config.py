@@ -8,6 +8,8 @@ with the key path relative to the check table.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import re
 import ssl
 from typing import Literal
@@ -35,8 +37,16 @@ class CheckConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """How to probe a real server. Every field has a sane default."""
 
     type: CheckType = "tcp"
-    # Port to probe; None means the real server's own port.
+    # Port to probe; None means the real server's own port (keepalived's connect_port).
     port: int | None = None
+    # Address to probe; None means the real server's own (keepalived's connect_ip).
+    address: str | None = None
+    # Source address and device of the probe (keepalived's bindto and bind_if).
+    bind_address: str | None = None
+    bind_interface: str | None = None
+    # After a failed probe, the next one comes after this delay rather than
+    # `interval`, until the state settles (keepalived's delay_before_retry).
+    retry_interval: Duration | None = None
     interval: Duration = Duration(2.0)
     # Covers the whole exchange: connect, TLS, request, headers and body.
     timeout: Duration = Duration(1.0)
@@ -111,6 +121,7 @@ def check_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
 
     if check.port is not None and not 1 <= check.port <= 65535:
         bad("port", check.port, "must be between 1 and 65535")
+    _placement_problems(check, bad)
     # Ranges the probe engine can live with: a probe more often than every
     # 10 ms is a flood, and timers of days are mistakes.
     if not MIN_INTERVAL <= check.interval <= MAX_INTERVAL:
@@ -165,6 +176,40 @@ def file_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
     if check.type == "exec" and check.command and (problem := check_executable(check.command[0])):
         problems.append(("command[0]", check.command[0], problem))
     return problems
+
+
+# Linux's IFNAMSIZ less the terminating NUL.
+MAX_IFNAME = 15
+
+
+def _placement_problems(check: CheckConfig, bad) -> None:
+    for key in ("address", "bind_address"):
+        value = getattr(check, key)
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                bad(key, value, "is not an IPv4 or IPv6 address")
+    if check.address is not None and check.bind_address is not None:
+        with contextlib.suppress(ValueError):
+            if (
+                ipaddress.ip_address(check.address).version
+                != ipaddress.ip_address(check.bind_address).version
+            ):
+                bad("bind_address", check.bind_address, "is not of the probed address's family")
+    name = check.bind_interface
+    if name is not None and (
+        not 1 <= len(name) <= MAX_IFNAME
+        or "/" in name
+        or name.strip() != name
+        or not name.isascii()
+    ):
+        bad("bind_interface", name, f"must be an interface name of 1 to {MAX_IFNAME} characters")
+    retry = check.retry_interval
+    if retry is not None and not MIN_INTERVAL <= retry <= check.interval:
+        bad("retry_interval", retry, f"must be between 10ms and interval ({check.interval})")
+    elif retry is not None and check.timeout > retry:
+        bad("retry_interval", retry, f"must not be shorter than timeout ({check.timeout})")
 
 
 def _http_problems(check: CheckConfig, bad) -> None:
