@@ -373,7 +373,14 @@ class Daemon:
             return
         from pulsed.announce.runtime import BgpRuntime
 
-        self.bgp = BgpRuntime(self.config)
+        inherited = self.successor.tun_descriptor() if self.successor is not None else None
+        from pulsed.announce.drain_state import load_drained
+
+        self.bgp = BgpRuntime(self.config, fd=inherited)
+        # A drain survives restarts, crashes and upgrades: set before the first decision.
+        self.bgp.drained = load_drained(self.config.daemon.state_dir)
+        if self.bgp.drained:
+            log.warning("bgp.starting_drained", action="`pulsed director undrain` announces")
         await self.bgp.start()
         self.bgp.update(self._healthy, self.reconciler.last_actual)
 
@@ -473,8 +480,12 @@ class Daemon:
         if self.vrrp is not None:
             await self.vrrp.stop(graceful=True, keep_vips=self.handed_over)
         if self.bgp is not None:
-            # Withdrawn before IPVS is touched; an upgrade's successor re-announces.
-            await self.bgp.stop(withdraw=True)
+            # Withdrawn before IPVS is touched. After a hand-over the successor holds
+            # the announce interface too: this copy of the descriptor is let go, and
+            # the interface and its routes stay.
+            fd = await self.bgp.stop(withdraw=not self.handed_over)
+            if fd is not None:
+                os.close(fd)
         await self.hooks.close()  # notify_stop hooks run within [hooks] timeout
         await reaper.shutdown()  # nothing an exec check or hook started outlives pulsed
         for task in background:
@@ -530,6 +541,7 @@ class Daemon:
                 roles=upgrade.instance_roles(statuses),
                 api_sock=upgrade.listening_socket(self.api),
                 api_listen=self.config.api.listen if self.api is not None else "",
+                tun_fd=self.bgp.descriptor() if self.bgp is not None else -1,
             )
             log.info("upgrade.starting", argv=plan.argv, roles=list(plan.roles))
             try:
@@ -736,6 +748,16 @@ class Daemon:
             return False
         log.warning("admin.director_" + ("drain" if drained else "undrain"), caller=caller)
         self.bgp.set_drained(drained)
+        from pulsed.announce.drain_state import save_drained
+
+        try:
+            save_drained(self.config.daemon.state_dir, drained)
+        except OSError as exc:  # applied all the same: the operator's intent comes first
+            log.error(
+                "bgp.drain_state_not_saved",
+                error=exc.strerror or str(exc),
+                action="a restart will not remember this drain",
+            )
         return True
 
     def healthy_fraction(self, service_name: str) -> float | None:

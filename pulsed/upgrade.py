@@ -10,7 +10,9 @@ The rules (docs/operations.md, "Upgrades and crashes"):
    ``PULSED_UPGRADE`` environment variable: the API's listening socket (the
    very same socket, so no connection is refused while both run: the kernel
    queues connections for whichever process accepts first), the write end
-   of a *ready* pipe, and the read end of a *hold* pipe.
+   of a *ready* pipe, the read end of a *hold* pipe, and with ``[bgp]`` the
+   TUN descriptor that keeps the announce interface (and so the routes) in
+   place: the interface lives while either process holds it.
 2. The new process takes the hand-off at once (before parsing the config)
    and refuses to start without a trusted one: a successor that could not
    adopt the roles would start as backup and move the VIPs. It starts a
@@ -109,6 +111,9 @@ class Plan:
     roles: Mapping[str, InstanceRole]
     api_sock: socket.socket | None = None
     api_listen: str = ""
+    # The BGP announce interface's TUN descriptor (pulsed.announce.tun), or -1:
+    # the successor holds the same interface, so no route is withdrawn.
+    tun_fd: int = -1
     argv: list[str] = field(default_factory=lambda: list(sys.orig_argv))
 
 
@@ -152,9 +157,10 @@ async def start_successor(plan: Plan, timeout: float = READY_TIMEOUT) -> Started
                 "api": api_fd,
                 "listen": plan.api_listen,
                 "handoff": str(path),
+                "tun": plan.tun_fd,
             }
         )
-        fds = [ready_w, hold_r] + ([api_fd] if api_fd >= 0 else [])
+        fds = [ready_w, hold_r] + [fd for fd in (api_fd, plan.tun_fd) if fd >= 0]
         from pulsed.checks.reaper import reaper
 
         popen = subprocess.Popen(plan.argv, env=env, pass_fds=fds)
@@ -235,10 +241,13 @@ async def _kill(popen: subprocess.Popen) -> None:
 class Successor:
     """This process, started by an upgrade: the descriptors and the hand-off it inherited."""
 
-    def __init__(self, ready: int, hold: int, api: int, listen: str, handoff: str) -> None:
+    def __init__(
+        self, ready: int, hold: int, api: int, listen: str, handoff: str, tun: int = -1
+    ) -> None:
         self.ready_fd = ready
         self.hold_fd = hold
         self.api_fd = api
+        self.tun_fd = tun
         self.api_listen = listen
         self.handoff = handoff
         self.adopt: dict[str, str] = {}
@@ -258,7 +267,14 @@ class Successor:
             return None
         try:
             d = json.loads(text)
-            return cls(int(d["ready"]), int(d["hold"]), int(d["api"]), d["listen"], d["handoff"])
+            return cls(
+                int(d["ready"]),
+                int(d["hold"]),
+                int(d["api"]),
+                d["listen"],
+                d["handoff"],
+                int(d.get("tun", -1)),  # absent when the old process was older
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise UpgradeFailed(f"{ENV} is malformed: {_one_line(exc)}") from None
 
@@ -282,6 +298,11 @@ class Successor:
             return None
         sock.setblocking(False)
         return sock
+
+    def tun_descriptor(self) -> int | None:
+        """The inherited TUN descriptor of the BGP announce interface (taken once), or None."""
+        fd, self.tun_fd = self.tun_fd, -1
+        return fd if fd >= 0 else None
 
     def report(self, line: str) -> None:
         """Tell the old process ``ready`` or ``failed <why>`` (once)."""
@@ -343,11 +364,11 @@ class Successor:
             callback()
 
     def close(self) -> None:
-        for fd in (self.ready_fd, self.api_fd):
+        for fd in (self.ready_fd, self.api_fd, self.tun_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self.ready_fd = self.api_fd = -1
+        self.ready_fd = self.api_fd = self.tun_fd = -1
 
 
 # ---- the `pulsed upgrade` command: find the daemon, signal it, wait for the outcome -----------

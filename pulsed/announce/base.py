@@ -57,6 +57,10 @@ class Announcer(Protocol):
         """Withdraw everything (``withdraw``), or keep the announcements for a
         successor and return the descriptor that holds them."""
 
+    def descriptor(self) -> int:
+        """The descriptor that holds the announcements (a live upgrade passes it
+        on; this announcer keeps its own copy), or -1 when none is open."""
+
     def status(self) -> AnnounceStatus: ...
 
 

@@ -96,6 +96,10 @@ class FrrAnnouncer:
             self._open = False
         return None
 
+    def descriptor(self) -> int:
+        fd = self.interface.fd
+        return fd if fd is not None and self._open else -1
+
     def status(self) -> AnnounceStatus:
         return AnnounceStatus(
             daemon="frr",

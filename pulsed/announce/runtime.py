@@ -30,10 +30,13 @@ def make_announcer(config: BgpConfig, fd: int | None = None) -> Announcer:
 
 
 class BgpRuntime:
-    def __init__(self, config: Config, announcer: Announcer | None = None) -> None:
+    def __init__(
+        self, config: Config, announcer: Announcer | None = None, fd: int | None = None
+    ) -> None:
+        """``fd``: the announce interface's descriptor inherited in a live upgrade."""
         assert config.bgp is not None
         self.config = config
-        self.announcer = announcer or make_announcer(config.bgp)
+        self.announcer = announcer or make_announcer(config.bgp, fd)
         self.drained = False
         self.decisions: tuple[VipDecision, ...] = ()
         self._inputs: tuple[Mapping[str, float], Table, bool] = ({}, Table(), False)
@@ -97,6 +100,10 @@ class BgpRuntime:
                 await self.announcer.announce(wanted)
             except Exception as exc:  # never let announcing take the daemon down
                 log.error("bgp.announce_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def descriptor(self) -> int:
+        """The announce interface's descriptor for a live upgrade's successor, or -1."""
+        return self.announcer.descriptor()
 
     async def stop(self, withdraw: bool = True) -> int | None:
         if self._task is not None:

@@ -126,10 +126,16 @@ class AnnounceInterface:
         return self._fd
 
     async def open(self) -> None:
+        if self._fd is not None:
+            try:
+                self.ifname = tun_name(self._fd)
+            except OSError as exc:  # not a TUN descriptor after all: start afresh
+                log.error("bgp.inherited_descriptor_unusable", error=exc.strerror or str(exc))
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
         if self._fd is None:
             self._fd = open_tun(self.ifname)
-        else:
-            self.ifname = tun_name(self._fd)
         try:
             ipr: IPRoute = await asyncio.to_thread(IPRoute)
             self._ipr = ipr

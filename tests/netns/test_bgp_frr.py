@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ pytestmark = [
 
 VIP = "10.97.0.10"
 TOKEN = "bgp-test-token"
+REPO = Path(__file__).resolve().parents[2]
+UPGRADE = [sys.executable, "-m", "pulsed.cli", "upgrade"]
 
 
 def director_config(tmp: Path, lab: Lab, i: int, **bgp: str) -> Path:
@@ -186,3 +189,62 @@ def test_vtysh_missing(lab, directors):
     print("\n" + event["error"])
     assert "not found" in event["error"] and "apt install frr" in event["error"]
     assert proc.proc.poll() is None
+
+
+def test_live_upgrade_keeps_the_route(lab, directors, tmp_path):
+    """The successor inherits the announce interface's descriptor: the interface (same
+    ifindex) and the upstream's route stay through the whole upgrade."""
+    ns, hop = lab.directors[0], lab.address(1)
+    old = directors(1)
+    lab.wait_nexthops(VIP, {hop}, timeout=60)
+    link_before = sh("ip", "-n", ns, "-o", "link", "show", "pulsed-bgp").split(":")[0]
+    # Every route change at the upstream router during the upgrade.
+    monitor = subprocess.Popen(
+        ["ip", "-n", lab.upstream, "monitor", "route"], stdout=subprocess.PIPE, text=True
+    )
+    state = tmp_path / "pulsed-1" / "state"
+    try:
+        result = subprocess.run(
+            [*UPGRADE, "-c", str(tmp_path / "pulsed-1" / "pulsed.toml")],
+            capture_output=True, text=True, timeout=90, cwd=REPO,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr + old.log()
+        assert old.proc.wait(30) == 0
+        new = int((state / "pulsed.pid").read_text())
+        try:
+            assert new != old.proc.pid
+            # The new process runs its announcer (a full poll of FRR) and keeps the VIP.
+            doc = api(ns, "GET", "/status")
+            assert doc["bgp"]["vips"][0]["wanted"] is True
+            assert doc["bgp"]["vips"][0]["announced"] is True
+            link_after = sh("ip", "-n", ns, "-o", "link", "show", "pulsed-bgp").split(":")[0]
+            assert link_after == link_before
+            assert lab.nexthops(VIP) == {hop}
+        finally:
+            os.kill(new, signal.SIGTERM)
+        # The successor's own stop withdraws as any stop does.
+        lab.wait_nexthops(VIP, set())
+    finally:
+        monitor.terminate()
+        changes = monitor.communicate(timeout=10)[0]
+    # Nothing was withdrawn before the successor's stop: the first deletion comes last.
+    lines = [line for line in changes.splitlines() if VIP in line]
+    assert lines and lines[-1].startswith("Deleted"), changes
+    assert not [line for line in lines[:-1] if line.startswith("Deleted")], changes
+
+
+def test_a_drain_survives_a_restart(lab, directors):
+    ns, hop = lab.directors[0], lab.address(1)
+    first = directors(1)
+    lab.wait_nexthops(VIP, {hop}, timeout=60)
+    assert api(ns, "POST", "/api/v1/director/drain")["drained"] is True
+    lab.wait_nexthops(VIP, set())
+    assert first.stop() == 0
+    second = directors(1)
+    second.wait_for("bgp.starting_drained", timeout=60)
+    doc = api(ns, "GET", "/status")["bgp"]
+    assert doc["drained"] is True
+    assert doc["vips"][0]["wanted"] is False and doc["vips"][0]["announced"] is False
+    assert lab.nexthops(VIP) == set()
+    api(ns, "POST", "/api/v1/director/undrain")
+    lab.wait_nexthops(VIP, {hop})

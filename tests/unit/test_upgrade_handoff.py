@@ -135,6 +135,16 @@ def test_successor_from_environment(tmp_path):
         upgrade.Successor.from_environment({upgrade.ENV: "{"})
 
 
+def test_successor_takes_the_tun_descriptor_once():
+    doc = {"ready": 5, "hold": 6, "api": -1, "listen": "", "handoff": "/x"}
+    older = upgrade.Successor.from_environment({upgrade.ENV: json.dumps(doc)})
+    assert older is not None and older.tun_descriptor() is None  # an older parent sent none
+    got = upgrade.Successor.from_environment({upgrade.ENV: json.dumps({**doc, "tun": 9})})
+    assert got is not None
+    assert got.tun_descriptor() == 9
+    assert got.tun_descriptor() is None  # taken: nobody else closes or reuses it
+
+
 def test_notify_is_held_until_release():
     r, w = os.pipe()
     s = upgrade.Successor(ready=w, hold=-1, api=-1, listen="", handoff="")
