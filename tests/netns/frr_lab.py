@@ -37,6 +37,10 @@ router bgp 65000
  address-family ipv4 unicast
   maximum-paths 16
  exit-address-family
+ address-family ipv6 unicast
+{activate}
+  maximum-paths 16
+ exit-address-family
 """
 
 DIRECTOR_CONF = """frr defaults datacenter
@@ -50,6 +54,10 @@ router bgp 65001
  neighbor {peer} remote-as 65000
  neighbor {peer} timers 1 3
  address-family ipv4 unicast
+  redistribute connected route-map PULSED-VIPS
+ exit-address-family
+ address-family ipv6 unicast
+  neighbor {peer} activate
   redistribute connected route-map PULSED-VIPS
  exit-address-family
 """
@@ -133,7 +141,15 @@ class Lab:
             conf = DIRECTOR_CONF.format(name=ns, address=self.address(i), peer=f"10.98.{i}.1")
             self.frr[ns] = Frr(ns, self.workdir / ns, conf)
         self.frr[up] = Frr(
-            up, self.workdir / up, UPSTREAM_CONF.format(neighbors="\n".join(neighbors))
+            up,
+            self.workdir / up,
+            UPSTREAM_CONF.format(
+                neighbors="\n".join(neighbors),
+                # IPv6 VIPs over the same sessions, with the links' link-local next hops.
+                activate="\n".join(
+                    f"  neighbor 10.98.{i}.2 activate" for i in range(1, len(self.directors) + 1)
+                ),
+            ),
         )
         for frr in self.frr.values():
             frr.start()
@@ -145,7 +161,12 @@ class Lab:
             sh("ip", "netns", "del", ns, check=False)
 
     def nexthops(self, vip: str) -> set[str]:
-        """The upstream router's next hops for ``vip`` in its kernel FIB."""
+        """The upstream router's next hops for ``vip`` in its kernel FIB (IPv6: the
+        link-local next hops' devices)."""
+        if ":" in vip:
+            out = sh("ip", "-n", self.upstream, "-6", "route", "show", vip)
+            return {w[i + 1] for w in [line.split() for line in out.splitlines()]
+                    for i, x in enumerate(w) if x == "dev"}  # fmt: skip
         out = sh("ip", "-n", self.upstream, "route", "show", vip)
         return {w[i + 1] for w in [line.split() for line in out.splitlines()]
                 for i, x in enumerate(w) if x == "via"}  # fmt: skip

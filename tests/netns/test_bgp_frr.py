@@ -248,3 +248,45 @@ def test_a_drain_survives_a_restart(lab, directors):
     assert lab.nexthops(VIP) == set()
     api(ns, "POST", "/api/v1/director/undrain")
     lab.wait_nexthops(VIP, {hop})
+
+
+VIP6 = "fd97::10"
+
+
+def test_ipv6_vip_is_announced_and_withdrawn(lab, directors, tmp_path):
+    """An IPv6 VIP is a /128 on the same interface; FRR carries it over the IPv4
+    session with the link's link-local next hop, and a crash withdraws it too."""
+    config = director_config(tmp_path, lab, 1)
+    text = config.read_text().replace(f'vips = ["{VIP}"]', f'vips = ["{VIP}", "{VIP6}"]')
+    up = tmp_path / "pulsed-1" / "up"
+    text += f"""
+[[service]]
+name = "web6"
+vip = "{VIP6}"
+port = 80
+scheduler = "mh"
+[service.check]
+type = "exec"
+command = ["/usr/bin/test", "-e", "{up}"]
+interval = "0.2s"
+timeout = "200ms"
+rise = 1
+fall = 1
+[[service.real]]
+address = "[fd96::1]:80"
+"""
+    config.write_text(text)
+    proc = DaemonProcess(config, "--backend", "memory", netns=lab.directors[0])
+    try:
+        lab.wait_nexthops(VIP6, {"pbgpu1"}, timeout=60)
+        lab.wait_nexthops(VIP, {lab.address(1)})
+        doc = api(lab.directors[0], "GET", "/status")["bgp"]
+        assert {v["vip"]: v["announced"] for v in doc["vips"]} == {VIP: True, VIP6: True}
+        proc.proc.send_signal(signal.SIGKILL)
+        proc.proc.wait()
+        lab.wait_nexthops(VIP6, set())
+        lab.wait_nexthops(VIP, set())
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait()

@@ -188,3 +188,82 @@ def test_stop_hands_the_vips_over(machine):
         listener.join()
     assert not has_vip()
     assert machine.show(UNIT, "ActiveState")["ActiveState"] == "inactive"
+
+
+BGP_VIP = "192.0.2.200"
+BGP_CONFIG = f"""\
+[daemon]
+log_format = "auto"
+
+[api]
+listen = "127.0.0.1:9480"
+token_file = "/etc/pulsed/api-token"
+
+[bgp]
+vips = ["{BGP_VIP}"]
+poll_interval = "0.5s"
+
+[[service]]
+name = "web"
+vip = "{BGP_VIP}"
+port = 80
+scheduler = "mh"
+[service.check]
+type = "none"
+[[service.real]]
+address = "10.77.0.1:80"
+"""
+# Debian's FRR as an operator would set it up from etc/frr/frr.conf.example: only the
+# connected routes of pulsed's interface go into BGP (no neighbour is needed to see that).
+FRR_CONF = """\
+frr defaults datacenter
+hostname pulsed-systemd
+route-map PULSED-VIPS permit 10
+ match interface pulsed-bgp
+exit
+router bgp 65001
+ bgp router-id 192.0.2.2
+ address-family ipv4 unicast
+  redistribute connected route-map PULSED-VIPS
+ exit-address-family
+exit
+"""
+
+
+def _in_bgp_table(machine) -> bool:
+    out = machine.run("vtysh", "-c", f"show bgp ipv4 unicast {BGP_VIP}/32", check=False).stdout
+    return "BGP routing table entry" in out
+
+
+def test_bgp_drop_in_announces_through_frr_and_a_crash_withdraws(machine):
+    """The shipped drop-in, under the real unit: pulsed creates its TUN interface, FRR
+    puts the VIP in BGP; kill -9 withdraws it, the restart announces it again."""
+    machine.run("sed", "-i", "s/^bgpd=no/bgpd=yes/", "/etc/frr/daemons")
+    machine.run("sh", "-c", "cat > /etc/frr/frr.conf", input=FRR_CONF)
+    machine.run("systemctl", "restart", "frr")
+    example = "/usr/share/doc/pulsed/examples/pulsed-bgp.conf"
+    drop_in = "/etc/systemd/system/pulsed.service.d/bgp.conf"
+    machine.run("install", "-D", "-m", "0644", example, drop_in)
+    machine.run("systemctl", "daemon-reload")
+    assert machine.run("systemd-analyze", "verify", UNIT, check=False).stderr == ""
+    exposure = machine.run("systemd-analyze", "security", UNIT, check=False).stdout
+    print("\nwith the BGP drop-in:", exposure.strip().splitlines()[-1])
+    machine.run("sh", "-c", "cat > /etc/pulsed/pulsed.toml", input=BGP_CONFIG)
+    machine.run("systemctl", "start", UNIT)
+    wait_for("the VIP in FRR's BGP table", lambda: _in_bgp_table(machine), timeout=60)
+    assert BGP_VIP in machine.run("ip", "-4", "addr", "show", "pulsed-bgp").stdout
+    first = machine.show(UNIT, "MainPID")["MainPID"]
+
+    machine.run("systemctl", "kill", "-s", "KILL", "--kill-whom=main", UNIT)
+    # Withdrawn by the kernel and FRR alone, before systemd restarts pulsed (RestartSec=2s).
+    wait_for("the withdrawal", lambda: not _in_bgp_table(machine), timeout=10, every=0.05)
+    wait_for(
+        "the restart",
+        lambda: machine.show(UNIT, "MainPID")["MainPID"] not in ("0", first),
+        timeout=30,
+    )
+    wait_for("the VIP announced again", lambda: _in_bgp_table(machine), timeout=60)
+
+    machine.run("systemctl", "stop", UNIT)
+    assert not _in_bgp_table(machine)
+    assert machine.run("ip", "link", "show", "pulsed-bgp", check=False).returncode != 0
