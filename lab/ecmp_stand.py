@@ -393,9 +393,15 @@ class EcmpStand:
 
     # Load -------------------------------------------------------------------
 
-    def load(self, rate: float | None = None, flat_out: bool = False, quiet: bool = False):
+    def load(
+        self,
+        rate: float | None = None,
+        flat_out: bool = False,
+        quiet: bool = False,
+        concurrency: int = 8,
+    ) -> LoadThread:
         """Short requests from the client, a new connection each (so ECMP spreads them)."""
-        gen = LoadGen(VIP, 80, concurrency=8, rate=None if flat_out else (rate or self.rate))
+        gen = LoadGen(VIP, 80, concurrency, rate=None if flat_out else (rate or self.rate))
         thread = LoadThread(gen, CLIENT).start()
         self.loads.append(thread)
         if not quiet:
