@@ -37,11 +37,11 @@ def ns_argv(ns: str | None, argv: Sequence[str]) -> list[str]:
 
 
 def run(
-    argv: Sequence[str], ns: str | None = None, check: bool = True
+    argv: Sequence[str], ns: str | None = None, check: bool = True, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run a command (inside ``ns``), capture its output, raise a one-line error on failure."""
     full = ns_argv(ns, argv)
-    proc = subprocess.run(full, capture_output=True, text=True, check=False)
+    proc = subprocess.run(full, capture_output=True, text=True, check=False, input=input)
     if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         reason = detail[-1] if detail else f"exit {proc.returncode}"

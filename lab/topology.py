@@ -150,18 +150,18 @@ def batch(ns: str | None, commands: list[str]) -> None:
         raise LabError(f"ip{' -n ' + ns if ns else ''}: {detail[-1] if detail else 'failed'}")
 
 
-def lab_namespaces() -> list[str]:
+def lab_namespaces(prefix: str = PREFIX) -> list[str]:
     """Lab namespaces present now (ours and any left by an earlier run)."""
     try:
         names = os.listdir("/run/netns")
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if n.startswith(PREFIX))
+    return sorted(n for n in names if n.startswith(prefix))
 
 
-def teardown(grace: float = 2.0) -> list[str]:
+def teardown(grace: float = 2.0, prefix: str = PREFIX) -> list[str]:
     """Kill what runs inside the lab namespaces, then delete them; return what was removed."""
-    namespaces = lab_namespaces()
+    namespaces = lab_namespaces(prefix)
     pids: set[int] = set()
     for ns in namespaces:
         out = run(["ip", "netns", "pids", ns], check=False).stdout

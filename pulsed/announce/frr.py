@@ -190,12 +190,13 @@ class FrrAnnouncer:
             raise VtyshError(
                 f"bgp: {self.config.vtysh} not found: install FRR (apt install frr) and start it"
             ) from None
-        except OSError as exc:
-            raise VtyshError(f"bgp: cannot run {self.config.vtysh}: {exc.strerror}") from None
-        except TimeoutError:
+        except TimeoutError:  # before OSError: TimeoutError is one
             raise VtyshError(
                 f"bgp: vtysh did not answer '{command}' within {timeout:g}s: is FRR overloaded?"
             ) from None
+        except OSError as exc:
+            why = exc.strerror or str(exc) or type(exc).__name__
+            raise VtyshError(f"bgp: cannot run {self.config.vtysh}: {why}") from None
         text = out.decode(errors="replace")
         if code != 0 or "failed to connect" in text:
             first = text.strip().splitlines()[-1] if text.strip() else f"exit {code}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from pulsed.announce.decide import VipService, decide, decide_vip, services_by_vip
 from pulsed.announce.frr import parse_bfd, parse_summary
 from pulsed.config import ConfigError, parse_config
+from pulsed.durations import Duration
 from pulsed.ipvs.memory import MemoryBackend
 from pulsed.model import Dest, Service, ServiceKey, Table
 from pulsed.pool_digest import pool_digest
@@ -231,3 +233,18 @@ async def test_mh_reorder_keeps_the_tail_and_digest_sees_order():
     assert pool_digest(wlc) == pool_digest(Service(KEY, "wlc", dests=tuple(reversed(have.dests))))
     assert pool_digest(mh("10.0.0.1", weight=2)) != pool_digest(mh("10.0.0.1"))
     assert pool_digest(None) == ""
+
+
+async def test_a_vtysh_that_does_not_answer_is_a_timeout_not_a_spawn_failure(tmp_path):
+    from pulsed.announce.config import BgpConfig
+    from pulsed.announce.frr import FrrAnnouncer, VtyshError
+
+    slow = tmp_path / "vtysh"
+    slow.write_text("#!/bin/sh\nexec sleep 5\n")
+    slow.chmod(0o755)
+    announcer = FrrAnnouncer(BgpConfig(vips=["192.0.2.1"], vtysh=str(slow)))
+    announcer.config = msgspec.structs.replace(announcer.config, command_timeout=Duration(0.2))
+    with pytest.raises(VtyshError) as caught:
+        await announcer.vtysh("show bgp summary json")
+    assert "did not answer 'show bgp summary json' within 0.2s" in str(caught.value)
+    assert "None" not in str(caught.value)
