@@ -52,9 +52,13 @@ class Dialogue(Protocol):
     may still be under way: what it sends waits for it). ``feed`` takes
     what arrived, plaintext once TLS is up; True means finished, and
     ``result`` then judges. ``secured`` runs once a TLS handshake is done.
+    ``finished`` turns true when the dialogue has its verdict without
+    waiting for more (its last words sent); the conversation ends once they
+    have left.
     """
 
     stage: str
+    finished: bool
 
     def connected(self, talk: Conversation) -> None: ...
 
@@ -72,6 +76,7 @@ class Conversation(Exchange):
         "_check",
         "_datagram",
         "_dialogue",
+        "_graceful",
         "_in_bio",
         "_out",
         "_out_bio",
@@ -97,6 +102,7 @@ class Conversation(Exchange):
         self._in_bio: ssl.MemoryBIO | None = None
         self._out_bio: ssl.MemoryBIO | None = None
         self._secure = False
+        self._graceful = False
         self._watching = 0  # epoll events registered; 0 until the engine adopted it
         self._check: CheckConfig | None = None
 
@@ -123,6 +129,10 @@ class Conversation(Exchange):
         )
         self._secure = False
         self._handshake()
+
+    def close_gracefully(self) -> None:
+        """End with FIN rather than RST (after SMTP's QUIT: the last words arrive)."""
+        self._graceful = True
 
     def redial(self, family: int, kind: int, proto: int, address: str, port: int) -> None:
         """Replace the socket by a new one to the same server (DNS over TCP after
@@ -168,6 +178,8 @@ class Conversation(Exchange):
             events = _EPOLLIN | _EPOLLOUT if self._out else _EPOLLIN
             engine.adopt(self, events, timed)
             self._watching = events
+            if self._dialogue.finished and not self._out:
+                engine._loop.call_soon(self._conclude)  # never from inside open()
         except Exception as exc:
             if timed:
                 engine.fail_later(self, exc, setup)
@@ -180,6 +192,10 @@ class Conversation(Exchange):
         try:
             if self._out:
                 self._flush()
+                if self._dialogue.finished:
+                    if not self._out:
+                        self._conclude()
+                    return
             if self._state != _CLOSED:
                 self._read()
         except BlockingIOError:
@@ -220,7 +236,7 @@ class Conversation(Exchange):
             return
         dialogue = self._dialogue
         if data or self._datagram:  # an empty datagram is a datagram
-            if dialogue.feed(data):
+            if dialogue.feed(data) and not self._out:
                 self._conclude()
             return
         dialogue.eof()
@@ -241,6 +257,8 @@ class Conversation(Exchange):
         self._flush_tls()
         self._secure = True
         self._dialogue.secured()
+        if self._dialogue.finished and not self._out:
+            self._conclude()
 
     def _read_tls(self) -> None:
         tls = self._tls
@@ -261,8 +279,17 @@ class Conversation(Exchange):
                 self._conclude()
                 return
             if dialogue.feed(chunk):
-                self._conclude()
+                if not self._out:
+                    self._conclude()
                 return
+
+    def _close(self) -> None:
+        if self._graceful and self._state != _CLOSED and self._sock is not None:
+            self._state = _CLOSED
+            self._engine.release(self)
+            self._sock.close()  # FIN, after what is still queued
+            return
+        super()._close()
 
     def _conclude(self) -> None:
         if self._state != _CLOSED:

@@ -81,6 +81,8 @@ def _grpc(check: CheckConfig, bad: Bad) -> None:
 
 
 def _send_expect(check: CheckConfig, bad: Bad) -> None:
+    if not check.steps:
+        bad("steps", [], "a send_expect check needs at least one step")
     if len(check.steps) > MAX_STEPS:
         bad("steps", len(check.steps), f"at most {MAX_STEPS} steps")
     for i, step in enumerate(check.steps):

@@ -49,18 +49,20 @@ class UdpProbe(ConversationProbe):
 
 
 class _UdpDialogue:
-    __slots__ = ("_probe", "_reply", "stage")
+    __slots__ = ("_probe", "_reply", "finished", "stage")
 
     def __init__(self, probe: UdpProbe) -> None:
         self._probe = probe
         self._reply: bytes | None = None
         self.stage = "a reply"
+        self.finished = False
 
     def connected(self, talk: Conversation) -> None:
         talk.send(self._probe.payload)
 
     def feed(self, data: bytes) -> bool:
         self._reply = data
+        self.finished = True
         return True
 
     def eof(self) -> None:
