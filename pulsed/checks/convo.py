@@ -57,8 +57,10 @@ class Dialogue(Protocol):
     have left.
     """
 
-    stage: str
     finished: bool
+
+    @property
+    def stage(self) -> str: ...
 
     def connected(self, talk: Conversation) -> None: ...
 
