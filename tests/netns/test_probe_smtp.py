@@ -16,7 +16,7 @@ pytestmark = pytest.mark.root
 
 
 class _Sink:
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server, session, envelope) -> str:
         return "250 OK"
 
 
