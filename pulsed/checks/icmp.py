@@ -25,9 +25,10 @@ from pulsed.checks.base import ProbeResult
 from pulsed.checks.convo import Conversation, ConversationProbe, open_conversation
 from pulsed.checks.sockio import Done, Exchange, ProbeEngine
 
-_ECHO = {socket.AF_INET: (8, 0), socket.AF_INET6: (128, 129)}  # request, reply
-_UNREACHABLE = {socket.AF_INET: 3, socket.AF_INET6: 1}
-_PROTO = {socket.AF_INET: socket.IPPROTO_ICMP, socket.AF_INET6: socket.IPPROTO_ICMPV6}
+_V4, _V6 = int(socket.AF_INET), int(socket.AF_INET6)
+_ECHO: dict[int, tuple[int, int]] = {_V4: (8, 0), _V6: (128, 129)}  # request, reply
+_UNREACHABLE: dict[int, int] = {_V4: 3, _V6: 1}
+_PROTO: dict[int, int] = {_V4: socket.IPPROTO_ICMP, _V6: socket.IPPROTO_ICMPV6}
 _PAYLOAD = b"pulsed icmp echo"
 _RECHECK = 60.0
 # Per family: (socket kind that works, when it was found).
