@@ -34,7 +34,25 @@ PATH = b"/grpc.health.v1.Health/Check"
 STATUSES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 SERVING = 1
 # The gRPC status codes, for reasons.
-GRPC_CODES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"]
+GRPC_CODES = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
 _FRAME_HEADER = 9
 _SETTINGS = 4
 _CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None)
@@ -220,7 +238,7 @@ class _HealthCheck:
             return self._fail(f"bad HTTP/2: {_first_line(exc)}", "protocol")
         for event in events:
             if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
-                self._fields.update(event.headers)  # type: ignore[arg-type]
+                self._fields.update(event.headers)
             elif isinstance(event, h2.events.DataReceived):
                 self._body += event.data or b""
             elif isinstance(event, h2.events.StreamEnded):
