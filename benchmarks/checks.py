@@ -10,6 +10,13 @@ lag p50/p99 from a sampler task, probe latency, and failures by reason.
 
 ``--impl aiohttp`` swaps in an aiohttp-client probe for comparison (the
 reason pulsed's http probe is written on asyncio's Protocol API).
+
+``--type`` probes another protocol instead (tcp, udp, dns, smtp, icmp,
+grpc, send_expect), each against a minimal server of its protocol in the
+server process (grpcio's own health service for grpc; the kernel answers
+icmp echo on loopback):
+
+    flock /tmp/pulsed-bench.lock .venv/bin/python benchmarks/checks.py --rate 1000 --type dns
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 
+import msgspec
 import structlog
 
 import pulsed
@@ -67,7 +75,66 @@ class _Handler(asyncio.Protocol):
         pass
 
 
-def serve(ports: list[int], use_uvloop: bool) -> None:
+class _LineHandler(_Handler):
+    """send_expect's server: "+PONG" to each line (Redis's PING)."""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\n" in self.buffer:
+            _Handler.requests[self.port] += 1
+            self.buffer = b""
+            self.transport.write(b"+PONG\r\n")  # type: ignore[attr-defined]
+
+
+class _SmtpHandler(_Handler):
+    """smtp's server: banner, EHLO, QUIT; nothing else."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        transport.write(b"220 bench ESMTP\r\n")  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            if line.upper().startswith(b"EHLO"):
+                _Handler.requests[self.port] += 1
+                self.transport.write(b"250-bench\r\n250 SIZE 1000000\r\n")  # type: ignore[attr-defined]
+            else:
+                self.transport.write(b"221 bye\r\n")  # type: ignore[attr-defined]
+                self.transport.close()
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    """udp's server echoes; dns's answers each query NOERROR with no records
+    (the query with the QR bit set: what a parser must accept)."""
+
+    def __init__(self, port: int, dns: bool) -> None:
+        self.port = port
+        self.dns = dns
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        _Handler.requests[self.port] += 1
+        if self.dns and len(data) >= 12:
+            data = data[:2] + bytes([data[2] | 0x80, 0x80]) + data[4:]
+        self.transport.sendto(data or b"pong", addr)  # type: ignore[attr-defined]
+
+
+_STREAM_SERVERS = {
+    "http": _Handler,
+    "tcp": _Handler,
+    "send_expect": _LineHandler,
+    "smtp": _SmtpHandler,
+}
+
+
+def serve(ports: list[int], use_uvloop: bool, kind: str = "http") -> None:
+    if kind == "grpc":
+        serve_grpc(ports)
+        return
     if use_uvloop:
         import uvloop
 
@@ -76,7 +143,15 @@ def serve(ports: list[int], use_uvloop: bool) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for port in ports:
-            await loop.create_server(lambda p=port: _Handler(p), "127.0.0.1", port, backlog=4096)
+            if kind in ("udp", "dns"):
+                await loop.create_datagram_endpoint(
+                    lambda p=port: _Datagrams(p, kind == "dns"), local_addr=("127.0.0.1", port)
+                )
+                continue
+            handler = _STREAM_SERVERS.get(kind, _Handler)
+            await loop.create_server(
+                lambda p=port, h=handler: h(p), "127.0.0.1", port, backlog=4096
+            )
 
         def report() -> None:
             print(json.dumps(_Handler.requests), flush=True)
@@ -86,6 +161,44 @@ def serve(ports: list[int], use_uvloop: bool) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+def serve_grpc(ports: list[int]) -> None:
+    """grpcio's health service (the test extra), SERVING, on every port."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = health.HealthServicer()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    for port in ports:
+        server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    print("ready", flush=True)
+    server.wait_for_termination()
+
+
+# The keys each probe type needs in the benchmark, on top of type, interval and timeout.
+TYPE_KEYS: dict[str, dict] = {
+    "udp": {"payload": "ping"},
+    "dns": {"query_name": "www.example.org."},
+    "send_expect": {"steps": ({"send": "PING\r\n", "expect": "^\\+PONG"},)},
+}
+
+
+def bench_check(args: argparse.Namespace) -> CheckConfig:
+    fields = {
+        "type": args.type,
+        "interval": Duration(args.interval),
+        "timeout": Duration(args.timeout),
+        "rise": 2,
+        "fall": 3,
+        **TYPE_KEYS.get(args.type, {}),
+    }
+    return msgspec.convert(fields, CheckConfig, from_attributes=True)
 
 
 def free_ports(n: int) -> list[int]:
@@ -153,6 +266,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> dict:
     ports = free_ports(args.server_ports)
     server_cmd = [sys.executable, __file__, "--serve", ",".join(map(str, ports))]
+    server_cmd += ["--type", args.type]
     if args.uvloop or args.server_uvloop:
         server_cmd.append("--uvloop")
     server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, text=True)
@@ -166,13 +280,7 @@ async def run(args: argparse.Namespace) -> dict:
 
 async def measure(args: argparse.Namespace, ports: list[int]) -> dict:
     servers = int(args.rate * args.interval)
-    check = CheckConfig(
-        type="http",
-        interval=Duration(args.interval),
-        timeout=Duration(args.timeout),
-        rise=2,
-        fall=3,
-    )
+    check = bench_check(args)
     service = ServiceKey.for_address("tcp", "192.0.2.1", 80)
     targets = {}
     for i in range(servers):
@@ -214,6 +322,7 @@ async def measure(args: argparse.Namespace, ports: list[int]) -> dict:
     wall = wall1 - wall0
     total = sum(results.values())
     return {
+        "type": args.type,
         "impl": args.impl,
         "loop": "uvloop" if args.uvloop else "asyncio",
         "tick_ms": round(tick * 1000, 2),
@@ -232,7 +341,16 @@ async def measure(args: argparse.Namespace, ports: list[int]) -> dict:
         "probe_latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
         "results": dict(results.most_common(5)),
         "load_avg_1m": os.getloadavg()[0],
+        "rss_mib": rss_mib(),
     }
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
 
 
 # --- the same load through keepalived (run inside the IPVS VM) ------------------------
@@ -458,6 +576,12 @@ def main() -> None:
     parser.add_argument("--server-uvloop", action="store_true", help="uvloop for the server only")
     parser.add_argument("--impl", choices=["pulsed", "aiohttp"], default="pulsed")
     parser.add_argument(
+        "--type",
+        choices=["http", "tcp", "udp", "dns", "smtp", "icmp", "grpc", "send_expect"],
+        default="http",
+        help="the probe type (and so the protocol of the server)",
+    )
+    parser.add_argument(
         "--max-tick",
         type=float,
         default=DEFAULT_MAX_TICK,
@@ -476,7 +600,7 @@ def main() -> None:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve([int(p) for p in args.serve.split(",")], args.uvloop)
+        serve([int(p) for p in args.serve.split(",")], args.uvloop, args.type)
         return
     # Per-server up/down lines would flood the terminal; the figures are the output.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

@@ -19,7 +19,14 @@ import msgspec
 from pulsed.durations import Duration
 from pulsed.files import check_executable, check_file
 
-CheckType = Literal["http", "https", "tcp", "exec", "none"]
+CheckType = Literal[
+    "http", "https", "tcp", "exec", "none", "udp", "dns", "smtp", "icmp", "grpc", "send_expect"
+]
+# Types that may speak TLS, and the key that turns it on (https always does).
+TLS_SWITCH = {"smtp": "starttls", "grpc": "tls", "send_expect": "tls"}
+MAX_DATAGRAM = 65507  # largest UDP payload over IPv4
+MAX_STEPS = 32
+MAX_STEP_BYTES = 65536
 
 MIN_INTERVAL = 0.01
 MIN_TIMEOUT = 0.001
@@ -31,6 +38,17 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _STATUS_RANGE = re.compile(r"^([1-5]\d\d)-([1-5]\d\d)$")
 _STATUS_CLASS = re.compile(r"^([1-5])xx$")
+
+
+class Step(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One step of a send_expect check: send (text or hex), then expect (a regex)."""
+
+    send: str = ""
+    send_hex: str | None = None
+    expect: str | None = None
+
+    def payload(self) -> bytes:
+        return bytes.fromhex(self.send_hex) if self.send_hex is not None else self.send.encode()
 
 
 class CheckConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -83,6 +101,40 @@ class CheckConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 
     # exec: argv, no shell. "{address}" and "{port}" in arguments are replaced.
     command: tuple[str, ...] = ()
+
+    # udp: the datagram sent (text or hex; default empty), and what the reply
+    # must hold (a regex searched in it, or exact bytes in hex; default any reply).
+    payload: str | None = None
+    payload_hex: str | None = None
+    expect: str | None = None
+    expect_hex: str | None = None
+
+    # dns
+    query_name: str | None = None
+    query_type: str = "A"
+    dns_transport: Literal["udp", "tcp"] = "udp"
+    expect_rcode: str = "NOERROR"
+    expect_answer: str | None = None
+
+    # smtp (helo_name None: this host's name)
+    helo_name: str | None = None
+    starttls: bool = False
+
+    # grpc: the service asked about ("" = the server as a whole)
+    grpc_service: str = ""
+    # grpc and send_expect: TLS from the start
+    tls: bool = False
+
+    # send_expect
+    steps: tuple[Step, ...] = ()
+
+
+def uses_tls(check: CheckConfig) -> bool:
+    """Whether the check's probe speaks TLS (and so loads the TLS files)."""
+    if check.type == "https":
+        return True
+    switch = TLS_SWITCH.get(check.type)
+    return switch is not None and bool(getattr(check, switch))
 
 
 def parse_status_spec(spec: tuple[int | str, ...]) -> frozenset[int]:
@@ -139,7 +191,13 @@ def check_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
 
     if check.type in ("http", "https"):
         _http_problems(check, bad)
-    if check.type == "https" and check.client_key is not None and check.client_cert is None:
+    if check.type in ("udp", "dns", "smtp", "grpc", "send_expect"):
+        from pulsed.checks.protocols import protocol_problems
+
+        protocol_problems(check, bad)
+    if check.type in TLS_SWITCH and check.host is not None and not _good_host(check.host):
+        bad("host", check.host, "must be an ASCII host name without spaces or line breaks")
+    if uses_tls(check) and check.client_key is not None and check.client_cert is None:
         bad("client_key", check.client_key, "needs client_cert as well")
     if check.type == "exec" and not check.command:
         bad("command", list(check.command), "exec check needs a command (a list of arguments)")
@@ -159,7 +217,7 @@ def file_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
     that cannot run. The config loader also calls this for services it
     takes unchanged from the last reload, since files change under names."""
     problems: list[tuple[str, object, str]] = []
-    if check.type == "https":
+    if uses_tls(check):
         for key, secret in _TLS_FILES:
             path = getattr(check, key)
             if path is not None:
@@ -219,9 +277,7 @@ def _http_problems(check: CheckConfig, bad) -> None:
         bad("path", check.path, "must start with '/' and contain no spaces or line breaks")
     elif not check.path.isascii():
         bad("path", check.path, "must be ASCII (percent-encode other characters)")
-    if check.host is not None and (
-        not check.host or _has_space_or_newline(check.host) or not check.host.isascii()
-    ):
+    if check.host is not None and not _good_host(check.host):
         bad("host", check.host, "must be an ASCII host name without spaces or line breaks")
     for name, value in check.headers.items():
         if not _TOKEN.match(name):
@@ -268,6 +324,10 @@ def _ssl_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
     return str(exc) or type(exc).__name__
+
+
+def _good_host(host: str) -> bool:
+    return bool(host) and not _has_space_or_newline(host) and host.isascii()
 
 
 def _has_space_or_newline(text: str) -> bool:

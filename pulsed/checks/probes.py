@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from pulsed.checks.base import Probe, Target
@@ -16,8 +17,24 @@ _PROBES: dict[str, Callable[[Target], Probe]] = {
     "tcp": TcpProbe,
     "exec": ExecProbe,
 }
+# Imported the first time a check of the type is made: dnspython and h2 cost
+# resident memory (docs/benchmarks.md) that a router without such checks
+# need not carry.
+_LATER = {
+    "udp": ("pulsed.checks.udp", "UdpProbe"),
+    "dns": ("pulsed.checks.dns", "DnsProbe"),
+    "smtp": ("pulsed.checks.smtp", "SmtpProbe"),
+    "icmp": ("pulsed.checks.icmp", "IcmpProbe"),
+    "grpc": ("pulsed.checks.grpc", "GrpcProbe"),
+    "send_expect": ("pulsed.checks.send_expect", "SendExpectProbe"),
+}
 
 
 def make_probe(target: Target) -> Probe:
     """A prepared probe; call ``await probe.probe()`` once per check."""
-    return _PROBES.get(target.check.type, NoneProbe)(target)
+    kind = target.check.type
+    factory = _PROBES.get(kind)
+    if factory is None and kind in _LATER:
+        module, name = _LATER[kind]
+        factory = _PROBES[kind] = getattr(importlib.import_module(module), name)
+    return (factory or NoneProbe)(target)

@@ -313,6 +313,29 @@ class ProbeEngine:
     def watch_readable(self, fd: int) -> None:
         self._epoll.modify(fd, _EPOLLIN)
 
+    def watch(self, fd: int, events: int) -> None:
+        self._epoll.modify(fd, events)
+
+    def adopt(self, exchange: Exchange, events: int, timed: bool = True) -> None:
+        """Watch an exchange whose socket another module opened (conversations,
+        pulsed.checks.convo): its ``_fd`` joins the epoll set for ``events``
+        and, when ``timed``, it expires like the engine's own at its deadline.
+        Raises what epoll raises (a setup error, the router's)."""
+        self._epoll.register(exchange._fd, events)
+        self._exchanges[exchange._fd] = exchange
+        if timed:
+            self._add_expiry(exchange)
+
+    def release(self, exchange: Exchange) -> None:
+        """Forget an exchange's socket (it is about to be closed and replaced)."""
+        self._exchanges.pop(exchange._fd, None)
+
+    def fail_later(self, exchange: Exchange, exc: BaseException, setup: bool) -> None:
+        """Report ``exc`` from the loop (never from inside the call that started it)."""
+        exchange._state = _SENDING  # anything but closed
+        self._loop.call_soon(exchange.fail, exc, setup)
+        self._add_expiry(exchange)
+
     def close(self) -> None:
         """Cancel every exchange in flight (without reporting) and let go of the loop."""
         if self._closed:

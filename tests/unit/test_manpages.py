@@ -46,7 +46,12 @@ def _structs_in(t) -> list[msgspec.inspect.StructType]:
 
 # Arrays the example writes as inline tables ({script = "chk_web", weight = -20}):
 # the key itself is documented, and its items' field names appear in its text.
-INLINE_ARRAYS = {"vrrp.virtual_addresses", "vrrp.track_scripts", "vrrp.track_files"}
+INLINE_ARRAYS = {
+    "vrrp.virtual_addresses",
+    "vrrp.track_scripts",
+    "vrrp.track_files",
+    "service.check.steps",
+}
 
 
 def config_keys() -> tuple[set[str], set[str]]:
