@@ -250,7 +250,14 @@ def test_bgp_drop_in_announces_through_frr_and_a_crash_withdraws(machine):
     print("\nwith the BGP drop-in:", exposure.strip().splitlines()[-1])
     machine.run("sh", "-c", "cat > /etc/pulsed/pulsed.toml", input=BGP_CONFIG)
     machine.run("systemctl", "start", UNIT)
-    wait_for("the VIP in FRR's BGP table", lambda: _in_bgp_table(machine), timeout=60)
+    try:
+        wait_for("the VIP in FRR's BGP table", lambda: _in_bgp_table(machine), timeout=60)
+    except AssertionError as exc:
+        routes = machine.run("vtysh", "-c", "show ip route", check=False)
+        raise AssertionError(
+            f"{exc}\n{machine.journal(UNIT)[-3000:]}\n{routes.stdout}{routes.stderr}"
+            f"\n{machine.journal('frr.service')[-1500:]}"
+        ) from None
     assert BGP_VIP in machine.run("ip", "-4", "addr", "show", "pulsed-bgp").stdout
     first = machine.show(UNIT, "MainPID")["MainPID"]
 
