@@ -16,6 +16,7 @@ from typing import Literal
 
 import msgspec
 
+from pulsed.checks.protocols import protocol_problems
 from pulsed.durations import Duration
 from pulsed.files import check_executable, check_file
 
@@ -24,9 +25,6 @@ CheckType = Literal[
 ]
 # Types that may speak TLS, and the key that turns it on (https always does).
 TLS_SWITCH = {"smtp": "starttls", "grpc": "tls", "send_expect": "tls"}
-MAX_DATAGRAM = 65507  # largest UDP payload over IPv4
-MAX_STEPS = 32
-MAX_STEP_BYTES = 65536
 
 MIN_INTERVAL = 0.01
 MIN_TIMEOUT = 0.001
@@ -192,8 +190,6 @@ def check_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
     if check.type in ("http", "https"):
         _http_problems(check, bad)
     if check.type in ("udp", "dns", "smtp", "grpc", "send_expect"):
-        from pulsed.checks.protocols import protocol_problems
-
         protocol_problems(check, bad)
     if check.type in TLS_SWITCH and check.host is not None and not _good_host(check.host):
         bad("host", check.host, "must be an ASCII host name without spaces or line breaks")
