@@ -15,6 +15,7 @@ the service's). The schema is docs/openapi.yaml.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import socket
@@ -311,17 +312,7 @@ def resolve_real(snap: Snapshot, text: str) -> RealKey:
             400, f"{quoted(text)!r}: expected SERVICE/REAL, e.g. tcp:192.0.2.1:80/10.0.0.2:80"
         )
     index = snap.index
-    svc = index.by_name(service_text)
-    if svc is None:
-        try:
-            key = parse_service_key(service_text)
-        except ValueError as exc:
-            if ":" in service_text:
-                raise ApiError(400, quoted(str(exc))) from None
-            raise ApiError(404, f"no service named {quoted(service_text)!r}") from None
-        svc = index.by_key(key)
-        if svc is None:
-            raise ApiError(404, f"no service {key} in the running config")
+    svc = resolve_service(snap, service_text)
     bracketed = real_text.startswith("[")
     if not ("]:" in real_text if bracketed else real_text.count(":") == 1):
         return _real_without_port(svc, real_text)  # an address alone (v4, [v6] or v6)
@@ -333,6 +324,23 @@ def resolve_real(snap: Snapshot, text: str) -> RealKey:
     if real is None:
         raise ApiError(404, f"no real server {quoted(real_text)} in service {svc.name} ({svc.key})")
     return real
+
+
+def resolve_service(snap: Snapshot, text: str) -> IndexedService:
+    """A service by its name or key (400 or 404 otherwise)."""
+    svc = snap.index.by_name(text)
+    if svc is not None:
+        return svc
+    try:
+        key = parse_service_key(text)
+    except ValueError as exc:
+        if ":" in text:
+            raise ApiError(400, quoted(str(exc))) from None
+        raise ApiError(404, f"no service named {quoted(text)!r}") from None
+    svc = snap.index.by_key(key)
+    if svc is None:
+        raise ApiError(404, f"no service {key} in the running config")
+    return svc
 
 
 def _real_without_port(svc: IndexedService, text: str) -> RealKey:
@@ -374,6 +382,36 @@ def _guard_last(request: web.Request, snap: Snapshot, key: RealKey) -> None:
     why = last_serving(snap, key)
     if why is not None and request.query.get("force") not in ("1", "true", "yes"):
         raise ApiError(409, f"{why}; repeat with force (pulsed ... --force, or ?force=1)")
+
+
+def service_still_serves(snap: Snapshot, svc: IndexedService) -> str | None:
+    """Why draining every real server of ``svc`` leaves it with none (one line), or None
+    when none serves already."""
+    pool = snap.pools.get(svc.key)
+    if pool is None or pool.sorry_in_use or not any(w > 0 for w in pool.weights.values()):
+        return None
+    sorry = svc.config.sorry_server
+    then = f"the sorry server {sorry} takes over" if sorry else "no server serves it"
+    return f"this drains every real server of {svc.name}: {then}"
+
+
+async def set_service_mode(request: web.Request) -> web.Response:
+    """Drain or enable every real server of a service, in one call."""
+    await authorize(request)
+    daemon = request.app[DAEMON]
+    snap = daemon.snapshot()
+    svc = resolve_service(snap, request.match_info["service"])
+    mode: Mode = "drain" if request.match_info["action"] == "drain" else "enabled"
+    if mode == "drain":
+        why = service_still_serves(snap, svc)
+        if why is not None and request.query.get("force") not in ("1", "true", "yes"):
+            raise ApiError(409, f"{why}; repeat with force (pulsed ... --force, or ?force=1)")
+    caller = request.remote or ""
+    states = []
+    for key in svc.reals:
+        override = await _persist(functools.partial(daemon.set_mode, key, mode, caller))
+        states.append(real_state(key, override))
+    return web.json_response({"service": str(svc.key), "name": svc.name, "reals": states})
 
 
 def real_state(key: RealKey, override: Override) -> dict[str, Any]:
@@ -476,31 +514,38 @@ async def director(request: web.Request) -> web.Response:
     )
 
 
-async def _weight_from_body(request: web.Request) -> int:
-    """The weight in a ``{"weight": N}`` body: at most MAX_BODY bytes, received
-    within ``api.body_timeout``; anything else is a 4xx naming the problem."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ApiError(413, f"body larger than {MAX_BODY} bytes", close=True)
-    limit = request.app[DAEMON].config.api.body_timeout
-    raw = b""
+async def read_json_body(request: web.Request, limit: int, example: str) -> Any:
+    """The JSON body: at most ``limit`` bytes, received within ``api.body_timeout``;
+    anything else is a 4xx naming the problem (``example`` shows what is expected)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"body larger than {limit} bytes", close=True)
+    timeout = request.app[DAEMON].config.api.body_timeout
+    chunks: list[bytes] = []
+    size = 0
     try:
-        async with asyncio.timeout(limit):
+        async with asyncio.timeout(timeout):
             # read(n) returns what has arrived so far: loop until the end or the cap.
-            while len(raw) <= MAX_BODY:
-                chunk = await request.content.read(MAX_BODY + 1 - len(raw))
+            while size <= limit:
+                chunk = await request.content.read(limit + 1 - size)
                 if not chunk:
                     break
-                raw += chunk
+                chunks.append(chunk)
+                size += len(chunk)
     except TimeoutError:
-        raise ApiError(408, f"body not received within {limit:g}s", close=True) from None
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, f"body larger than {MAX_BODY} bytes", close=True)
+        raise ApiError(408, f"body not received within {timeout:g}s", close=True) from None
+    if size > limit:
+        raise ApiError(413, f"body larger than {limit} bytes", close=True)
     try:
-        body = json.loads(raw or b"null")
+        return json.loads(b"".join(chunks) or b"null")
     except RecursionError:
-        raise ApiError(400, 'body must be JSON like {"weight": 5} (nested too deeply)') from None
+        raise ApiError(400, f"body must be JSON like {example} (nested too deeply)") from None
     except ValueError:  # includes UnicodeDecodeError
-        raise ApiError(400, 'body must be JSON like {"weight": 5}') from None
+        raise ApiError(400, f"body must be JSON like {example}") from None
+
+
+async def _weight_from_body(request: web.Request) -> int:
+    """The weight in a ``{"weight": N}`` body (see read_json_body)."""
+    body = await read_json_body(request, MAX_BODY, '{"weight": 5}')
     weight = body.get("weight") if isinstance(body, dict) else None
     if isinstance(weight, bool) or not isinstance(weight, int):
         raise ApiError(400, 'body must be JSON like {"weight": 5} (an integer)')
@@ -543,9 +588,13 @@ def make_app(daemon: Daemon, renderer: MetricsRenderer | None = None) -> web.App
     # Not the action sub-resources: GET .../drain must be a 405, not a lookup of "x/drain".
     actions = "".join(f"(?<!/{a})" for a in ("drain", "disable", "enable", "weight"))
     app.router.add_get("/api/v1/reals/{key:.+" + actions + "}", get_real)
+    app.router.add_post("/api/v1/services/{service}/{action:drain|enable}", set_service_mode)
     app.router.add_post("/api/v1/reload", reload)
     app.router.add_post("/api/v1/director/{action:drain|undrain}", director)
     app.router.add_get("/api/v1/plan", plan)
+    from pulsed.config_api import add_config_routes  # it builds on this module
+
+    add_config_routes(app)
     return app
 
 
