@@ -723,13 +723,15 @@ class Daemon:
             # A change (reload, admin call, health flip) is not in the kernel
             # yet: the figures beside it are the last pass's, not the wanted ones.
             reconcile = replace(reconcile, in_sync=False, pending=True)
+        health = self.monitor.health()
+        taken_at = time.time()
         return Snapshot(
             config=self.config,
             index=self.index,
             config_path=str(self.config_path),
             started_at=self.started_at,
-            taken_at=time.time(),
-            health=self.monitor.health(),
+            taken_at=taken_at,
+            health=health,
             overrides=self.overrides.all(),
             last_pass=self._last_pass,
             reconcile=reconcile,
@@ -741,7 +743,7 @@ class Daemon:
             ),
             probes=self.monitor.local_faults(),
             bgp=self.bgp.view(self._last_pass.kernel) if self.bgp is not None else None,
-            history=self.history.view(),
+            history=self.history.view(health, taken_at),
             rates=self.rates.samples,
             source=self.source,
         )

@@ -1,6 +1,7 @@
 """The last few health transitions of each real server, with their reasons.
 
-Fed by the daemon on every health change (pulsed.daemon ``_on_health_change``);
+Fed by the daemon on every health change (pulsed.daemon ``_on_health_change``)
+and brought up to date by each snapshot;
 only a change of state (up, down, pending) is a transition: a weight report
 or a new reason for the same state is not. Each server keeps a tuple of at
 most ``KEEP`` entries, newest first, replaced whole, so a snapshot may share it.
@@ -38,7 +39,7 @@ class HealthHistory:
     def record(self, key: RealKey, health: RealHealth, now: float) -> None:
         state = health_state(health)
         past = self._by_key.get(key, ())
-        if past and past[0].state == state:
+        if (past and past[0].state == state) or (not past and state == "pending"):
             return
         at = health.last_transition or health.last_check or now
         self._by_key[key] = (Transition(at, state, health.reason), *past[: self.keep - 1])
@@ -48,5 +49,18 @@ class HealthHistory:
         kept = set(keys)
         self._by_key = {k: v for k, v in self._by_key.items() if k in kept}
 
-    def view(self) -> Mapping[RealKey, tuple[Transition, ...]]:
-        return dict(self._by_key)
+    def view(
+        self, health: Mapping[RealKey, RealHealth], now: float
+    ) -> Mapping[RealKey, tuple[Transition, ...]]:
+        """The history, first brought up to ``health``: the monitor reports a change
+        only when a server goes up or down, not a first verdict of "down"."""
+        by_key = self._by_key
+        for key, h in health.items():
+            past = by_key.get(key)
+            state = "up" if h.up else ("down" if h.last_ok is not None else "pending")
+            if (past is None and state == "pending") or (
+                past is not None and past[0].state == state
+            ):
+                continue
+            self.record(key, h, now)
+        return dict(by_key)

@@ -177,7 +177,8 @@ function realRow(s, r, now, admin) {
     el("td", { class: "server" }, `${host(r.address)}:${r.port}`),
     el("td", { class: "health" }, el("span", { class: `badge ${r.health}` }, r.health)),
     el("td", { class: "mode" }, mode ? el("span", { class: `badge ${r.mode}` }, mode) : ""),
-    el("td", { class: "reason" }, r.reason, history(r, now)),
+    el("td", { class: "reason" }, r.reason),
+    el("td", { class: "history" }, history(r, now)),
     el("td", { class: "num weight-configured", title: "configured in the file" },
       show(r.config_weight)),
     el("td", { class: "num weight-override" }, show(r.weight_override)),
@@ -189,7 +190,7 @@ function realRow(s, r, now, admin) {
     admin ? realControls(s, r) : null);
 }
 
-const HEADS = ["real server", "health", "admin", "reason · recent transitions", "weight",
+const HEADS = ["real server", "health", "admin", "reason", "recent transitions", "weight",
   "override", "effective", "kernel", "active", "rate", "checked"];
 
 function serviceSection(s, now, admin) {
