@@ -9,6 +9,7 @@ let last = null;          // the last /status read, and when (ms)
 let lastAt = 0;
 let pending = null;       // an action waiting for the kernel: {text, done(st)}
 let base = null;          // the digest the config edit started from
+const drawn = new Map();  // service key -> {sig, node}: the sections on the page
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs, ...children) {
@@ -290,9 +291,26 @@ function render(st) {
   $("updated").textContent = `updated ${stamp(now)}`;
   $("refresh").textContent = String(st.refresh_seconds);
   renderVips(st);
-  const sections = st.services.map((s) => serviceSection(s, now, admin));
+  // Redraw only the services that changed (at 1,000 services most do not between two
+  // polls); relative times ("5s ago") are redrawn at least once a minute.
+  const minute = Math.floor(now / 60);
+  const sections = st.services.map((s) => {
+    const sig = `${admin}|${minute}|${JSON.stringify(s)}`;
+    const old = drawn.get(s.key);
+    if (old && old.sig === sig) return old.node;
+    const node = serviceSection(s, now, admin);
+    drawn.set(s.key, { sig, node });
+    return node;
+  });
+  if (drawn.size > st.services.length) {
+    const keys = new Set(st.services.map((s) => s.key));
+    for (const key of drawn.keys()) if (!keys.has(key)) drawn.delete(key);
+  }
   if (!sections.length) sections.push(el("p", { class: "meta" }, "no services configured"));
-  $("services").replaceChildren(...sections);
+  const main = $("services");
+  if (sections.length !== main.children.length || sections.some((n, i) => main.children[i] !== n)) {
+    main.replaceChildren(...sections);
+  }
   $("cfg-writable").textContent = c.writable ? ""
     : "apply and rollback are off: set [api] config_write = true";
   $("cfg-apply").disabled = !c.writable;
@@ -308,6 +326,7 @@ function markStale(message) {
   document.body.classList.add("stale");
   document.body.dataset.stale = "true";
   for (const badge of document.querySelectorAll(".badge")) badge.className = "badge";
+  drawn.clear();  // the cleared sections are drawn again once /status answers
   const age = last ? `last good status ${Math.round((Date.now() - lastAt) / 1000)}s ago` : "never read";
   $("error").textContent = `cannot read the daemon's status (${message}); everything shown is stale: ${age}`;
   $("error").hidden = false;
