@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from pulsed.aioweb import web
-from pulsed.api import DAEMON, ApiError, authorize, read_json_body
+from pulsed.api_base import DAEMON, ApiError, authorize, read_json_body
 from pulsed.config import Config, ConfigError, parse_config
 from pulsed.config_lines import issue_line, line_index
 from pulsed.config_store import (
