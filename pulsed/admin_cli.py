@@ -71,11 +71,18 @@ class Client:
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:
+    """The error's line, and what a config call adds: each problem with its line, the diff."""
     try:
         body = json.loads(exc.read() or b"{}")
-        return str(body.get("error") or exc.reason)
+        text = str(body.get("error") or exc.reason)
     except (ValueError, AttributeError):
         return str(exc.reason)
+    for problem in body.get("errors") or []:
+        line = f"line {problem.get('line')}: " if problem.get("line") else ""
+        text += f"\n  {line}{problem.get('text', problem.get('message'))}"
+    if body.get("diff"):
+        text += "\n" + str(body["diff"]).rstrip("\n")
+    return text
 
 
 def api_settings(path: str) -> tuple[str, str]:
@@ -186,6 +193,25 @@ def add_admin_commands(subparsers: argparse._SubParsersAction) -> None:
         help="after drain: wait up to SECONDS until no connection is left (idle)",
     )
     director.set_defaults(func=cmd_director)
+
+    config = subparsers.add_parser(
+        "config",
+        parents=[common],
+        help="the running config through the API: show, check, plan, apply, rollback, history",
+    )
+    verbs = config.add_subparsers(metavar="ACTION", dest="action", required=True)
+    verbs.add_parser("show", parents=[common], help="print the running config file")
+    for verb, text in (
+        ("check", "validate FILE as check-config does, on the daemon"),
+        ("plan", "what FILE would change in the IPVS table and VRRP"),
+        ("apply", "write FILE as the config (atomically) and reload"),
+    ):
+        p = verbs.add_parser(verb, parents=[common], help=text)
+        p.add_argument("file", help="the new config (- for stdin)")
+    back = verbs.add_parser("rollback", parents=[common], help="apply history entry N again")
+    back.add_argument("entry", type=int, metavar="N", help="an id from `pulsed config history`")
+    verbs.add_parser("history", parents=[common], help="the kept configs and the audit log")
+    config.set_defaults(func=cmd_config)
 
 
 def _run(args: argparse.Namespace, action) -> int:
@@ -358,3 +384,62 @@ def _vrrp_warnings(doc: dict[str, Any]) -> list[str]:
 
 def _forward(method: str) -> str:
     return {"nat": "Masq", "dr": "Route", "tunnel": "Tunnel"}.get(method, method)
+
+
+def _read_new_config(name: str) -> str:
+    try:
+        if name == "-":
+            return sys.stdin.read()
+        return Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClientError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    def action(client: Client) -> int:
+        client.timeout = max(client.timeout, 120.0)  # a reload of a large config takes a while
+        verb = args.action
+        if verb == "show":
+            doc = client.call("GET", "/api/v1/config", auth=True)
+            print(f"# {doc['path']}, generation {doc['generation']}", file=sys.stderr)
+            print(doc["text"] or "", end="")
+            return EXIT_OK
+        if verb == "history":
+            doc = client.call("GET", "/api/v1/config/history", auth=True)
+            for e in doc["entries"]:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+                print(f"{e['id']:>4}  {when}  {e['action']:<16} {e['who']}  {e['digest'][:12]}")
+            if not doc["entries"]:
+                print("no config applied through the API yet")
+            return EXIT_OK
+        if verb == "rollback":
+            result = client.call("POST", "/api/v1/config/rollback", {"id": args.entry}, auth=True)
+            print(result["diff"], end="")
+            print(f"rolled back to {args.entry}: generation {result['generation']}")
+            return EXIT_OK
+        text = _read_new_config(args.file)
+        if verb == "check":
+            doc = client.call("POST", "/api/v1/config/validate", {"text": text}, auth=True)
+            for problem in doc["errors"]:
+                line = f"line {problem['line']}: " if problem.get("line") else ""
+                print(f"{line}{problem['text']}", file=sys.stderr)
+            if not doc["valid"]:
+                print(f"{args.file}: {len(doc['errors'])} problem(s)", file=sys.stderr)
+                return EXIT_USAGE
+            print(f"{args.file}: valid ({doc['services']} services, {doc['reals']} real servers)")
+            return EXIT_OK
+        if verb == "plan":
+            doc = client.call("POST", "/api/v1/config/plan", {"text": text}, auth=True)
+            for op in doc["operations"]:
+                print(op)
+            for line in doc["vrrp"]:
+                print(f"vrrp {line}")
+            if not doc["operations"] and not doc["vrrp"]:
+                print("no change to the IPVS table or VRRP")
+            return EXIT_OK
+        result = client.call("POST", "/api/v1/config/apply", {"text": text}, auth=True)
+        print(result["diff"], end="")
+        print(f"applied: generation {result['generation']} (history {result['history_id']})")
+        return EXIT_OK
+
+    return _run(args, action)

@@ -15,18 +15,27 @@ the service's). The schema is docs/openapi.yaml.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
+import functools
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from pulsed.addresses import split_host_port
 from pulsed.aioweb import web
+from pulsed.api_base import (
+    DAEMON,
+    TOKENS,
+    ApiError,
+    Daemon,
+    authorize,
+    error_response,
+    quoted,
+    read_json_body,
+)
 from pulsed.api_guard import (
     MAX_FIELD,
     MAX_HEADERS,
@@ -41,17 +50,14 @@ from pulsed.api_guard import (
     request_done,
     request_started,
 )
-from pulsed.api_token import TokenReader, TokenUnavailable
-from pulsed.checks.base import ProbeResult
-from pulsed.checks.state import RealHealth
-from pulsed.config import Config
+from pulsed.api_token import TokenReader
+from pulsed.config_api import add_config_routes
 from pulsed.keys import IndexedService, parse_service_key, real_key_text
 from pulsed.metrics import CONTENT_TYPE, ActivityRecorder, MetricsRenderer, attach_recorder
 from pulsed.model import DestKey, RealKey, normalize_address
 from pulsed.overrides import MODES, Mode, Override
 from pulsed.plan_view import plan_document
 from pulsed.readmodel import Snapshot
-from pulsed.reconcile import PassResult
 from pulsed.status_view import service_status, status_chunks
 
 log = structlog.get_logger(__name__)
@@ -60,67 +66,11 @@ MAX_BODY = 4096  # admin bodies are tiny JSON objects
 MAX_WEIGHT = 65535
 
 
-class Daemon(Protocol):
-    """The API's door into the daemon: a snapshot for every read, a few calls
-    for the admin writes, the event hooks /metrics records, and the config
-    (immutable) for the API's own settings."""
-
-    @property
-    def config(self) -> Config: ...
-
-    probe_observers: list[Callable[[RealKey, ProbeResult], None]]
-    health_observers: list[Callable[[RealKey, RealHealth], None]]
-    pass_observers: list[Callable[[PassResult, float], None]]
-
-    def snapshot(self) -> Snapshot: ...
-
-    def set_mode(self, key: RealKey, mode: Mode, caller: str = "") -> Override: ...
-
-    def set_weight(self, key: RealKey, weight: int | None, caller: str = "") -> Override: ...
-
-    async def reload(self) -> bool: ...
-
-    def set_director_drained(self, drained: bool, caller: str = "") -> bool: ...
-
-
-DAEMON = web.AppKey("daemon", Daemon)
 RENDERER = web.AppKey("renderer", MetricsRenderer)
-TOKENS = web.AppKey("tokens", TokenReader)
-# Longest piece of client input quoted back in an error message.
-MAX_QUOTED = 200
 # Next to this file (package data); not importlib.resources, which costs
 # zipfile and its readers at start for a path that is always on disk.
 STATIC_DIR = Path(__file__).resolve().with_name("static")
 STATIC_FILES = frozenset(("app.js", "style.css", "index.html"))
-
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        headers: dict[str, str] | None = None,
-        *,
-        close: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-        self.close = close  # drop the connection after the answer (its input is unusable)
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None):
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
-def quoted(text: str) -> str:
-    """Client input for an error message: shortened, on one line (a path may
-    carry %0A), control characters and undecodable bytes escaped."""
-    short = text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + "..."
-    if short.isprintable():
-        return short
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in short)
 
 
 @web.middleware
@@ -280,29 +230,6 @@ async def static_file(request: web.Request) -> web.FileResponse:
 # Admin -------------------------------------------------------------------------
 
 
-async def authorize(request: web.Request) -> None:
-    """401 without a bearer token, 403 with a wrong one, 503 when the token file
-    cannot be used (unset, unreadable, open to others, not read in time)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        raise ApiError(
-            401,
-            "admin calls need 'Authorization: Bearer <token>' (the token is in api.token_file)",
-            {"WWW-Authenticate": 'Bearer realm="pulsed"'},
-        )
-    daemon = request.app[DAEMON]
-    try:
-        expected = await request.app[TOKENS].token(daemon.config.api.token_file)
-    except TokenUnavailable as exc:
-        raise ApiError(503, f"admin calls are off: {exc}") from None
-    # Header values are bytes: aiohttp decodes them as UTF-8 with surrogate
-    # escapes, so this gives back exactly the bytes the client sent.
-    sent = given.strip().encode("utf-8", "surrogateescape")
-    if not hmac.compare_digest(sent, expected):
-        raise ApiError(403, "wrong token")
-
-
 def resolve_real(snap: Snapshot, text: str) -> RealKey:
     """``SERVICE/REAL`` -> the key of a configured real server (400 or 404 otherwise)."""
     service_text, sep, real_text = text.rpartition("/")
@@ -311,17 +238,7 @@ def resolve_real(snap: Snapshot, text: str) -> RealKey:
             400, f"{quoted(text)!r}: expected SERVICE/REAL, e.g. tcp:192.0.2.1:80/10.0.0.2:80"
         )
     index = snap.index
-    svc = index.by_name(service_text)
-    if svc is None:
-        try:
-            key = parse_service_key(service_text)
-        except ValueError as exc:
-            if ":" in service_text:
-                raise ApiError(400, quoted(str(exc))) from None
-            raise ApiError(404, f"no service named {quoted(service_text)!r}") from None
-        svc = index.by_key(key)
-        if svc is None:
-            raise ApiError(404, f"no service {key} in the running config")
+    svc = resolve_service(snap, service_text)
     bracketed = real_text.startswith("[")
     if not ("]:" in real_text if bracketed else real_text.count(":") == 1):
         return _real_without_port(svc, real_text)  # an address alone (v4, [v6] or v6)
@@ -333,6 +250,23 @@ def resolve_real(snap: Snapshot, text: str) -> RealKey:
     if real is None:
         raise ApiError(404, f"no real server {quoted(real_text)} in service {svc.name} ({svc.key})")
     return real
+
+
+def resolve_service(snap: Snapshot, text: str) -> IndexedService:
+    """A service by its name or key (400 or 404 otherwise)."""
+    svc = snap.index.by_name(text)
+    if svc is not None:
+        return svc
+    try:
+        key = parse_service_key(text)
+    except ValueError as exc:
+        if ":" in text:
+            raise ApiError(400, quoted(str(exc))) from None
+        raise ApiError(404, f"no service named {quoted(text)!r}") from None
+    svc = snap.index.by_key(key)
+    if svc is None:
+        raise ApiError(404, f"no service {key} in the running config")
+    return svc
 
 
 def _real_without_port(svc: IndexedService, text: str) -> RealKey:
@@ -374,6 +308,36 @@ def _guard_last(request: web.Request, snap: Snapshot, key: RealKey) -> None:
     why = last_serving(snap, key)
     if why is not None and request.query.get("force") not in ("1", "true", "yes"):
         raise ApiError(409, f"{why}; repeat with force (pulsed ... --force, or ?force=1)")
+
+
+def service_still_serves(snap: Snapshot, svc: IndexedService) -> str | None:
+    """Why draining every real server of ``svc`` leaves it with none (one line), or None
+    when none serves already."""
+    pool = snap.pools.get(svc.key)
+    if pool is None or pool.sorry_in_use or not any(w > 0 for w in pool.weights.values()):
+        return None
+    sorry = svc.config.sorry_server
+    then = f"the sorry server {sorry} takes over" if sorry else "no server serves it"
+    return f"this drains every real server of {svc.name}: {then}"
+
+
+async def set_service_mode(request: web.Request) -> web.Response:
+    """Drain or enable every real server of a service, in one call."""
+    await authorize(request)
+    daemon = request.app[DAEMON]
+    snap = daemon.snapshot()
+    svc = resolve_service(snap, request.match_info["service"])
+    mode: Mode = "drain" if request.match_info["action"] == "drain" else "enabled"
+    if mode == "drain":
+        why = service_still_serves(snap, svc)
+        if why is not None and request.query.get("force") not in ("1", "true", "yes"):
+            raise ApiError(409, f"{why}; repeat with force (pulsed ... --force, or ?force=1)")
+    caller = request.remote or ""
+    states = []
+    for key in svc.reals:
+        override = await _persist(functools.partial(daemon.set_mode, key, mode, caller))
+        states.append(real_state(key, override))
+    return web.json_response({"service": str(svc.key), "name": svc.name, "reals": states})
 
 
 def real_state(key: RealKey, override: Override) -> dict[str, Any]:
@@ -477,30 +441,8 @@ async def director(request: web.Request) -> web.Response:
 
 
 async def _weight_from_body(request: web.Request) -> int:
-    """The weight in a ``{"weight": N}`` body: at most MAX_BODY bytes, received
-    within ``api.body_timeout``; anything else is a 4xx naming the problem."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ApiError(413, f"body larger than {MAX_BODY} bytes", close=True)
-    limit = request.app[DAEMON].config.api.body_timeout
-    raw = b""
-    try:
-        async with asyncio.timeout(limit):
-            # read(n) returns what has arrived so far: loop until the end or the cap.
-            while len(raw) <= MAX_BODY:
-                chunk = await request.content.read(MAX_BODY + 1 - len(raw))
-                if not chunk:
-                    break
-                raw += chunk
-    except TimeoutError:
-        raise ApiError(408, f"body not received within {limit:g}s", close=True) from None
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, f"body larger than {MAX_BODY} bytes", close=True)
-    try:
-        body = json.loads(raw or b"null")
-    except RecursionError:
-        raise ApiError(400, 'body must be JSON like {"weight": 5} (nested too deeply)') from None
-    except ValueError:  # includes UnicodeDecodeError
-        raise ApiError(400, 'body must be JSON like {"weight": 5}') from None
+    """The weight in a ``{"weight": N}`` body (see read_json_body)."""
+    body = await read_json_body(request, MAX_BODY, '{"weight": 5}')
     weight = body.get("weight") if isinstance(body, dict) else None
     if isinstance(weight, bool) or not isinstance(weight, int):
         raise ApiError(400, 'body must be JSON like {"weight": 5} (an integer)')
@@ -543,9 +485,11 @@ def make_app(daemon: Daemon, renderer: MetricsRenderer | None = None) -> web.App
     # Not the action sub-resources: GET .../drain must be a 405, not a lookup of "x/drain".
     actions = "".join(f"(?<!/{a})" for a in ("drain", "disable", "enable", "weight"))
     app.router.add_get("/api/v1/reals/{key:.+" + actions + "}", get_real)
+    app.router.add_post("/api/v1/services/{service}/{action:drain|enable}", set_service_mode)
     app.router.add_post("/api/v1/reload", reload)
     app.router.add_post("/api/v1/director/{action:drain|undrain}", director)
     app.router.add_get("/api/v1/plan", plan)
+    add_config_routes(app)
     return app
 
 

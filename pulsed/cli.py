@@ -196,7 +196,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.successor is False:
         return EXIT_ERROR
     args.parse_cache = ParseCache()  # lets the first reload skip unchanged services
-    config = _load_or_report(args.config, args.parse_cache)
+    from pulsed.config_store import load_with_source
+
+    try:
+        config, args.source = load_with_source(args.config, args.parse_cache)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        config = None
     if config is None:
         if args.successor:
             args.successor.fail(f"{args.config}: the config is not valid")
@@ -276,7 +283,14 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     if successor:  # an upgrade started us: systemd hears from us once the old process left
         send = successor.wrap_notify(send or (lambda _msg: None))
         log.info("upgrade.adopting", old_pid=os.getppid(), roles=successor.adopt)
-    daemon = Daemon(args.config, backend, config, notify=send, parse_cache=args.parse_cache)
+    daemon = Daemon(
+        args.config,
+        backend,
+        config,
+        notify=send,
+        parse_cache=args.parse_cache,
+        source=args.source,
+    )
     daemon.successor = successor or None
     if notify is not None:
         if successor:

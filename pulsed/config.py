@@ -91,6 +91,11 @@ class ApiConfig(_Section, frozen=True):
     header_timeout: Duration = Duration(10.0)
     body_timeout: Duration = Duration(10.0)
     response_timeout: Duration = Duration(60.0)
+    # Config management through the API (pulsed config apply|rollback, the page's
+    # editor): off unless turned on; needs the admin token. The last
+    # ``config_history`` applied configs are kept in state_dir/config-history.
+    config_write: bool = False
+    config_history: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
 
 
 class RealConfig(_Section, frozen=True):

@@ -27,9 +27,11 @@ from pulsed.checks.base import ProbeResult, Target
 from pulsed.checks.monitor import HealthMonitor
 from pulsed.checks.reaper import reaper
 from pulsed.checks.state import RealHealth
-from pulsed.config import Config, ConfigError, ParseCache, load_config
+from pulsed.config import Config, ConfigError, ParseCache
+from pulsed.config_store import load_with_source, read_source
 from pulsed.desired import Wanted, WantedMemo, wanted_table
 from pulsed.event_hooks import Notifiable, real_event, role_event
+from pulsed.health_history import HealthHistory
 from pulsed.hooks import HookRunner
 from pulsed.ipvs.base import Backend
 from pulsed.keys import KeyIndex
@@ -37,7 +39,8 @@ from pulsed.model import OpKind, RealKey, ServiceKey, Table
 from pulsed.overrides import Mode, Override, OverrideStore
 from pulsed.owned import OwnedServices
 from pulsed.pool_policy import PoolPlan, plan_changes
-from pulsed.readmodel import HaView, PassView, ReloadView, Snapshot
+from pulsed.rates import RateTracker
+from pulsed.readmodel import ConfigSource, HaView, PassView, ReloadView, Snapshot
 from pulsed.reconcile import PassResult, Reconciler, diff
 from pulsed.statefile import check_state_dir
 from pulsed.trackers import Trackers
@@ -130,8 +133,13 @@ class Daemon:
         *,
         notify: Callable[[str], object] | None = None,
         parse_cache: ParseCache | None = None,
+        source: ConfigSource | None = None,
     ) -> None:
         self.config_path = Path(config_path)
+        # The file's text as the running config was loaded (for `pulsed config`).
+        self.source = source if source is not None else read_source(self.config_path)
+        self.history = HealthHistory()
+        self.rates = RateTracker()
         self.backend = backend
         self.config = config
         self.index = KeyIndex(config)
@@ -196,6 +204,7 @@ class Daemon:
         )
 
     def _on_health_change(self, key: RealKey, health: RealHealth) -> None:
+        self.history.record(key, health, time.time())
         for observer in self.health_observers:
             observer(key, health)
         self.reconciler.mark_dirty()
@@ -224,6 +233,7 @@ class Daemon:
             self.wanted.table,
             self._owned,  # replaced whole when it changes, never edited: no copy
         )
+        self.rates.update(self.reconciler.last_actual, time.monotonic())
         if self.bgp is not None:
             self.bgp.update(self._healthy, self.reconciler.last_actual)
         for observer in self.pass_observers:
@@ -621,7 +631,9 @@ class Daemon:
     async def _reload_transaction(self) -> bool:
         """Whether the config changed; ReloadRefused when it cannot be used."""
         try:
-            new = await asyncio.to_thread(load_config, self.config_path, self._parse_cache)
+            new, source = await asyncio.to_thread(
+                load_with_source, self.config_path, self._parse_cache
+            )
         except ConfigError as exc:
             # One line for the log and /status; `pulsed check-config` lists them all.
             raise ReloadRefused(
@@ -630,6 +642,7 @@ class Daemon:
                 first=str(exc.issues[0]),
             ) from None
         if new == self.config:
+            self.source = source
             return False
         old = self.config
         if new.daemon.state_dir != old.daemon.state_dir:
@@ -661,7 +674,8 @@ class Daemon:
                 await new_api.cleanup()
             raise
         self._changes = service_changes(self.index, index)
-        self.config, self.index = new, index
+        self.config, self.index, self.source = new, index, source
+        self.history.forget_all_but(index.real_keys())
         if new_api is not self.api:
             old_api, self.api = self.api, new_api
             if old_api is not None:
@@ -721,13 +735,15 @@ class Daemon:
             # A change (reload, admin call, health flip) is not in the kernel
             # yet: the figures beside it are the last pass's, not the wanted ones.
             reconcile = replace(reconcile, in_sync=False, pending=True)
+        health = self.monitor.health()
+        taken_at = time.time()
         return Snapshot(
             config=self.config,
             index=self.index,
             config_path=str(self.config_path),
             started_at=self.started_at,
-            taken_at=time.time(),
-            health=self.monitor.health(),
+            taken_at=taken_at,
+            health=health,
             overrides=self.overrides.all(),
             last_pass=self._last_pass,
             reconcile=reconcile,
@@ -739,6 +755,9 @@ class Daemon:
             ),
             probes=self.monitor.local_faults(),
             bgp=self.bgp.view(self._last_pass.kernel) if self.bgp is not None else None,
+            history=self.history.view(health, taken_at),
+            rates=self.rates.samples,
+            source=self.source,
         )
 
     def set_director_drained(self, drained: bool, caller: str = "") -> bool:

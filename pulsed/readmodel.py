@@ -14,6 +14,7 @@ the moment it was taken while the daemon goes on.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
@@ -23,10 +24,12 @@ from typing import TYPE_CHECKING
 from pulsed import __version__
 from pulsed.checks.state import RealHealth
 from pulsed.config import Config
+from pulsed.health_history import Transition
 from pulsed.keys import KeyIndex
 from pulsed.model import RealKey, ServiceKey, Table
 from pulsed.overrides import Override
 from pulsed.pool_policy import PoolPlan
+from pulsed.rates import Samples
 from pulsed.reconcile import ReconcileStatus
 
 if TYPE_CHECKING:  # the HA code (sockets, threads) is imported only when VRRP runs
@@ -46,6 +49,18 @@ class ReloadView:
     last_time: float = 0.0  # wall clock of the last attempt
     last_error: str = ""
     last_changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSource:
+    """The config file's text as the running config was loaded from it (empty when
+    not known: the file changed while it was read)."""
+
+    text: str = ""
+    digest: str = ""  # sha256 hex of the file's bytes
+
+
+HOSTNAME = socket.gethostname()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +106,11 @@ class Snapshot:
     ha: HaView
     probes: LocalFaults | None = None
     bgp: BgpView | None = None  # route health injection, when [bgp] is configured
+    history: Mapping[RealKey, tuple[Transition, ...]] = field(default_factory=dict)
+    rates: Samples = field(default_factory=dict)  # two readings of each service's counters
+    source: ConfigSource = ConfigSource()
     version: str = __version__
+    hostname: str = HOSTNAME
 
     @classmethod
     def build(
@@ -110,6 +129,9 @@ class Snapshot:
         ha: HaView | None = None,
         probes: LocalFaults | None = None,
         bgp: BgpView | None = None,
+        history: Mapping[RealKey, tuple[Transition, ...]] | None = None,
+        rates: Samples | None = None,
+        source: ConfigSource | None = None,
     ) -> Snapshot:
         """A snapshot from its parts; what is left out is empty (nothing known yet)."""
         return cls(
@@ -126,6 +148,9 @@ class Snapshot:
             ha=ha if ha is not None else HaView(tuple(v.name for v in config.vrrp)),
             probes=probes,
             bgp=bgp,
+            history=history if history is not None else {},
+            rates=rates if rates is not None else {},
+            source=source if source is not None else ConfigSource(),
         )
 
     @property

@@ -15,11 +15,13 @@ import msgspec
 
 from pulsed.checks.state import RealHealth
 from pulsed.config import RealConfig
+from pulsed.health_history import Transition
 from pulsed.keys import IndexedService, real_key_text
 from pulsed.model import Dest, RealKey, Service, ServiceKey, Stats
 from pulsed.overrides import Override
 from pulsed.pool_digest import pool_digest
 from pulsed.pool_policy import PoolPlan
+from pulsed.rates import Rates, Samples, dest_rates, service_rates
 from pulsed.readmodel import NO_OVERRIDE, HaView, Snapshot
 from pulsed.reconcile import ReconcileStatus
 
@@ -33,6 +35,21 @@ def stats_view(stats: Stats | None) -> dict[str, int] | None:
     return None if stats is None else asdict(stats)
 
 
+def rates_view(rates: Rates | None) -> dict[str, float] | None:
+    """Per second, between the last two readings of the kernel's counters."""
+    if rates is None:
+        return None
+    return {
+        "connections": round(rates.connections, 3),
+        "bytes_in": round(rates.bytes_in, 1),
+        "bytes_out": round(rates.bytes_out, 1),
+    }
+
+
+def history_view(history: tuple[Transition, ...]) -> list[dict[str, Any]]:
+    return [{"at": t.at, "state": t.state, "reason": t.reason} for t in history]
+
+
 def real_view(
     svc: IndexedService,
     real: RealConfig,
@@ -41,6 +58,8 @@ def real_view(
     override: Override,
     effective: int | None,
     kernel: Dest | None,
+    history: tuple[Transition, ...] = (),
+    rates: Rates | None = None,
 ) -> dict[str, Any]:
     dest = key[1]
     if health is None:
@@ -82,6 +101,8 @@ def real_view(
         "kernel_weight": None if kernel is None else kernel.weight,
         "forwarding": real.forwarding or svc.config.forwarding,
         "stats": stats_view(None if kernel is None else kernel.stats),
+        "rates": rates_view(rates),
+        "history": history_view(history),
     }
 
 
@@ -92,9 +113,14 @@ def service_view(
     pool: PoolPlan | None,
     kernel: Service | None,
     failing: str | None,
+    history: Mapping[RealKey, tuple[Transition, ...]] | None = None,
+    samples: Samples | None = None,
 ) -> dict[str, Any]:
     weights = pool.weights if pool is not None else {}
     kernel_dests = kernel.dest_map() if kernel is not None else {}
+    history = history or {}
+    samples = samples or {}
+    real_rates = dest_rates(samples, svc.key)
     reals = []
     for real, key in zip(svc.config.real, svc.reals, strict=True):
         reals.append(
@@ -106,6 +132,8 @@ def service_view(
                 overrides.get(key, NO_OVERRIDE),
                 weights.get(key[1]),
                 kernel_dests.get(key[1]),
+                history.get(key, ()),
+                real_rates.get(key[1]),
             )
         )
     up = sum(r["up"] for r in reals)
@@ -130,6 +158,8 @@ def service_view(
         "port": config.port,
         "fwmark": config.fwmark,
         "scheduler": config.scheduler,
+        "scheduler_flags": list(config.scheduler_flags),
+        "persistence": float(config.persistence),
         "forwarding": config.forwarding,
         "state": _service_state(up, serving, len(reals), sorry),
         "reason": reason,
@@ -145,6 +175,7 @@ def service_view(
         "pool_digest": pool_digest(kernel) or None,
         "kernel_error": failing,
         "stats": stats_view(None if kernel is None else kernel.stats),
+        "rates": rates_view(service_rates(samples, svc.key)),
         "reals": reals,
     }
 
@@ -266,12 +297,15 @@ class _StatusParts:
         rs = snap.reconcile
         self.head = {
             "version": snap.version,
+            "hostname": snap.hostname,
             "now": snap.taken_at,
             "started_at": snap.started_at,
             "refresh_seconds": float(snap.config.api.status_refresh),
             "config": {
                 "path": snap.config_path,
                 "generation": reload.generation,
+                "digest": snap.source.digest or None,
+                "writable": snap.config.api.config_write,
                 "last_reload_ok": reload.last_ok,
                 "last_reload_error": reload.last_error or None,
                 "last_check": reload.last_time,
@@ -313,6 +347,8 @@ class _StatusParts:
                 snap.pools.get(key),
                 snap.kernel.get(key),
                 failing.get(key),
+                snap.history,
+                snap.rates,
             )
 
 

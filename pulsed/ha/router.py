@@ -698,4 +698,5 @@ class Router:
             version=self.cfg.version,
             version_mismatches=c.version_mismatch,
             version_mismatch=self.version_mismatch,
+            master_priority=s.master_priority if s.role is fsm.Role.BACKUP else None,
         )

@@ -38,6 +38,8 @@ class VrrpStatus:
     # Adverts of the other VRRP version on our VRID, and the last warning about one.
     version_mismatches: int = 0
     version_mismatch: str | None = None
+    # The priority in the current master's last advert, as seen by a backup.
+    master_priority: int | None = None
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,13 @@ def test_spec_is_valid_openapi():
     ops = [op.ok().label for op in schema.get_all_operations()]
     assert "POST /api/v1/reals/{real}/drain" in ops
     assert "GET /status" in ops
+    for call in (
+        "POST /api/v1/services/{service}/drain",
+        "GET /api/v1/config",
+        "POST /api/v1/config/validate",
+        "POST /api/v1/config/plan",
+        "POST /api/v1/config/apply",
+        "POST /api/v1/config/rollback",
+        "GET /api/v1/config/history",
+    ):
+        assert call in ops

@@ -132,7 +132,7 @@ async def test_a_bug_in_a_reload_is_one_line_and_ready_follows(running, monkeypa
     def broken(*_args, **_kwargs):
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(daemon_module, "load_config", broken)
+    monkeypatch.setattr(daemon_module, "load_with_source", broken)
     assert not await running.daemon.reload()
     assert_refused_and_intact(running, config, table, "internal error: RecursionError")
 
@@ -147,7 +147,7 @@ async def test_a_sighup_reload_that_fails_leaves_no_task_exception(running, monk
     def broken(*_args, **_kwargs):
         raise ValueError("boom")
 
-    monkeypatch.setattr(daemon_module, "load_config", broken)
+    monkeypatch.setattr(daemon_module, "load_with_source", broken)
     running.ready.clear()
     running.daemon._spawn(running.daemon.reload())  # what the SIGHUP handler does
     await asyncio.wait_for(running.ready.wait(), 30)

@@ -1,0 +1,96 @@
+"""Connection and byte rates of each service and real server, from the kernel's counters.
+
+The kernel's counters are cumulative; a rate needs two readings of them and
+the time between. Each pass hands over the table it read; the tracker keeps,
+per service, the last two readings whose counters differ (a table read
+without fresh counters hands back the very same Service object, which must
+not count as "no traffic"). Rates are worked out only when /status asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pulsed.model import DestKey, Service, ServiceKey, Stats, Table
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A service as the kernel held it, and when (monotonic seconds)."""
+
+    service: Service
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    connections: float  # new connections per second
+    bytes_in: float  # per second
+    bytes_out: float
+
+
+Samples = Mapping[ServiceKey, tuple[Reading, Reading]]  # (older, newer)
+
+
+class RateTracker:
+    """The last two readings of each service (replaced whole, so readers may keep it)."""
+
+    def __init__(self) -> None:
+        self._last: dict[ServiceKey, Reading] = {}
+        self.samples: Samples = {}
+
+    def update(self, table: Table, at: float) -> None:
+        last = self._last
+        samples = self.samples
+        fresh: dict[ServiceKey, Reading] = {}
+        pairs: dict[ServiceKey, tuple[Reading, Reading]] = {}
+        changed = len(table) != len(last)
+        for key, svc in table.services.items():
+            before = last.get(key)
+            if before is not None and (before.service is svc or before.service.stats == svc.stats):
+                fresh[key] = before  # same counters: no new reading
+                if key in samples:
+                    pairs[key] = samples[key]
+                continue
+            changed = True
+            reading = Reading(svc, at)
+            fresh[key] = reading
+            if before is not None and svc.stats is not None and before.service.stats is not None:
+                pairs[key] = (before, reading)
+        if changed:
+            self._last = fresh
+            self.samples = pairs
+
+
+def _rate(before: Stats | None, after: Stats | None, seconds: float) -> Rates | None:
+    if before is None or after is None or seconds <= 0:
+        return None
+    conns = after.connections - before.connections
+    bytes_in = after.bytes_in - before.bytes_in
+    bytes_out = after.bytes_out - before.bytes_out
+    if min(conns, bytes_in, bytes_out) < 0:  # counters reset (service re-added)
+        return None
+    return Rates(conns / seconds, bytes_in / seconds, bytes_out / seconds)
+
+
+def service_rates(samples: Samples, key: ServiceKey) -> Rates | None:
+    pair = samples.get(key)
+    if pair is None:
+        return None
+    older, newer = pair
+    return _rate(older.service.stats, newer.service.stats, newer.at - older.at)
+
+
+def dest_rates(samples: Samples, key: ServiceKey) -> dict[DestKey, Rates | None]:
+    """Each real server's rates in service ``key`` (empty without two readings)."""
+    pair = samples.get(key)
+    if pair is None:
+        return {}
+    older, newer = pair
+    seconds = newer.at - older.at
+    before = older.service.dest_map()
+    return {
+        dest: _rate(before[dest].stats if dest in before else None, d.stats, seconds)
+        for dest, d in newer.service.dest_map().items()
+    }
