@@ -33,7 +33,13 @@ import tomli
 
 from pulsed.addresses import split_host_port
 from pulsed.announce.config import BGP_RANGES, BgpConfig, bgp_problems, vrrp_vip_paths
-from pulsed.checks.config import MAX_FILE_BYTES, CheckConfig, check_problems, file_problems
+from pulsed.checks.config import (
+    MAX_FILE_BYTES,
+    CheckConfig,
+    bind_family_problem,
+    check_problems,
+    file_problems,
+)
 from pulsed.durations import Duration, format_duration, parse_duration
 from pulsed.files import MAX_CONFIG_BYTES, FileProblem, check_file, read_file
 from pulsed.ha.config import (
@@ -819,6 +825,10 @@ class _Validator:
                     "address family differs from the service's;"
                     ' the kernel allows that only with forwarding = "tunnel"',
                 )
+            check = real.check or svc.check
+            if problem := bind_family_problem(check, endpoint[0]):
+                where = f"{rpath}.check" if real.check is not None else f"{path}.check"
+                self.fail(f"{where}.bind_address", check.bind_address, problem)
             if real.upper_threshold and real.lower_threshold > real.upper_threshold:
                 self.fail(
                     f"{rpath}.lower_threshold",

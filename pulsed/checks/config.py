@@ -198,18 +198,44 @@ def _placement_problems(check: CheckConfig, bad) -> None:
             ):
                 bad("bind_address", check.bind_address, "is not of the probed address's family")
     name = check.bind_interface
-    if name is not None and (
-        not 1 <= len(name) <= MAX_IFNAME
-        or "/" in name
-        or name.strip() != name
-        or not name.isascii()
-    ):
-        bad("bind_interface", name, f"must be an interface name of 1 to {MAX_IFNAME} characters")
+    if name is not None and not _valid_ifname(name):
+        bad(
+            "bind_interface",
+            name,
+            f"must be an interface name of 1 to {MAX_IFNAME} ASCII characters,"
+            " without '/', ':' or spaces",
+        )
     retry = check.retry_interval
     if retry is not None and not MIN_INTERVAL <= retry <= check.interval:
         bad("retry_interval", retry, f"must be between 10ms and interval ({check.interval})")
     elif retry is not None and check.timeout > retry:
         bad("retry_interval", retry, f"must not be shorter than timeout ({check.timeout})")
+
+
+def _valid_ifname(name: str) -> bool:
+    """What the kernel takes as a device name (dev_valid_name): whether it
+    exists is not checked here (see pulsed.checks.placement)."""
+    return (
+        1 <= len(name) <= MAX_IFNAME
+        and name.isascii()
+        and name not in (".", "..")
+        and not any(c in "/:" or c.isspace() or not c.isprintable() for c in name)
+    )
+
+
+def bind_family_problem(check: CheckConfig, real_address: str) -> str | None:
+    """Why ``bind_address`` cannot be the source of probes of a real server at
+    ``real_address`` (when the check gives no ``address`` of its own), or None."""
+    if check.bind_address is None or check.address is not None:
+        return None
+    try:
+        ours = ipaddress.ip_address(check.bind_address).version
+        theirs = ipaddress.ip_address(real_address).version
+    except ValueError:
+        return None  # reported on its own
+    if ours != theirs:
+        return f"is IPv{ours} but the real server {real_address} is IPv{theirs}"
+    return None
 
 
 def _http_problems(check: CheckConfig, bad) -> None:
