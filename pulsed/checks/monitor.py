@@ -19,6 +19,11 @@ task; others run as a task each. A probe that would start while
 ``max_in_flight`` probes are running waits for a free slot; its timeout
 counts from when it starts.
 
+A check with ``retry_interval`` probes a server that is up but failed its
+last probe after that delay instead of its interval, until the server goes
+down or passes again (keepalived's delay_before_retry); the grid then goes
+on from the last retry.
+
 A probe that fails for the router's own reason (a result of category
 "local": out of descriptors or memory, refused by a sandbox, or a timeout
 while the loop was stalled, see STALL_SHARE) is a local error: counted
@@ -372,6 +377,16 @@ class HealthMonitor:
     def _schedule_next(self, entry: _Entry, now: float) -> None:
         if self._loop is None or not entry.live:
             return
+        health = entry.health
+        if health.last_ok is False and health.up:
+            # Failing but not down yet: a server that stays dead goes down in
+            # fall x retry_interval, not fall x interval. (An up server's
+            # failure is never a settled repeat: its record is current here.)
+            retry = entry.target.check.retry_interval
+            if retry is not None:
+                entry.deadline = max(entry.deadline + float(retry), now)
+                self._push(entry, aligned=False)  # a retry waits for no tick
+                return
         interval = entry.interval
         entry.deadline += interval
         if entry.deadline < now:  # the loop was stalled: skip missed slots, keep the grid
@@ -383,10 +398,12 @@ class HealthMonitor:
         tick = self._tick
         return math.ceil(at / tick - _ON_TICK) * tick
 
-    def _push(self, entry: _Entry) -> None:
+    def _push(self, entry: _Entry, aligned: bool | None = None) -> None:
         entry.scheduled = True
         # The grid (entry.deadline) stays exact; only the start waits for a tick.
-        due = self._next_tick(entry.deadline) if entry.aligned else entry.deadline
+        if aligned is None:
+            aligned = entry.aligned
+        due = self._next_tick(entry.deadline) if aligned else entry.deadline
         bucket = self._due.get(due)
         if bucket is not None:
             bucket.append(entry)

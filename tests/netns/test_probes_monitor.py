@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from pulsed.checks.base import Target
 from pulsed.checks.config import CheckConfig
@@ -97,6 +98,49 @@ async def test_changed_check_replaces_the_probe_in_flight() -> None:
             again = await changes.get()
             assert (again.up, again.reason) == (True, "status 200")
             assert monitor.in_flight <= 1
+    finally:
+        await monitor.stop()
+        server.close()
+
+
+async def test_fast_retry_takes_a_dead_server_down_in_fall_probes_not_fall_intervals() -> None:
+    requests: list[bytes] = []
+
+    async def http_503(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(http_503, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    key: RealKey = (SVC, DestKey("127.0.0.1", port))
+    # At a 30 s interval three failures would take a minute: the test's
+    # timeout is 10 s, so the server can only go down through the retries.
+    check = CheckConfig(
+        type="http",
+        interval=Duration(30),
+        timeout=Duration(0.5),
+        retry_interval=Duration(0.5),
+        fall=3,
+        initial_state="up",
+        jitter=Duration(0),
+    )
+    changes: asyncio.Queue[RealHealth] = asyncio.Queue()
+    monitor = HealthMonitor(lambda k, h: changes.put_nowait(h))
+    monitor.update({key: Target("127.0.0.1", port, check)})
+    await monitor.start()
+    try:
+        async with asyncio.timeout(10):
+            down = await changes.get()
+        assert (down.up, down.reason, down.consecutive_fail) == (False, "status 503", 3)
+        assert len(requests) == 3  # one probe per step of fall, none in between
+        entry = monitor._entries[key]
+        assert entry.scheduled and entry.deadline - time.monotonic() > 25  # the interval again
     finally:
         await monitor.stop()
         server.close()

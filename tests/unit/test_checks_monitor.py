@@ -431,3 +431,55 @@ def test_the_tick_shrinks_as_the_check_rate_grows() -> None:
     assert monitor.tick == 0.0  # 20,000 checks/s: every wake-up is full anyway
     monitor.update({key(1): target(1, CheckConfig(type="none"))})
     assert monitor.tick == 0.05  # nothing to probe
+
+
+async def _deadlines(results: list[ProbeResult], pushes: int) -> tuple[list[float], RealHealth]:
+    """The grid times of a server's first ``pushes`` schedulings (its first probe
+    and the ones after each result), its probes scripted by ``results``."""
+    script = Script()
+    script.results["10.0.0.1"].extend(results)
+    check = CheckConfig(
+        interval=Duration(30.0),
+        timeout=Duration(0.01),
+        retry_interval=Duration(0.02),
+        rise=1,
+        fall=3,
+        initial_state="up",
+        jitter=Duration(0),
+    )
+    monitor = HealthMonitor(lambda k, h: None, probe_factory=script.factory)
+    monitor.update({key(1): target(1, check)})
+    seen: list[float] = []
+    enough = asyncio.Event()
+    push = monitor._push
+
+    def recording_push(entry, aligned=None) -> None:
+        seen.append(entry.deadline)
+        if len(seen) == pushes:
+            enough.set()
+        push(entry, aligned)
+
+    monitor._push = recording_push
+    await monitor.start()
+    try:
+        async with asyncio.timeout(5):
+            await enough.wait()
+    finally:
+        await monitor.stop()
+    return seen, monitor.health()[key(1)]
+
+
+async def test_a_failing_server_is_retried_after_retry_interval_until_it_is_down() -> None:
+    # Three failures at a 30 s interval would take a minute; the retries take 40 ms.
+    seen, health = await _deadlines([FAIL, FAIL, FAIL], pushes=4)
+    steps = [round(b - a, 6) for a, b in itertools.pairwise(seen)]
+    assert steps == [0.02, 0.02, 30.0]  # down reached: back to the interval
+    assert (health.up, health.consecutive_fail) == (False, 3)
+
+
+async def test_a_pass_after_a_failure_returns_to_the_interval() -> None:
+    ok = ProbeResult(True, "status 200", 0.001)
+    seen, health = await _deadlines([FAIL, ok], pushes=3)
+    steps = [round(b - a, 6) for a, b in itertools.pairwise(seen)]
+    assert steps == [0.02, 30.0]
+    assert (health.up, health.consecutive_ok) == (True, 1)
