@@ -727,6 +727,7 @@ class Daemon:
             ),
             probes=self.monitor.local_faults(),
             bgp=self.bgp.view(self._last_pass.kernel) if self.bgp is not None else None,
+            shared_probes=self.monitor.shared(),
         )
 
     def set_director_drained(self, drained: bool, caller: str = "") -> bool:

@@ -91,6 +91,8 @@ class Snapshot:
     ha: HaView
     probes: LocalFaults | None = None
     bgp: BgpView | None = None  # route health injection, when [bgp] is configured
+    # Servers whose probe also feeds others (of other services): those others.
+    shared_probes: Mapping[RealKey, tuple[RealKey, ...]] = field(default_factory=dict)
     version: str = __version__
 
     @classmethod
@@ -110,6 +112,7 @@ class Snapshot:
         ha: HaView | None = None,
         probes: LocalFaults | None = None,
         bgp: BgpView | None = None,
+        shared_probes: Mapping[RealKey, tuple[RealKey, ...]] | None = None,
     ) -> Snapshot:
         """A snapshot from its parts; what is left out is empty (nothing known yet)."""
         return cls(
@@ -126,6 +129,7 @@ class Snapshot:
             ha=ha if ha is not None else HaView(tuple(v.name for v in config.vrrp)),
             probes=probes,
             bgp=bgp,
+            shared_probes=shared_probes if shared_probes is not None else {},
         )
 
     @property

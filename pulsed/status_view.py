@@ -41,6 +41,7 @@ def real_view(
     override: Override,
     effective: int | None,
     kernel: Dest | None,
+    shared_with: tuple[RealKey, ...] = (),
 ) -> dict[str, Any]:
     dest = key[1]
     if health is None:
@@ -82,6 +83,8 @@ def real_view(
         "kernel_weight": None if kernel is None else kernel.weight,
         "forwarding": real.forwarding or svc.config.forwarding,
         "stats": stats_view(None if kernel is None else kernel.stats),
+        # The other real servers (of other services) this server's probe feeds.
+        "probe_shared_with": [real_key_text(k) for k in shared_with],
     }
 
 
@@ -92,8 +95,10 @@ def service_view(
     pool: PoolPlan | None,
     kernel: Service | None,
     failing: str | None,
+    shared: Mapping[RealKey, tuple[RealKey, ...]] | None = None,
 ) -> dict[str, Any]:
     weights = pool.weights if pool is not None else {}
+    shared = shared or {}
     kernel_dests = kernel.dest_map() if kernel is not None else {}
     reals = []
     for real, key in zip(svc.config.real, svc.reals, strict=True):
@@ -106,6 +111,7 @@ def service_view(
                 overrides.get(key, NO_OVERRIDE),
                 weights.get(key[1]),
                 kernel_dests.get(key[1]),
+                shared.get(key, ()),
             )
         )
     up = sum(r["up"] for r in reals)
@@ -313,6 +319,7 @@ class _StatusParts:
                 snap.pools.get(key),
                 snap.kernel.get(key),
                 failing.get(key),
+                snap.shared_probes,
             )
 
 

@@ -39,8 +39,8 @@ import heapq
 import math
 import random
 import time
-from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections import defaultdict, deque
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -54,6 +54,7 @@ from pulsed.checks.base import (
     local_error_result,
     local_fault,
     local_result,
+    same_probe,
     seconds_text,
 )
 from pulsed.checks.probes import make_probe
@@ -124,6 +125,9 @@ class _Entry:
     target: Target
     probe: Probe
     health: RealHealth
+    # Other real servers (of other services) with the same probe: this one
+    # probe feeds them all, and they share its health record.
+    others: tuple[RealKey, ...] = ()
     # The probe runs on the ProbeEngine (has start()), else as a task. A flag,
     # not the bound method: at 10,000 servers those cost 0.6 MiB.
     on_engine: bool = False
@@ -226,25 +230,40 @@ class HealthMonitor:
     ) -> None:
         """Make the monitored set equal ``targets``.
 
-        Servers whose target (address, port and check) is unchanged keep their
-        health and schedule; new or changed ones start afresh (down, unless
-        their check says ``initial_state = "up"`` or their key is in
+        Servers whose probe (probed address, port and check) is unchanged keep
+        their health and schedule; new or changed ones start afresh (down,
+        unless their check says ``initial_state = "up"`` or their key is in
         ``assume_up``, e.g. because the kernel table already holds them with a
-        weight when the daemon restarts); removed ones stop.
+        weight when the daemon restarts); removed ones stop. Real servers of
+        several services with the same probe are probed once: the probe feeds
+        each of them, and a newcomer joins the record the others already have
+        (keepalived #2358; see shared()).
         """
         for key in list(self._entries):
             entry = self._entries[key]
             target = targets.get(key)
-            if target is not entry.target and target != entry.target:
-                self._stop_entry(entry)
+            if target is None or not same_probe(target, entry.target):
+                self._detach(key, entry)
         wall = time.time()
         # Health records are frozen, so new servers share these three.
         unchecked = initial_health(True, wall, reason="no check")
         starting = {up: initial_health(up, wall) for up in (False, True)}
         added: list[_Entry] = []
         intervals: dict[float, float] = {}  # one float object per distinct interval
+        probing: dict[tuple[str, int], list[_Entry]] | None = None  # built when needed
         for key, target in targets.items():
             if key in self._entries:
+                continue
+            if probing is None:
+                probing = defaultdict(list)
+                for entry in self._distinct():
+                    probing[entry.target.probe_address, entry.target.probe_port].append(entry)
+            where = (target.probe_address, target.probe_port)
+            same = next((e for e in probing[where] if same_probe(target, e.target)), None)
+            if same is not None:
+                same.others += (key,)
+                self._entries[key] = same
+                self._health[key] = self._fold(same)
                 continue
             check = target.check
             if check.type == "none":
@@ -258,6 +277,7 @@ class HealthMonitor:
             self._entries[key] = entry
             self._health[key] = health
             added.append(entry)
+            probing[where].append(entry)
         self._retune(added)
         if self._loop is not None:
             for entry in added:
@@ -284,8 +304,9 @@ class HealthMonitor:
         (every entry when the tick changed, else only the ``added`` ones).
         Servers keep their grid when it changes: those not on the new tick
         start at the first tick after each due time."""
-        rate = sum(1.0 / e.interval for e in self._entries.values() if e.interval > 0)
-        timeouts = [e.target.check.timeout for e in self._entries.values() if e.interval > 0]
+        entries = list(self._distinct())
+        rate = sum(1.0 / e.interval for e in entries if e.interval > 0)
+        timeouts = [e.target.check.timeout for e in entries if e.interval > 0]
         shortest = float(min(timeouts)) if timeouts else _WATCH_PERIOD
         self._watch_period = max(0.001, min(_WATCH_PERIOD, shortest * STALL_SHARE / 2))
         if self._meter is not None:
@@ -295,7 +316,7 @@ class HealthMonitor:
         tick = tick if tick > _BATCH_WINDOW else 0.0
         if tick != self._tick:
             self._tick = tick
-            added = self._entries.values()
+            added = entries
         for entry in added:
             entry.aligned = tick > 0 and entry.interval >= _TICKS_PER_ALIGNED_INTERVAL * tick
 
@@ -320,7 +341,23 @@ class HealthMonitor:
         return dict(self._health)
 
     def targets(self) -> Mapping[RealKey, Target]:
+        """Each server's target (for servers sharing a probe, the one probed:
+        same_probe() holds between it and each server's own)."""
         return {key: entry.target for key, entry in self._entries.items()}
+
+    def shared(self) -> Mapping[RealKey, tuple[RealKey, ...]]:
+        """For each server whose probe feeds others too: those others."""
+        groups: dict[RealKey, tuple[RealKey, ...]] = {}
+        for entry in self._distinct():
+            if entry.others:
+                keys = (entry.key, *entry.others)
+                for key in keys:
+                    groups[key] = tuple(k for k in keys if k != key)
+        return groups
+
+    def _distinct(self) -> Iterator[_Entry]:
+        """Every entry once (a shared one is in _entries under each of its keys)."""
+        return (entry for key, entry in self._entries.items() if entry.key == key)
 
     @property
     def in_flight(self) -> int:
@@ -337,12 +374,13 @@ class HealthMonitor:
         self._loop = asyncio.get_running_loop()
         self._meter = StallMeter(self._loop, self._busy, self._watch_period)
         self._engine = ProbeEngine(self._loop, self._meter)
-        for entry in self._entries.values():
+        for entry in self._distinct():
             self._schedule_first(entry)
 
     async def stop(self) -> None:
-        tasks = [e.task for e in self._entries.values() if e.task is not None]
-        for entry in self._entries.values():
+        entries = list(self._distinct())
+        tasks = [e.task for e in entries if e.task is not None]
+        for entry in entries:
             self._cancel(entry)
         self._queue.clear()
         self._due.clear()
@@ -557,8 +595,7 @@ class HealthMonitor:
         check = entry.target.check
         old = self._fold(entry)
         new = apply_result(old, result, check.rise, check.fall, mono + self._wall_offset, mono)
-        entry.health = new
-        self._health[entry.key] = new
+        self._publish(entry, new)
         if self._on_result is not None:
             self._call(self._on_result, entry, result)
         if old.up != new.up:
@@ -573,8 +610,7 @@ class HealthMonitor:
         (rate-limited), and move nothing: no rise/fall step, no up/down, no
         weight, no table change."""
         wall = mono + self._wall_offset
-        entry.health = note_local_error(self._fold(entry), result, wall)
-        self._health[entry.key] = entry.health
+        self._publish(entry, note_local_error(self._fold(entry), result, wall))
         fault = result.fault if result.fault in self._local_totals else "socket"
         self._local_totals[fault] += 1
         self._local_last = (fault, result.reason, wall, entry.key)
@@ -597,22 +633,36 @@ class HealthMonitor:
         """The entry's health with its pending repeats folded in."""
         if entry.repeats:
             wall = entry.repeat_at + self._wall_offset
-            entry.health = repeated(entry.health, entry.repeats, entry.repeat_latency, wall)
-            entry.repeats = 0
-            self._health[entry.key] = entry.health
+            times, entry.repeats = entry.repeats, 0
+            self._publish(entry, repeated(entry.health, times, entry.repeat_latency, wall))
         return entry.health
 
-    def _call(self, callback: Callable, entry: _Entry, value: object) -> None:
-        try:
-            callback(entry.key, value)
-        except Exception:
-            log.exception("probe.callback_failed", **_labels(entry.key))
+    def _publish(self, entry: _Entry, health: RealHealth) -> None:
+        """``health`` is the entry's record now, for each server it feeds."""
+        entry.health = health
+        self._health[entry.key] = health
+        for key in entry.others:
+            self._health[key] = health
 
-    def _stop_entry(self, entry: _Entry) -> None:
-        entry.live = False
-        self._cancel(entry)
-        del self._entries[entry.key]
-        self._health.pop(entry.key, None)
+    def _call(self, callback: Callable, entry: _Entry, value: object) -> None:
+        """``callback(key, value)`` for each server the entry feeds."""
+        for key in (entry.key, *entry.others) if entry.others else (entry.key,):
+            try:
+                callback(key, value)
+            except Exception:
+                log.exception("probe.callback_failed", **_labels(key))
+
+    def _detach(self, key: RealKey, entry: _Entry) -> None:
+        """Stop feeding ``key``; stop the entry once it feeds nobody."""
+        del self._entries[key]
+        self._health.pop(key, None)
+        if key != entry.key:
+            entry.others = tuple(k for k in entry.others if k != key)
+        elif entry.others:
+            entry.key, entry.others = entry.others[0], entry.others[1:]
+        else:
+            entry.live = False
+            self._cancel(entry)
 
     def _cancel(self, entry: _Entry) -> None:
         entry.scheduled = False

@@ -483,3 +483,43 @@ async def test_a_pass_after_a_failure_returns_to_the_interval() -> None:
     steps = [round(b - a, 6) for a, b in itertools.pairwise(seen)]
     assert steps == [0.02, 30.0]
     assert (health.up, health.consecutive_ok) == (True, 1)
+
+
+SVC2 = ServiceKey.for_address("tcp", "192.0.2.2", 80)
+
+
+async def test_servers_of_two_services_with_one_probe_are_probed_once(setup) -> None:
+    monitor, script, rec = setup
+    first, second = key(1), (SVC2, DestKey("10.0.0.1", 80))
+    monitor.update({first: target(1), second: target(1)})
+    await rec.wait_for(lambda: len(rec.changes) == 2)  # up after rise: for both at once
+    assert {k for k, _ in rec.changes} == {first, second}
+    calls = script.calls["10.0.0.1"]
+    assert [k for k, _ in rec.results].count(first) == calls  # one probe, two results
+    assert [k for k, _ in rec.results].count(second) == calls
+    health = monitor.health()
+    assert health[first] is health[second]
+    assert monitor.shared() == {first: (second,), second: (first,)}
+
+    # One leaves: the other keeps the probe and its record.
+    monitor.update({second: target(1)})
+    assert monitor.health()[second].up and monitor.shared() == {}
+    assert len(monitor._entries) == 1 and monitor._entries[second].live
+    # A newcomer with the same probe joins the record as it stands.
+    monitor.update({second: target(1), first: target(1)})
+    assert monitor.health()[first] is monitor.health()[second]
+    # A different check is a different probe.
+    other = CheckConfig(interval=Duration(0.01), timeout=Duration(0.01), rise=3, fall=2)
+    monitor.update({second: target(1), first: target(1, other)})
+    assert monitor.shared() == {} and not monitor.health()[first].up
+
+
+async def test_a_check_on_another_address_is_shared_by_its_probed_address(setup) -> None:
+    monitor, _, _ = setup
+    # Two real servers whose health shows on one address: one probe.
+    check = CheckConfig(
+        address="10.0.0.9", port=8080, interval=Duration(0.01), timeout=Duration(0.01)
+    )
+    a, b = key(1), (SVC2, DestKey("10.0.0.2", 81))
+    monitor.update({a: Target("10.0.0.1", 80, check), b: Target("10.0.0.2", 81, check)})
+    assert monitor.shared() == {a: (b,), b: (a,)}
