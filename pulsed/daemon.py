@@ -33,6 +33,7 @@ from pulsed.event_hooks import Notifiable, real_event, role_event
 from pulsed.hooks import HookRunner
 from pulsed.ipvs.base import Backend
 from pulsed.keys import KeyIndex
+from pulsed.maintenance import MaintenanceDir
 from pulsed.model import OpKind, RealKey, ServiceKey, Table
 from pulsed.overrides import Mode, Override, OverrideStore
 from pulsed.owned import OwnedServices
@@ -138,6 +139,9 @@ class Daemon:
         self.reload_status = ReloadView(generation=1, last_time=time.time())
         self.overrides = OverrideStore(config.daemon.state_dir)
         self.overrides.load()
+        # Servers drained by files in [checks] maintenance_dir, re-read every pass.
+        self.maintenance = MaintenanceDir(config.checks.maintenance_dir)
+        self._in_maintenance: Mapping[RealKey, str] = {}
         self._owned_store = OwnedServices(config.daemon.state_dir)
         self._owned: set[ServiceKey] = self._load_owned() | {s.key for s in config.service}
         self.wanted: Wanted = Wanted(Table())
@@ -231,10 +235,12 @@ class Daemon:
 
     def _compute_wanted(self, actual: Table) -> Table:
         before = self.wanted.pools
+        self._in_maintenance = self.maintenance.held(self.index)
         self.wanted = wanted_table(
             self.config,
             health=self.monitor.health(),
             overrides=self.overrides.all(),
+            maintenance=self._in_maintenance,
             actual=actual,
             now=time.monotonic(),
             memo=self._wanted_memo,
@@ -655,6 +661,8 @@ class Daemon:
             if old_api is not None:
                 await old_api.cleanup()
         self.monitor.max_tick = new.daemon.probe_tick_max
+        if new.checks.maintenance_dir != self.maintenance.path:
+            self.maintenance = MaintenanceDir(new.checks.maintenance_dir)
         self.hooks.reconfigure(float(new.hooks.timeout), new.hooks.max_running, new.hooks.fifo)
         self.trackers.reconfigure(new.vrrp_script, track_files(new))
         owned = self._owned | {s.key for s in new.service}
@@ -728,6 +736,7 @@ class Daemon:
             probes=self.monitor.local_faults(),
             bgp=self.bgp.view(self._last_pass.kernel) if self.bgp is not None else None,
             shared_probes=self.monitor.shared(),
+            maintenance=self._in_maintenance,
         )
 
     def set_director_drained(self, drained: bool, caller: str = "") -> bool:

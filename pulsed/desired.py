@@ -2,7 +2,9 @@
 
 Admin overrides sit on top of health: ``disable`` removes a server, ``drain``
 pins its weight to 0, a weight override replaces the configured weight and
-health then applies to it as usual (pulsed.pool_policy).
+health then applies to it as usual (pulsed.pool_policy). A server in
+maintenance (a file in ``[checks] maintenance_dir``, pulsed.maintenance) is
+drained as by ``drain``.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ def wanted_table(
     memo: WantedMemo | None = None,
     previous: Mapping[ServiceKey, PoolPlan] | None = None,
     index: KeyIndex | None = None,
+    maintenance: Mapping[RealKey, str] | None = None,
 ) -> Wanted:
     """Compute the table pulsed wants.
 
@@ -126,9 +129,11 @@ def wanted_table(
     the last outcome's pools (a server min_healthy kept at full weight is
     spared slow start when it comes up). ``index`` is the config's KeyIndex
     (the daemon's, so every key is the one object it hands out everywhere).
+    ``maintenance``: servers in maintenance (drained), with the reason.
     """
     health = health or {}
     overrides = overrides or {}
+    maintenance = maintenance or {}
     actual = actual or Table()
     previous = previous or {}
     memo = memo or WantedMemo()
@@ -152,6 +157,7 @@ def wanted_table(
             _connections(have) if svc.config.on_failure == "remove" else None,
             assume_healthy,
             held_servers(previous.get(key)),
+            tuple(k in maintenance for k in svc.reals) if maintenance else (),
         )
         if (
             entry is None
@@ -160,8 +166,8 @@ def wanted_table(
             or not _same_for_plan(entry.healths, healths)
         ):
             policy = pool_policy(svc.config)
-            views = _views(svc, health, overrides, have, assume_healthy)
-            plan = plan_pool(policy, views, now, others[-1])
+            views = _views(svc, health, overrides, have, assume_healthy, maintenance)
+            plan = plan_pool(policy, views, now, others[3])
             prior = prior_entries.get(key)
             before = prior.service if prior is not None else None
             service = _service(svc, service_settings(svc.config), plan, policy, before)
@@ -207,6 +213,7 @@ def _views(
     overrides: Mapping[RealKey, Override],
     have: Service | None,
     assume_healthy: bool,
+    maintenance: Mapping[RealKey, str],
 ) -> dict[DestKey, RealView]:
     kernel = have.dest_map() if have is not None else {}
     views: dict[DestKey, RealView] = {}
@@ -221,7 +228,7 @@ def _views(
         if in_kernel is not None:
             active = in_kernel.stats.active_connections if in_kernel.stats else 0
         weight = override.weight if override.weight is not None else real.weight
-        if override.mode == "drain":
+        if override.mode == "drain" or key in maintenance:
             weight = 0  # no new connections, and not counted as serving
         views[dest] = RealView(weight=weight, health=state, active_connections=active)
     return views

@@ -93,6 +93,8 @@ class Snapshot:
     bgp: BgpView | None = None  # route health injection, when [bgp] is configured
     # Servers whose probe also feeds others (of other services): those others.
     shared_probes: Mapping[RealKey, tuple[RealKey, ...]] = field(default_factory=dict)
+    # Servers in maintenance by a file in [checks] maintenance_dir, with the reason.
+    maintenance: Mapping[RealKey, str] = field(default_factory=dict)
     version: str = __version__
 
     @classmethod
@@ -113,6 +115,7 @@ class Snapshot:
         probes: LocalFaults | None = None,
         bgp: BgpView | None = None,
         shared_probes: Mapping[RealKey, tuple[RealKey, ...]] | None = None,
+        maintenance: Mapping[RealKey, str] | None = None,
     ) -> Snapshot:
         """A snapshot from its parts; what is left out is empty (nothing known yet)."""
         return cls(
@@ -130,6 +133,7 @@ class Snapshot:
             probes=probes,
             bgp=bgp,
             shared_probes=shared_probes if shared_probes is not None else {},
+            maintenance=maintenance if maintenance is not None else {},
         )
 
     @property

@@ -42,6 +42,7 @@ def real_view(
     effective: int | None,
     kernel: Dest | None,
     shared_with: tuple[RealKey, ...] = (),
+    maintenance: str | None = None,
 ) -> dict[str, Any]:
     dest = key[1]
     if health is None:
@@ -58,6 +59,8 @@ def real_view(
         reason = f"disabled by admin; health: {reason}"
     elif override.mode == "drain":
         reason = f"drained by admin; health: {reason}"
+    if maintenance is not None and override.mode != "disable":
+        reason = f"in maintenance ({maintenance}); health: {reason}"
     configured = real.weight if override.weight is None else override.weight
     return {
         "key": real_key_text(key),
@@ -85,6 +88,8 @@ def real_view(
         "stats": stats_view(None if kernel is None else kernel.stats),
         # The other real servers (of other services) this server's probe feeds.
         "probe_shared_with": [real_key_text(k) for k in shared_with],
+        # Why the server is in maintenance (drained by a file), or None.
+        "maintenance": maintenance,
     }
 
 
@@ -96,9 +101,11 @@ def service_view(
     kernel: Service | None,
     failing: str | None,
     shared: Mapping[RealKey, tuple[RealKey, ...]] | None = None,
+    maintenance: Mapping[RealKey, str] | None = None,
 ) -> dict[str, Any]:
     weights = pool.weights if pool is not None else {}
     shared = shared or {}
+    maintenance = maintenance or {}
     kernel_dests = kernel.dest_map() if kernel is not None else {}
     reals = []
     for real, key in zip(svc.config.real, svc.reals, strict=True):
@@ -112,6 +119,7 @@ def service_view(
                 weights.get(key[1]),
                 kernel_dests.get(key[1]),
                 shared.get(key, ()),
+                maintenance.get(key),
             )
         )
     up = sum(r["up"] for r in reals)
@@ -320,6 +328,7 @@ class _StatusParts:
                 snap.kernel.get(key),
                 failing.get(key),
                 snap.shared_probes,
+                snap.maintenance,
             )
 
 
