@@ -4,7 +4,8 @@ Admin overrides sit on top of health: ``disable`` removes a server, ``drain``
 pins its weight to 0, a weight override replaces the configured weight and
 health then applies to it as usual (pulsed.pool_policy). A server in
 maintenance (a file in ``[checks] maintenance_dir``, pulsed.maintenance) is
-drained as by ``drain``.
+drained as by ``drain``. A server's agent (pulsed.checks.agent) may take it
+down, drain it (``drain``, ``maint``) or scale its weight.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter, is_
 
 from pulsed.addresses import split_host_port
-from pulsed.checks.state import RealHealth
+from pulsed.checks.state import RealHealth, effective
 from pulsed.config import Config, ServiceConfig, persistence_netmask, scheduler_flag_bits
 from pulsed.keys import IndexedService, KeyIndex
 from pulsed.model import Dest, DestKey, Forwarding, RealKey, Service, ServiceKey, Table
@@ -78,7 +79,8 @@ class _Memo:
     up: int  # servers whose health says up
 
 
-_PLAN_INPUTS = attrgetter(*PLAN_FIELDS)
+# What plan_pool reads of a record, and the agent's word laid over it (effective()).
+_PLAN_INPUTS = attrgetter(*PLAN_FIELDS, "agent")
 
 
 def _same_for_plan(old: tuple, new: tuple) -> bool:
@@ -171,7 +173,7 @@ def wanted_table(
             prior = prior_entries.get(key)
             before = prior.service if prior is not None else None
             service = _service(svc, service_settings(svc.config), plan, policy, before)
-            up = sum(1 for h in healths if h is not None and h.up)
+            up = sum(1 for h in healths if h is not None and h.serving)
             if prior is None or prior.up != up or prior.svc is not svc:
                 recomputed = True
             entry = _Memo(svc, healths, others, service, plan, up)
@@ -222,13 +224,14 @@ def _views(
         if override.mode == "disable":
             continue
         dest = key[1]
-        state = _HEALTHY if assume_healthy else health.get(key, _UNKNOWN)
+        state = _HEALTHY if assume_healthy else effective(health.get(key, _UNKNOWN))
         in_kernel = kernel.get(dest)
         active = None
         if in_kernel is not None:
             active = in_kernel.stats.active_connections if in_kernel.stats else 0
         weight = override.weight if override.weight is not None else real.weight
-        if override.mode == "drain" or key in maintenance:
+        agent = state.agent
+        if override.mode == "drain" or key in maintenance or (agent and agent.admin):
             weight = 0  # no new connections, and not counted as serving
         views[dest] = RealView(weight=weight, health=state, active_connections=active)
     return views

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from pulsed.checks.agent import AgentState
 from pulsed.checks.state import RealHealth
 from pulsed.config import RealConfig
 from pulsed.keys import IndexedService, real_key_text
@@ -55,6 +56,15 @@ def real_view(
     if health is not None and local_at is not None and local_at >= (health.last_check or 0.0):
         # The latest probe said nothing about the server; the state stands.
         reason = f"{reason}; latest probe unknown ({health.local_error})"
+    agent = health.agent if health is not None else None
+    up = bool(health is not None and health.serving)
+    if agent is not None:
+        if agent.op == "down" and health is not None and health.up:
+            state, reason = "down", f"{agent.reason}; check: {reason}"
+        elif agent.admin is not None:
+            reason = f"drained by its agent ({agent.admin}); {agent.reason}; check: {reason}"
+        elif not agent.reachable or agent.weight_pct is not None:
+            reason = f"{reason}; {agent.reason}"
     if override.mode == "disable":
         reason = f"disabled by admin; health: {reason}"
     elif override.mode == "drain":
@@ -67,7 +77,7 @@ def real_view(
         "address": dest.address,
         "port": dest.port,
         "health": state,
-        "up": bool(health is not None and health.up),
+        "up": up,
         "reason": reason,
         "category": health.category if health is not None else "pending",
         "last_check": health.last_check if health is not None else None,
@@ -90,6 +100,21 @@ def real_view(
         "probe_shared_with": [real_key_text(k) for k in shared_with],
         # Why the server is in maintenance (drained by a file), or None.
         "maintenance": maintenance,
+        "agent": agent_view(agent),
+    }
+
+
+def agent_view(agent: AgentState | None) -> dict[str, Any] | None:
+    """What the server's agent said last (None: no agent, or no reply yet)."""
+    if agent is None:
+        return None
+    return {
+        "state": agent.op,
+        "admin": agent.admin,
+        "weight_pct": agent.weight_pct,
+        "reachable": agent.reachable,
+        "reason": agent.reason,
+        "last_check": agent.last_check,
     }
 
 

@@ -84,6 +84,14 @@ class CheckConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     # exec: argv, no shell. "{address}" and "{port}" in arguments are replaced.
     command: tuple[str, ...] = ()
 
+    # --- agent: HAProxy's agent-check, a companion of any type (pulsed.checks.agent) ---
+    # Port of the server's agent; None: no agent.
+    agent_port: int | None = None
+    agent_interval: Duration = Duration(2.0)
+    agent_timeout: Duration = Duration(1.0)
+    # Sent once connected, before the reply is read ("" sends nothing).
+    agent_send: str = ""
+
 
 def parse_status_spec(spec: tuple[int | str, ...]) -> frozenset[int]:
     """The set of status codes named by ``expect_status``; ValueError if bad."""
@@ -122,6 +130,7 @@ def check_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
     if check.port is not None and not 1 <= check.port <= 65535:
         bad("port", check.port, "must be between 1 and 65535")
     _placement_problems(check, bad)
+    _agent_problems(check, bad)
     # Ranges the probe engine can live with: a probe more often than every
     # 10 ms is a flood, and timers of days are mistakes.
     if not MIN_INTERVAL <= check.interval <= MAX_INTERVAL:
@@ -210,6 +219,27 @@ def _placement_problems(check: CheckConfig, bad) -> None:
         bad("retry_interval", retry, f"must be between 10ms and interval ({check.interval})")
     elif retry is not None and check.timeout > retry:
         bad("retry_interval", retry, f"must not be shorter than timeout ({check.timeout})")
+
+
+# Most bytes of agent_send.
+MAX_AGENT_SEND = 1024
+
+
+def _agent_problems(check: CheckConfig, bad) -> None:
+    if check.agent_port is not None and not 1 <= check.agent_port <= 65535:
+        bad("agent_port", check.agent_port, "must be between 1 and 65535")
+    if not MIN_INTERVAL <= check.agent_interval <= MAX_INTERVAL:
+        bad("agent_interval", check.agent_interval, "must be between 10ms and 1d")
+    if not MIN_TIMEOUT <= check.agent_timeout <= MAX_INTERVAL:
+        bad("agent_timeout", check.agent_timeout, "must be between 1ms and 1d")
+    elif check.agent_timeout > check.agent_interval >= MIN_INTERVAL:
+        bad(
+            "agent_timeout",
+            check.agent_timeout,
+            f"must not exceed agent_interval ({check.agent_interval})",
+        )
+    if len(check.agent_send.encode()) > MAX_AGENT_SEND:
+        bad("agent_send", check.agent_send[:40], f"must be at most {MAX_AGENT_SEND} bytes")
 
 
 def _valid_ifname(name: str) -> bool:

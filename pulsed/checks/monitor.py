@@ -46,6 +46,8 @@ from typing import Protocol, cast
 
 import structlog
 
+from pulsed.checks.agent import AgentProbe
+from pulsed.checks.agent import next_state as next_agent_state
 from pulsed.checks.base import (
     LOCAL_FAULTS,
     Probe,
@@ -67,6 +69,7 @@ from pulsed.checks.state import (
     note_local_error,
     repeated,
     settled,
+    with_agent,
 )
 from pulsed.model import RealKey
 
@@ -128,6 +131,10 @@ class _Entry:
     # Other real servers (of other services) with the same probe: this one
     # probe feeds them all, and they share its health record.
     others: tuple[RealKey, ...] = ()
+    # The check's agent (pulsed.checks.agent), scheduled as an entry of its
+    # own; on that entry, ``agent_of`` is the entry whose record it feeds.
+    agent: _Entry | None = None
+    agent_of: _Entry | None = None
     # The probe runs on the ProbeEngine (has start()), else as a task. A flag,
     # not the bound method: at 10,000 servers those cost 0.6 MiB.
     on_engine: bool = False
@@ -274,6 +281,8 @@ class HealthMonitor:
             entry.on_engine = hasattr(entry.probe, "start")
             interval = float(check.interval) if check.type != "none" else 0.0
             entry.interval = intervals.setdefault(interval, interval)
+            if check.agent_port is not None:
+                entry.agent = self._agent_entry(entry, starting[False])
             self._entries[key] = entry
             self._health[key] = health
             added.append(entry)
@@ -319,6 +328,15 @@ class HealthMonitor:
             added = entries
         for entry in added:
             entry.aligned = tick > 0 and entry.interval >= _TICKS_PER_ALIGNED_INTERVAL * tick
+
+    def _agent_entry(self, main: _Entry, placeholder: RealHealth) -> _Entry:
+        """The entry that runs ``main``'s agent: its results go to main's record
+        (_record_agent); its own record is never read."""
+        agent = _Entry(main.key, main.target, AgentProbe(main.target), placeholder)
+        agent.on_engine = True
+        agent.interval = float(main.target.check.agent_interval)
+        agent.agent_of = main
+        return agent
 
     def _build_probe(self, key: RealKey, target: Target) -> Probe:
         """The probe for a target; one that cannot be built (an unreadable
@@ -404,9 +422,14 @@ class HealthMonitor:
 
     def _schedule_first(self, entry: _Entry) -> None:
         check = entry.target.check
-        if check.type == "none" or self._loop is None:
+        if self._loop is None:
             return
-        window = float(check.interval if check.jitter is None else check.jitter)
+        if entry.agent is not None:  # an agent runs beside any check, even "none"
+            self._schedule_first(entry.agent)
+        if entry.interval <= 0:
+            return  # type "none": never probed
+        jitter = check.jitter if entry.agent_of is None else None
+        window = entry.interval if jitter is None else float(jitter)
         entry.deadline = time.monotonic() + self._rng.uniform(0, window)
         if entry.aligned:
             entry.deadline = self._next_tick(entry.deadline)
@@ -567,7 +590,8 @@ class HealthMonitor:
             return result
         self._meter.settle(now)
         lost = self._meter.lost(started, now)
-        timeout = float(entry.target.check.timeout)
+        check = entry.target.check
+        timeout = float(check.timeout if entry.agent_of is None else check.agent_timeout)
         if lost < timeout * STALL_SHARE:
             return result
         detail = f"router stalled {seconds_text(lost)} of a {seconds_text(timeout)} timeout"
@@ -579,6 +603,9 @@ class HealthMonitor:
         if mono - self._wall_synced_at > 1.0:
             self._wall_offset = time.time() - mono
             self._wall_synced_at = mono
+        if entry.agent_of is not None:
+            self._record_agent(entry.agent_of, result, mono)
+            return
         if result.category == "local":
             self._record_local(entry, result, mono)
             return
@@ -604,6 +631,25 @@ class HealthMonitor:
             emit("probe.up" if new.up else "probe.down", reason=new.reason, **_labels(entry.key))
         if changed_for_table(old, new):
             self._call(self._on_change, entry, new)
+
+    def _record_agent(self, main: _Entry, result: ProbeResult, mono: float) -> None:
+        """What the agent said (or that it could not be reached) goes on the
+        main entry's record; the table hears of it when it changes what the
+        table reads (down, drain or maint, the weight)."""
+        old = self._fold(main)
+        agent = next_agent_state(old.agent, result, mono + self._wall_offset, mono)
+        new = with_agent(old, agent)
+        self._publish(main, new)
+        if old.agent != agent:
+            log.info(
+                "probe.agent",
+                state=agent.op,
+                admin=agent.admin,
+                weight_pct=agent.weight_pct,
+                reason=agent.reason,
+                **_labels(main.key),
+            )
+            self._call(self._on_change, main, new)
 
     def _record_local(self, entry: _Entry, result: ProbeResult, mono: float) -> None:
         """A probe the router could not run or judge: count it, show it, log it
@@ -665,6 +711,9 @@ class HealthMonitor:
             self._cancel(entry)
 
     def _cancel(self, entry: _Entry) -> None:
+        if entry.agent is not None:
+            entry.agent.live = entry.live  # a stopped entry's agent stops with it
+            self._cancel(entry.agent)
         entry.scheduled = False
         if entry.task is not None:
             entry.task.cancel()
