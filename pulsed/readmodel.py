@@ -91,7 +91,7 @@ class Snapshot:
     ha: HaView
     probes: LocalFaults | None = None
     bgp: BgpView | None = None  # route health injection, when [bgp] is configured
-    # Servers whose probe also feeds others (of other services): those others.
+    # Servers whose probe also feeds others: every server it feeds (one tuple per probe).
     shared_probes: Mapping[RealKey, tuple[RealKey, ...]] = field(default_factory=dict)
     # Servers in maintenance by a file in [checks] maintenance_dir, with the reason.
     maintenance: Mapping[RealKey, str] = field(default_factory=dict)

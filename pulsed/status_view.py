@@ -96,8 +96,9 @@ def real_view(
         "kernel_weight": None if kernel is None else kernel.weight,
         "forwarding": real.forwarding or svc.config.forwarding,
         "stats": stats_view(None if kernel is None else kernel.stats),
-        # The other real servers (of other services) this server's probe feeds.
-        "probe_shared_with": [real_key_text(k) for k in shared_with],
+        # The other real servers this server's probe feeds: how many, and the first few.
+        "probe_shared_count": max(len(shared_with) - 1, 0),
+        "probe_shared_with": _others(shared_with, key),
         # Why the server is in maintenance (drained by a file), or None.
         "maintenance": maintenance,
         "agent": agent_view(agent),
@@ -116,6 +117,21 @@ def agent_view(agent: AgentState | None) -> dict[str, Any] | None:
         "reason": agent.reason,
         "last_check": agent.last_check,
     }
+
+
+# Most servers listed in probe_shared_with: a backend behind 1,000 services
+# would otherwise list 999 keys in each of its 1,000 entries.
+MAX_SHARED_SHOWN = 8
+
+
+def _others(group: tuple[RealKey, ...], key: RealKey) -> list[str]:
+    shown: list[str] = []
+    for other in group:
+        if other != key:
+            shown.append(real_key_text(other))
+            if len(shown) == MAX_SHARED_SHOWN:
+                break
+    return shown
 
 
 def service_view(

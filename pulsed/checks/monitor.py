@@ -364,13 +364,15 @@ class HealthMonitor:
         return {key: entry.target for key, entry in self._entries.items()}
 
     def shared(self) -> Mapping[RealKey, tuple[RealKey, ...]]:
-        """For each server whose probe feeds others too: those others."""
+        """For each server whose probe feeds others too: every server that
+        probe feeds, itself included (one tuple per probe, shared by its
+        servers: a backend behind 1,000 services is 1,000 keys, not a million)."""
         groups: dict[RealKey, tuple[RealKey, ...]] = {}
         for entry in self._distinct():
             if entry.others:
                 keys = (entry.key, *entry.others)
                 for key in keys:
-                    groups[key] = tuple(k for k in keys if k != key)
+                    groups[key] = keys
         return groups
 
     def _distinct(self) -> Iterator[_Entry]:

@@ -87,6 +87,7 @@ def test_a_file_drains_the_server_in_every_service_until_removed(env, servers) -
     # One probe feeds both services.
     assert web["probe_shared_with"] == [f"tcp:192.0.2.2:80/127.0.0.1:{up.port}"]
     assert api["probe_shared_with"] == [f"tcp:192.0.2.1:80/127.0.0.1:{up.port}"]
+    assert web["probe_shared_count"] == api["probe_shared_count"] == 1
     assert web["maintenance"] is None
 
     for name in (f"127.0.0.1:{up.port}", "127.0.0.1", "backend-1"):

@@ -196,4 +196,4 @@ address = "127.0.0.1:{port}"
     # Ten probes fed both services: ten connections, not twenty.
     assert at_tenth == [10]
     assert seen[api] == 10
-    assert monitor.shared() == {web: (api,), api: (web,)}
+    assert monitor.shared() == {web: (web, api), api: (web, api)}

@@ -499,7 +499,7 @@ async def test_servers_of_two_services_with_one_probe_are_probed_once(setup) -> 
     assert [k for k, _ in rec.results].count(second) == calls
     health = monitor.health()
     assert health[first] is health[second]
-    assert monitor.shared() == {first: (second,), second: (first,)}
+    assert monitor.shared() == {first: (first, second), second: (first, second)}
 
     # One leaves: the other keeps the probe and its record.
     monitor.update({second: target(1)})
@@ -522,4 +522,4 @@ async def test_a_check_on_another_address_is_shared_by_its_probed_address(setup)
     )
     a, b = key(1), (SVC2, DestKey("10.0.0.2", 81))
     monitor.update({a: Target("10.0.0.1", 80, check), b: Target("10.0.0.2", 81, check)})
-    assert monitor.shared() == {a: (b,), b: (a,)}
+    assert monitor.shared() == {a: (a, b), b: (a, b)}
