@@ -121,7 +121,7 @@ def agent_view(agent: AgentState | None) -> dict[str, Any] | None:
 
 # Most servers listed in probe_shared_with: a backend behind 1,000 services
 # would otherwise list 999 keys in each of its 1,000 entries.
-MAX_SHARED_SHOWN = 8
+MAX_SHARED_SHOWN = 4
 
 
 def _others(group: tuple[RealKey, ...], key: RealKey) -> list[str]:
