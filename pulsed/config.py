@@ -33,7 +33,13 @@ import tomli
 
 from pulsed.addresses import split_host_port
 from pulsed.announce.config import BGP_RANGES, BgpConfig, bgp_problems, vrrp_vip_paths
-from pulsed.checks.config import MAX_FILE_BYTES, CheckConfig, check_problems, file_problems
+from pulsed.checks.config import (
+    MAX_FILE_BYTES,
+    CheckConfig,
+    bind_family_problem,
+    check_problems,
+    file_problems,
+)
 from pulsed.durations import Duration, format_duration, parse_duration
 from pulsed.files import MAX_CONFIG_BYTES, FileProblem, check_file, read_file
 from pulsed.ha.config import (
@@ -100,6 +106,9 @@ class ApiConfig(_Section, frozen=True):
 
 class RealConfig(_Section, frozen=True):
     address: str
+    # A name for the server: a file of this name in [checks] maintenance_dir
+    # puts it into maintenance (pulsed.maintenance).
+    name: str | None = None
     weight: Weight = 1
     forwarding: Literal["nat", "dr", "tunnel"] | None = None
     upper_threshold: Threshold = 0
@@ -153,9 +162,17 @@ def _service_key(
     return ServiceKey.for_address(protocol, vip, port)
 
 
+class ChecksConfig(_Section, frozen=True):
+    """Settings of every check (per-service ones are in each [service.check])."""
+
+    # Files named after real servers put them into maintenance (pulsed.maintenance).
+    maintenance_dir: str | None = None
+
+
 class Config(_Section, frozen=True):
     daemon: DaemonConfig = DaemonConfig()
     api: ApiConfig = ApiConfig()
+    checks: ChecksConfig = ChecksConfig()
     # VRRP instances (a lone [vrrp] table is one, named "VI_1" unless it says).
     vrrp: tuple[VrrpConfig, ...] = ()
     vrrp_script: tuple[VrrpScript, ...] = ()
@@ -457,6 +474,9 @@ class _Validator:
                 )
         daemon = self.convert(raw.get("daemon", {}), DaemonConfig, "daemon")
         api = self.convert(raw.get("api", {}), ApiConfig, "api")
+        checks = self.convert(raw.get("checks", {}), ChecksConfig, "checks")
+        if checks is not None and checks.maintenance_dir is not None:
+            self.directory("checks.maintenance_dir", checks.maintenance_dir)
         vrrp = self.instances(raw.get("vrrp", []))
         scripts = self.array(raw.get("vrrp_script", []), VrrpScript, "vrrp_script")
         groups = self.array(raw.get("vrrp_sync_group", []), SyncGroup, "vrrp_sync_group")
@@ -489,9 +509,11 @@ class _Validator:
             raise ConfigError(self.issues)
         assert daemon is not None and api is not None and hooks is not None
         assert vrrp is not None and scripts is not None and groups is not None
+        assert checks is not None
         return Config(
             daemon=daemon,
             api=api,
+            checks=checks,
             vrrp=vrrp,
             vrrp_script=tuple(scripts),
             vrrp_sync_group=tuple(groups),
@@ -546,6 +568,14 @@ class _Validator:
             return None
         items = [self.convert(item, tp, f"{path}[{i}]") for i, item in enumerate(raw)]
         return items if all(item is not None for item in items) else None
+
+    def directory(self, path: str, name: str) -> None:
+        if not name.startswith("/"):
+            self.fail(path, name, "give an absolute path")
+        elif not os.path.exists(name):
+            self.fail(path, name, "does not exist")
+        elif not os.path.isdir(name):
+            self.fail(path, name, "is not a directory")
 
     def fifo_path(self, path: str) -> None:
         if not path.startswith("/"):
@@ -823,6 +853,16 @@ class _Validator:
                     real.address,
                     "address family differs from the service's;"
                     ' the kernel allows that only with forwarding = "tunnel"',
+                )
+            check = real.check or svc.check
+            if problem := bind_family_problem(check, endpoint[0]):
+                where = f"{rpath}.check" if real.check is not None else f"{path}.check"
+                self.fail(f"{where}.bind_address", check.bind_address, problem)
+            if real.name is not None and not _NAME.fullmatch(real.name):
+                self.fail(
+                    f"{rpath}.name",
+                    real.name,
+                    "use 1-64 characters, without '/', line breaks or spaces at either end",
                 )
             if real.upper_threshold and real.lower_threshold > real.upper_threshold:
                 self.fail(

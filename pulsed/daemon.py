@@ -35,6 +35,7 @@ from pulsed.health_history import HealthHistory
 from pulsed.hooks import HookRunner
 from pulsed.ipvs.base import Backend
 from pulsed.keys import KeyIndex
+from pulsed.maintenance import MaintenanceDir
 from pulsed.model import OpKind, RealKey, ServiceKey, Table
 from pulsed.overrides import Mode, Override, OverrideStore
 from pulsed.owned import OwnedServices
@@ -146,6 +147,9 @@ class Daemon:
         self.reload_status = ReloadView(generation=1, last_time=time.time())
         self.overrides = OverrideStore(config.daemon.state_dir)
         self.overrides.load()
+        # Servers drained by files in [checks] maintenance_dir, re-read every pass.
+        self.maintenance = MaintenanceDir(config.checks.maintenance_dir)
+        self._in_maintenance: Mapping[RealKey, str] = {}
         self._owned_store = OwnedServices(config.daemon.state_dir)
         self._owned: set[ServiceKey] = self._load_owned() | {s.key for s in config.service}
         self.wanted: Wanted = Wanted(Table())
@@ -241,10 +245,12 @@ class Daemon:
 
     def _compute_wanted(self, actual: Table) -> Table:
         before = self.wanted.pools
+        self._in_maintenance = self.maintenance.held(self.index)
         self.wanted = wanted_table(
             self.config,
             health=self.monitor.health(),
             overrides=self.overrides.all(),
+            maintenance=self._in_maintenance,
             actual=actual,
             now=time.monotonic(),
             memo=self._wanted_memo,
@@ -681,6 +687,8 @@ class Daemon:
             if old_api is not None:
                 await old_api.cleanup()
         self.monitor.max_tick = new.daemon.probe_tick_max
+        if new.checks.maintenance_dir != self.maintenance.path:
+            self.maintenance = MaintenanceDir(new.checks.maintenance_dir)
         self.hooks.reconfigure(float(new.hooks.timeout), new.hooks.max_running, new.hooks.fifo)
         self.trackers.reconfigure(new.vrrp_script, track_files(new))
         owned = self._owned | {s.key for s in new.service}
@@ -758,6 +766,8 @@ class Daemon:
             history=self.history.view(health, taken_at),
             rates=self.rates.samples,
             source=self.source,
+            shared_probes=self.monitor.shared(),
+            maintenance=self._in_maintenance,
         )
 
     def set_director_drained(self, drained: bool, caller: str = "") -> bool:

@@ -2,7 +2,10 @@
 
 Admin overrides sit on top of health: ``disable`` removes a server, ``drain``
 pins its weight to 0, a weight override replaces the configured weight and
-health then applies to it as usual (pulsed.pool_policy).
+health then applies to it as usual (pulsed.pool_policy). A server in
+maintenance (a file in ``[checks] maintenance_dir``, pulsed.maintenance) is
+drained as by ``drain``. A server's agent (pulsed.checks.agent) may take it
+down, drain it (``drain``, ``maint``) or scale its weight.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter, is_
 
 from pulsed.addresses import split_host_port
-from pulsed.checks.state import RealHealth
+from pulsed.checks.state import RealHealth, effective
 from pulsed.config import Config, ServiceConfig, persistence_netmask, scheduler_flag_bits
 from pulsed.keys import IndexedService, KeyIndex
 from pulsed.model import Dest, DestKey, Forwarding, RealKey, Service, ServiceKey, Table
@@ -76,7 +79,8 @@ class _Memo:
     up: int  # servers whose health says up
 
 
-_PLAN_INPUTS = attrgetter(*PLAN_FIELDS)
+# What plan_pool reads of a record, and the agent's word laid over it (effective()).
+_PLAN_INPUTS = attrgetter(*PLAN_FIELDS, "agent")
 
 
 def _same_for_plan(old: tuple, new: tuple) -> bool:
@@ -116,6 +120,7 @@ def wanted_table(
     memo: WantedMemo | None = None,
     previous: Mapping[ServiceKey, PoolPlan] | None = None,
     index: KeyIndex | None = None,
+    maintenance: Mapping[RealKey, str] | None = None,
 ) -> Wanted:
     """Compute the table pulsed wants.
 
@@ -126,9 +131,11 @@ def wanted_table(
     the last outcome's pools (a server min_healthy kept at full weight is
     spared slow start when it comes up). ``index`` is the config's KeyIndex
     (the daemon's, so every key is the one object it hands out everywhere).
+    ``maintenance``: servers in maintenance (drained), with the reason.
     """
     health = health or {}
     overrides = overrides or {}
+    maintenance = maintenance or {}
     actual = actual or Table()
     previous = previous or {}
     memo = memo or WantedMemo()
@@ -152,6 +159,7 @@ def wanted_table(
             _connections(have) if svc.config.on_failure == "remove" else None,
             assume_healthy,
             held_servers(previous.get(key)),
+            tuple(k in maintenance for k in svc.reals) if maintenance else (),
         )
         if (
             entry is None
@@ -160,12 +168,12 @@ def wanted_table(
             or not _same_for_plan(entry.healths, healths)
         ):
             policy = pool_policy(svc.config)
-            views = _views(svc, health, overrides, have, assume_healthy)
-            plan = plan_pool(policy, views, now, others[-1])
+            views = _views(svc, health, overrides, have, assume_healthy, maintenance)
+            plan = plan_pool(policy, views, now, others[3])
             prior = prior_entries.get(key)
             before = prior.service if prior is not None else None
             service = _service(svc, service_settings(svc.config), plan, policy, before)
-            up = sum(1 for h in healths if h is not None and h.up)
+            up = sum(1 for h in healths if h is not None and h.serving)
             if prior is None or prior.up != up or prior.svc is not svc:
                 recomputed = True
             entry = _Memo(svc, healths, others, service, plan, up)
@@ -207,6 +215,7 @@ def _views(
     overrides: Mapping[RealKey, Override],
     have: Service | None,
     assume_healthy: bool,
+    maintenance: Mapping[RealKey, str],
 ) -> dict[DestKey, RealView]:
     kernel = have.dest_map() if have is not None else {}
     views: dict[DestKey, RealView] = {}
@@ -215,13 +224,14 @@ def _views(
         if override.mode == "disable":
             continue
         dest = key[1]
-        state = _HEALTHY if assume_healthy else health.get(key, _UNKNOWN)
+        state = _HEALTHY if assume_healthy else effective(health.get(key, _UNKNOWN))
         in_kernel = kernel.get(dest)
         active = None
         if in_kernel is not None:
             active = in_kernel.stats.active_connections if in_kernel.stats else 0
         weight = override.weight if override.weight is not None else real.weight
-        if override.mode == "drain":
+        agent = state.agent
+        if override.mode == "drain" or key in maintenance or (agent and agent.admin):
             weight = 0  # no new connections, and not counted as serving
         views[dest] = RealView(weight=weight, health=state, active_connections=active)
     return views

@@ -109,6 +109,10 @@ class Snapshot:
     history: Mapping[RealKey, tuple[Transition, ...]] = field(default_factory=dict)
     rates: Samples = field(default_factory=dict)  # two readings of each service's counters
     source: ConfigSource = ConfigSource()
+    # Servers whose probe also feeds others: every server it feeds (one tuple per probe).
+    shared_probes: Mapping[RealKey, tuple[RealKey, ...]] = field(default_factory=dict)
+    # Servers in maintenance by a file in [checks] maintenance_dir, with the reason.
+    maintenance: Mapping[RealKey, str] = field(default_factory=dict)
     version: str = __version__
     hostname: str = HOSTNAME
 
@@ -132,6 +136,8 @@ class Snapshot:
         history: Mapping[RealKey, tuple[Transition, ...]] | None = None,
         rates: Samples | None = None,
         source: ConfigSource | None = None,
+        shared_probes: Mapping[RealKey, tuple[RealKey, ...]] | None = None,
+        maintenance: Mapping[RealKey, str] | None = None,
     ) -> Snapshot:
         """A snapshot from its parts; what is left out is empty (nothing known yet)."""
         return cls(
@@ -151,6 +157,8 @@ class Snapshot:
             history=history if history is not None else {},
             rates=rates if rates is not None else {},
             source=source if source is not None else ConfigSource(),
+            shared_probes=shared_probes if shared_probes is not None else {},
+            maintenance=maintenance if maintenance is not None else {},
         )
 
     @property

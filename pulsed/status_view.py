@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from pulsed.checks.agent import AgentState
 from pulsed.checks.state import RealHealth
 from pulsed.config import RealConfig
 from pulsed.health_history import Transition
@@ -60,6 +61,8 @@ def real_view(
     kernel: Dest | None,
     history: tuple[Transition, ...] = (),
     rates: Rates | None = None,
+    shared_with: tuple[RealKey, ...] = (),
+    maintenance: str | None = None,
 ) -> dict[str, Any]:
     dest = key[1]
     if health is None:
@@ -72,17 +75,28 @@ def real_view(
     if health is not None and local_at is not None and local_at >= (health.last_check or 0.0):
         # The latest probe said nothing about the server; the state stands.
         reason = f"{reason}; latest probe unknown ({health.local_error})"
+    agent = health.agent if health is not None else None
+    up = bool(health is not None and health.serving)
+    if agent is not None:
+        if agent.op == "down" and health is not None and health.up:
+            state, reason = "down", f"{agent.reason}; check: {reason}"
+        elif agent.admin is not None:
+            reason = f"drained by its agent ({agent.admin}); {agent.reason}; check: {reason}"
+        elif not agent.reachable or agent.weight_pct is not None:
+            reason = f"{reason}; {agent.reason}"
     if override.mode == "disable":
         reason = f"disabled by admin; health: {reason}"
     elif override.mode == "drain":
         reason = f"drained by admin; health: {reason}"
+    if maintenance is not None and override.mode != "disable":
+        reason = f"in maintenance ({maintenance}); health: {reason}"
     configured = real.weight if override.weight is None else override.weight
     return {
         "key": real_key_text(key),
         "address": dest.address,
         "port": dest.port,
         "health": state,
-        "up": bool(health is not None and health.up),
+        "up": up,
         "reason": reason,
         "category": health.category if health is not None else "pending",
         "last_check": health.last_check if health is not None else None,
@@ -103,7 +117,42 @@ def real_view(
         "stats": stats_view(None if kernel is None else kernel.stats),
         "rates": rates_view(rates),
         "history": history_view(history),
+        # The other real servers this server's probe feeds: how many, and the first few.
+        "probe_shared_count": max(len(shared_with) - 1, 0),
+        "probe_shared_with": _others(shared_with, key),
+        # Why the server is in maintenance (drained by a file), or None.
+        "maintenance": maintenance,
+        "agent": agent_view(agent),
     }
+
+
+def agent_view(agent: AgentState | None) -> dict[str, Any] | None:
+    """What the server's agent said last (None: no agent, or no reply yet)."""
+    if agent is None:
+        return None
+    return {
+        "state": agent.op,
+        "admin": agent.admin,
+        "weight_pct": agent.weight_pct,
+        "reachable": agent.reachable,
+        "reason": agent.reason,
+        "last_check": agent.last_check,
+    }
+
+
+# Most servers listed in probe_shared_with: a backend behind 1,000 services
+# would otherwise list 999 keys in each of its 1,000 entries.
+MAX_SHARED_SHOWN = 4
+
+
+def _others(group: tuple[RealKey, ...], key: RealKey) -> list[str]:
+    shown: list[str] = []
+    for other in group:
+        if other != key:
+            shown.append(real_key_text(other))
+            if len(shown) == MAX_SHARED_SHOWN:
+                break
+    return shown
 
 
 def service_view(
@@ -115,8 +164,12 @@ def service_view(
     failing: str | None,
     history: Mapping[RealKey, tuple[Transition, ...]] | None = None,
     samples: Samples | None = None,
+    shared: Mapping[RealKey, tuple[RealKey, ...]] | None = None,
+    maintenance: Mapping[RealKey, str] | None = None,
 ) -> dict[str, Any]:
     weights = pool.weights if pool is not None else {}
+    shared = shared or {}
+    maintenance = maintenance or {}
     kernel_dests = kernel.dest_map() if kernel is not None else {}
     history = history or {}
     samples = samples or {}
@@ -134,6 +187,8 @@ def service_view(
                 kernel_dests.get(key[1]),
                 history.get(key, ()),
                 real_rates.get(key[1]),
+                shared.get(key, ()),
+                maintenance.get(key),
             )
         )
     up = sum(r["up"] for r in reals)
@@ -349,6 +404,8 @@ class _StatusParts:
                 failing.get(key),
                 snap.history,
                 snap.rates,
+                snap.shared_probes,
+                snap.maintenance,
             )
 
 

@@ -17,7 +17,8 @@ from pulsed.checks.config import CheckConfig
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One real server to probe: where, and how. Equal targets share health state."""
+    """One real server to probe: where, and how. Targets with the same probe
+    (same_probe) share one probe and its health record (pulsed.checks.monitor)."""
 
     address: str
     port: int
@@ -30,6 +31,18 @@ class Target:
     @property
     def probe_address(self) -> str:
         return self.check.address if self.check.address is not None else self.address
+
+
+def same_probe(a: Target, b: Target) -> bool:
+    """Whether probing ``a`` and ``b`` is the same thing: the same probed
+    address and port, and the same check (every probe is built from these
+    three alone, pulsed.checks.probes). Two services with one real server and
+    one check are probed once, and a reload that leaves them alone keeps it."""
+    return a is b or (
+        a.probe_address == b.probe_address
+        and a.probe_port == b.probe_port
+        and (a.check is b.check or a.check == b.check)
+    )
 
 
 class ProbeResult(msgspec.Struct, frozen=True):

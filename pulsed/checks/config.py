@@ -126,6 +126,14 @@ class CheckConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     # send_expect
     steps: tuple[Step, ...] = ()
 
+    # --- agent: HAProxy's agent-check, a companion of any type (pulsed.checks.agent) ---
+    # Port of the server's agent; None: no agent.
+    agent_port: int | None = None
+    agent_interval: Duration = Duration(2.0)
+    agent_timeout: Duration = Duration(1.0)
+    # Sent once connected, before the reply is read ("" sends nothing).
+    agent_send: str = ""
+
 
 def uses_tls(check: CheckConfig) -> bool:
     """Whether the check's probe speaks TLS (and so loads the TLS files)."""
@@ -172,6 +180,7 @@ def check_problems(check: CheckConfig) -> list[tuple[str, object, str]]:
     if check.port is not None and not 1 <= check.port <= 65535:
         bad("port", check.port, "must be between 1 and 65535")
     _placement_problems(check, bad)
+    _agent_problems(check, bad)
     # Ranges the probe engine can live with: a probe more often than every
     # 10 ms is a flood, and timers of days are mistakes.
     if not MIN_INTERVAL <= check.interval <= MAX_INTERVAL:
@@ -252,18 +261,65 @@ def _placement_problems(check: CheckConfig, bad) -> None:
             ):
                 bad("bind_address", check.bind_address, "is not of the probed address's family")
     name = check.bind_interface
-    if name is not None and (
-        not 1 <= len(name) <= MAX_IFNAME
-        or "/" in name
-        or name.strip() != name
-        or not name.isascii()
-    ):
-        bad("bind_interface", name, f"must be an interface name of 1 to {MAX_IFNAME} characters")
+    if name is not None and not _valid_ifname(name):
+        bad(
+            "bind_interface",
+            name,
+            f"must be an interface name of 1 to {MAX_IFNAME} ASCII characters,"
+            " without '/', ':' or spaces",
+        )
     retry = check.retry_interval
     if retry is not None and not MIN_INTERVAL <= retry <= check.interval:
         bad("retry_interval", retry, f"must be between 10ms and interval ({check.interval})")
     elif retry is not None and check.timeout > retry:
         bad("retry_interval", retry, f"must not be shorter than timeout ({check.timeout})")
+
+
+# Most bytes of agent_send.
+MAX_AGENT_SEND = 1024
+
+
+def _agent_problems(check: CheckConfig, bad) -> None:
+    if check.agent_port is not None and not 1 <= check.agent_port <= 65535:
+        bad("agent_port", check.agent_port, "must be between 1 and 65535")
+    if not MIN_INTERVAL <= check.agent_interval <= MAX_INTERVAL:
+        bad("agent_interval", check.agent_interval, "must be between 10ms and 1d")
+    if not MIN_TIMEOUT <= check.agent_timeout <= MAX_INTERVAL:
+        bad("agent_timeout", check.agent_timeout, "must be between 1ms and 1d")
+    elif check.agent_timeout > check.agent_interval >= MIN_INTERVAL:
+        bad(
+            "agent_timeout",
+            check.agent_timeout,
+            f"must not exceed agent_interval ({check.agent_interval})",
+        )
+    if len(check.agent_send.encode()) > MAX_AGENT_SEND:
+        bad("agent_send", check.agent_send[:40], f"must be at most {MAX_AGENT_SEND} bytes")
+
+
+def _valid_ifname(name: str) -> bool:
+    """What the kernel takes as a device name (dev_valid_name): whether it
+    exists is not checked here (see pulsed.checks.placement)."""
+    return (
+        1 <= len(name) <= MAX_IFNAME
+        and name.isascii()
+        and name not in (".", "..")
+        and not any(c in "/:" or c.isspace() or not c.isprintable() for c in name)
+    )
+
+
+def bind_family_problem(check: CheckConfig, real_address: str) -> str | None:
+    """Why ``bind_address`` cannot be the source of probes of a real server at
+    ``real_address`` (when the check gives no ``address`` of its own), or None."""
+    if check.bind_address is None or check.address is not None:
+        return None
+    try:
+        ours = ipaddress.ip_address(check.bind_address).version
+        theirs = ipaddress.ip_address(real_address).version
+    except ValueError:
+        return None  # reported on its own
+    if ours != theirs:
+        return f"is IPv{ours} but the real server {real_address} is IPv{theirs}"
+    return None
 
 
 def _http_problems(check: CheckConfig, bad) -> None:

@@ -169,7 +169,7 @@ class Conversation(Exchange):
             self._fd = sock.fileno()
             self._datagram = kind != socket.SOCK_STREAM
             if needs_preparing(check):
-                prepare_socket(sock, check)  # type: ignore[arg-type]  # the C type it wraps
+                prepare_socket(sock, check, family)
             setup = False
             err = sock.connect_ex((address, port))
             if err and err != errno.EINPROGRESS:

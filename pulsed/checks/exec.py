@@ -1,5 +1,10 @@
 """exec: run a command (no shell); exit 0 means up.
 
+``{address}`` and ``{port}`` (and PULSED_ADDRESS, PULSED_PORT) are where the
+check probes: its ``address`` and ``port`` when set, else the real server's.
+A command opens its own sockets, so ``bind_address`` and ``bind_interface``
+reach it as PULSED_BIND_ADDRESS and PULSED_BIND_INTERFACE, for it to honour.
+
 The command may print the server's weight, as a percentage of its
 configured weight, as the first word of its output ("75" or "75%"): the
 modern form of keepalived's dynamic MISC_CHECK and piranha's load monitor.
@@ -26,12 +31,17 @@ from pulsed.checks.piped import PipedRun, spawn_problem
 
 class ExecProbe:
     def __init__(self, target: Target) -> None:
-        port = str(target.probe_port)
+        check = target.check
+        address, port = target.probe_address, str(target.probe_port)
         self.argv = [
-            arg.replace("{address}", target.address).replace("{port}", port)
-            for arg in target.check.command
+            arg.replace("{address}", address).replace("{port}", port) for arg in check.command
         ]
-        self.env = {**os.environ, "PULSED_ADDRESS": target.address, "PULSED_PORT": port}
+        self.env = {**os.environ, "PULSED_ADDRESS": address, "PULSED_PORT": port}
+        # A command opens its own sockets: it is told where to bind them.
+        if check.bind_address is not None:
+            self.env["PULSED_BIND_ADDRESS"] = check.bind_address
+        if check.bind_interface is not None:
+            self.env["PULSED_BIND_INTERFACE"] = check.bind_interface
         self.timeout = float(target.check.timeout)
 
     async def probe(self) -> ProbeResult:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -28,10 +29,12 @@ from pulsed.checks.base import (
     ProbeResult,
     Target,
     error_result,
+    local_error_result,
     set_reset_on_close,
     timeout_result,
 )
 from pulsed.checks.config import parse_status_spec
+from pulsed.checks.placement import needs_preparing, placement_failure, prepare_socket
 from pulsed.checks.sockio import Done, Exchange, ProbeEngine, run_exchange
 from pulsed.checks.tls import TlsExchange
 from pulsed.model import family_of
@@ -303,15 +306,16 @@ class _HttpProbeBase:
 
     def __init__(self, target: Target) -> None:
         check = target.check
-        self.address = target.address
+        self.address = target.probe_address
         self.port = target.probe_port
+        self.place = check if needs_preparing(check) else None
         self.timeout = float(check.timeout)
         self.max_bytes = check.max_bytes
         self.expect = _status_set(check.expect_status)
         self.body_regex = re.compile(check.body_regex.encode()) if check.body_regex else None
         self.weight_header = check.weight_header.lower().encode() if check.weight_header else None
         self.head_only = check.method.upper() == "HEAD"
-        self.family = family_of(target.address)
+        self.family = family_of(self.address)
         default_port = 443 if check.type == "https" else 80
         host = check.host or (f"[{self.address}]" if ":" in self.address else self.address)
         if self.port != default_port:
@@ -364,7 +368,15 @@ class HttpProbe(_HttpProbeBase):
     def start(self, engine: ProbeEngine, done: Done, token: object = None) -> Exchange:
         reader = StatusReader(self) if self.status_only else self._parser()
         return engine.open(
-            self.family, self.address, self.port, self.timeout, self.request, reader, done, token
+            self.family,
+            self.address,
+            self.port,
+            self.timeout,
+            self.request,
+            reader,
+            done,
+            token,
+            self.place,
         )
 
     async def probe(self) -> ProbeResult:
@@ -378,7 +390,7 @@ class HttpsProbe(_HttpProbeBase):
         super().__init__(target)
         check = target.check
         self.ssl = tls_context(check.tls_verify, check.ca_file, check.client_cert, check.client_key)
-        self.server_hostname = check.host or target.address
+        self.server_hostname = check.host or self.address
 
     async def probe(self) -> ProbeResult:
         loop = asyncio.get_running_loop()
@@ -386,9 +398,19 @@ class HttpsProbe(_HttpProbeBase):
         parser = self._parser()
         tls = TlsExchange(self.ssl, self.server_hostname, self.request, parser, self.max_bytes)
         transport: asyncio.Transport | None = None
+        sock: socket.socket | None = None
         try:
+            try:
+                sock = socket.socket(self.family, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                if self.place is not None:
+                    prepare_socket(sock, self.place, self.family)
+            except OSError as exc:  # never reached the network: the router's fault
+                latency = time.perf_counter() - start
+                return placement_failure(exc, latency) or local_error_result(exc, latency)
             async with asyncio.timeout(self.timeout):
-                transport, _ = await loop.create_connection(lambda: tls, self.address, self.port)
+                await loop.sock_connect(sock, (self.address, self.port))
+                transport, _ = await loop.create_connection(lambda: tls, sock=sock)
                 await tls.done
         except TimeoutError:
             return timeout_result(self.timeout, time.perf_counter() - start)
@@ -398,6 +420,9 @@ class HttpsProbe(_HttpProbeBase):
             if transport is not None:
                 set_reset_on_close(transport.get_extra_info("socket"))
                 transport.abort()
+            elif sock is not None:
+                set_reset_on_close(sock)
+                sock.close()
         return parser.result(time.perf_counter() - start)
 
 

@@ -19,6 +19,11 @@ task; others run as a task each. A probe that would start while
 ``max_in_flight`` probes are running waits for a free slot; its timeout
 counts from when it starts.
 
+A check with ``retry_interval`` probes a server that is up but failed its
+last probe after that delay instead of its interval, until the server goes
+down or passes again (keepalived's delay_before_retry); the grid then goes
+on from the last retry.
+
 A probe that fails for the router's own reason (a result of category
 "local": out of descriptors or memory, refused by a sandbox, or a timeout
 while the loop was stalled, see STALL_SHARE) is a local error: counted
@@ -34,13 +39,15 @@ import heapq
 import math
 import random
 import time
-from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections import defaultdict, deque
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, cast
 
 import structlog
 
+from pulsed.checks.agent import AgentProbe
+from pulsed.checks.agent import next_state as next_agent_state
 from pulsed.checks.base import (
     LOCAL_FAULTS,
     Probe,
@@ -49,6 +56,7 @@ from pulsed.checks.base import (
     local_error_result,
     local_fault,
     local_result,
+    same_probe,
     seconds_text,
 )
 from pulsed.checks.probes import make_probe
@@ -61,6 +69,7 @@ from pulsed.checks.state import (
     note_local_error,
     repeated,
     settled,
+    with_agent,
 )
 from pulsed.model import RealKey
 
@@ -119,6 +128,13 @@ class _Entry:
     target: Target
     probe: Probe
     health: RealHealth
+    # Other real servers (of other services) with the same probe: this one
+    # probe feeds them all, and they share its health record.
+    others: tuple[RealKey, ...] = ()
+    # The check's agent (pulsed.checks.agent), scheduled as an entry of its
+    # own; on that entry, ``agent_of`` is the entry whose record it feeds.
+    agent: _Entry | None = None
+    agent_of: _Entry | None = None
     # The probe runs on the ProbeEngine (has start()), else as a task. A flag,
     # not the bound method: at 10,000 servers those cost 0.6 MiB.
     on_engine: bool = False
@@ -221,25 +237,40 @@ class HealthMonitor:
     ) -> None:
         """Make the monitored set equal ``targets``.
 
-        Servers whose target (address, port and check) is unchanged keep their
-        health and schedule; new or changed ones start afresh (down, unless
-        their check says ``initial_state = "up"`` or their key is in
+        Servers whose probe (probed address, port and check) is unchanged keep
+        their health and schedule; new or changed ones start afresh (down,
+        unless their check says ``initial_state = "up"`` or their key is in
         ``assume_up``, e.g. because the kernel table already holds them with a
-        weight when the daemon restarts); removed ones stop.
+        weight when the daemon restarts); removed ones stop. Real servers of
+        several services with the same probe are probed once: the probe feeds
+        each of them, and a newcomer joins the record the others already have
+        (keepalived #2358; see shared()).
         """
         for key in list(self._entries):
             entry = self._entries[key]
             target = targets.get(key)
-            if target is not entry.target and target != entry.target:
-                self._stop_entry(entry)
+            if target is None or not same_probe(target, entry.target):
+                self._detach(key, entry)
         wall = time.time()
         # Health records are frozen, so new servers share these three.
         unchecked = initial_health(True, wall, reason="no check")
         starting = {up: initial_health(up, wall) for up in (False, True)}
         added: list[_Entry] = []
         intervals: dict[float, float] = {}  # one float object per distinct interval
+        probing: dict[tuple[str, int], list[_Entry]] | None = None  # built when needed
         for key, target in targets.items():
             if key in self._entries:
+                continue
+            if probing is None:
+                probing = defaultdict(list)
+                for entry in self._distinct():
+                    probing[entry.target.probe_address, entry.target.probe_port].append(entry)
+            where = (target.probe_address, target.probe_port)
+            same = next((e for e in probing[where] if same_probe(target, e.target)), None)
+            if same is not None:
+                same.others += (key,)
+                self._entries[key] = same
+                self._health[key] = self._fold(same)
                 continue
             check = target.check
             if check.type == "none":
@@ -250,9 +281,12 @@ class HealthMonitor:
             entry.on_engine = hasattr(entry.probe, "start")
             interval = float(check.interval) if check.type != "none" else 0.0
             entry.interval = intervals.setdefault(interval, interval)
+            if check.agent_port is not None:
+                entry.agent = self._agent_entry(entry, starting[False])
             self._entries[key] = entry
             self._health[key] = health
             added.append(entry)
+            probing[where].append(entry)
         self._retune(added)
         if self._loop is not None:
             for entry in added:
@@ -279,8 +313,9 @@ class HealthMonitor:
         (every entry when the tick changed, else only the ``added`` ones).
         Servers keep their grid when it changes: those not on the new tick
         start at the first tick after each due time."""
-        rate = sum(1.0 / e.interval for e in self._entries.values() if e.interval > 0)
-        timeouts = [e.target.check.timeout for e in self._entries.values() if e.interval > 0]
+        entries = list(self._distinct())
+        rate = sum(1.0 / e.interval for e in entries if e.interval > 0)
+        timeouts = [e.target.check.timeout for e in entries if e.interval > 0]
         shortest = float(min(timeouts)) if timeouts else _WATCH_PERIOD
         self._watch_period = max(0.001, min(_WATCH_PERIOD, shortest * STALL_SHARE / 2))
         if self._meter is not None:
@@ -290,9 +325,18 @@ class HealthMonitor:
         tick = tick if tick > _BATCH_WINDOW else 0.0
         if tick != self._tick:
             self._tick = tick
-            added = self._entries.values()
+            added = entries
         for entry in added:
             entry.aligned = tick > 0 and entry.interval >= _TICKS_PER_ALIGNED_INTERVAL * tick
+
+    def _agent_entry(self, main: _Entry, placeholder: RealHealth) -> _Entry:
+        """The entry that runs ``main``'s agent: its results go to main's record
+        (_record_agent); its own record is never read."""
+        agent = _Entry(main.key, main.target, AgentProbe(main.target), placeholder)
+        agent.on_engine = True
+        agent.interval = float(main.target.check.agent_interval)
+        agent.agent_of = main
+        return agent
 
     def _build_probe(self, key: RealKey, target: Target) -> Probe:
         """The probe for a target; one that cannot be built (an unreadable
@@ -315,7 +359,25 @@ class HealthMonitor:
         return dict(self._health)
 
     def targets(self) -> Mapping[RealKey, Target]:
+        """Each server's target (for servers sharing a probe, the one probed:
+        same_probe() holds between it and each server's own)."""
         return {key: entry.target for key, entry in self._entries.items()}
+
+    def shared(self) -> Mapping[RealKey, tuple[RealKey, ...]]:
+        """For each server whose probe feeds others too: every server that
+        probe feeds, itself included (one tuple per probe, shared by its
+        servers: a backend behind 1,000 services is 1,000 keys, not a million)."""
+        groups: dict[RealKey, tuple[RealKey, ...]] = {}
+        for entry in self._distinct():
+            if entry.others:
+                keys = (entry.key, *entry.others)
+                for key in keys:
+                    groups[key] = keys
+        return groups
+
+    def _distinct(self) -> Iterator[_Entry]:
+        """Every entry once (a shared one is in _entries under each of its keys)."""
+        return (entry for key, entry in self._entries.items() if entry.key == key)
 
     @property
     def in_flight(self) -> int:
@@ -332,12 +394,13 @@ class HealthMonitor:
         self._loop = asyncio.get_running_loop()
         self._meter = StallMeter(self._loop, self._busy, self._watch_period)
         self._engine = ProbeEngine(self._loop, self._meter)
-        for entry in self._entries.values():
+        for entry in self._distinct():
             self._schedule_first(entry)
 
     async def stop(self) -> None:
-        tasks = [e.task for e in self._entries.values() if e.task is not None]
-        for entry in self._entries.values():
+        entries = list(self._distinct())
+        tasks = [e.task for e in entries if e.task is not None]
+        for entry in entries:
             self._cancel(entry)
         self._queue.clear()
         self._due.clear()
@@ -361,9 +424,14 @@ class HealthMonitor:
 
     def _schedule_first(self, entry: _Entry) -> None:
         check = entry.target.check
-        if check.type == "none" or self._loop is None:
+        if self._loop is None:
             return
-        window = float(check.interval if check.jitter is None else check.jitter)
+        if entry.agent is not None:  # an agent runs beside any check, even "none"
+            self._schedule_first(entry.agent)
+        if entry.interval <= 0:
+            return  # type "none": never probed
+        jitter = check.jitter if entry.agent_of is None else None
+        window = entry.interval if jitter is None else float(jitter)
         entry.deadline = time.monotonic() + self._rng.uniform(0, window)
         if entry.aligned:
             entry.deadline = self._next_tick(entry.deadline)
@@ -372,6 +440,16 @@ class HealthMonitor:
     def _schedule_next(self, entry: _Entry, now: float) -> None:
         if self._loop is None or not entry.live:
             return
+        health = entry.health
+        if health.last_ok is False and health.up:
+            # Failing but not down yet: a server that stays dead goes down in
+            # fall x retry_interval, not fall x interval. (An up server's
+            # failure is never a settled repeat: its record is current here.)
+            retry = entry.target.check.retry_interval
+            if retry is not None:
+                entry.deadline = max(entry.deadline + float(retry), now)
+                self._push(entry, aligned=False)  # a retry waits for no tick
+                return
         interval = entry.interval
         entry.deadline += interval
         if entry.deadline < now:  # the loop was stalled: skip missed slots, keep the grid
@@ -383,10 +461,12 @@ class HealthMonitor:
         tick = self._tick
         return math.ceil(at / tick - _ON_TICK) * tick
 
-    def _push(self, entry: _Entry) -> None:
+    def _push(self, entry: _Entry, aligned: bool | None = None) -> None:
         entry.scheduled = True
         # The grid (entry.deadline) stays exact; only the start waits for a tick.
-        due = self._next_tick(entry.deadline) if entry.aligned else entry.deadline
+        if aligned is None:
+            aligned = entry.aligned
+        due = self._next_tick(entry.deadline) if aligned else entry.deadline
         bucket = self._due.get(due)
         if bucket is not None:
             bucket.append(entry)
@@ -512,7 +592,8 @@ class HealthMonitor:
             return result
         self._meter.settle(now)
         lost = self._meter.lost(started, now)
-        timeout = float(entry.target.check.timeout)
+        check = entry.target.check
+        timeout = float(check.timeout if entry.agent_of is None else check.agent_timeout)
         if lost < timeout * STALL_SHARE:
             return result
         detail = f"router stalled {seconds_text(lost)} of a {seconds_text(timeout)} timeout"
@@ -524,6 +605,9 @@ class HealthMonitor:
         if mono - self._wall_synced_at > 1.0:
             self._wall_offset = time.time() - mono
             self._wall_synced_at = mono
+        if entry.agent_of is not None:
+            self._record_agent(entry.agent_of, result, mono)
+            return
         if result.category == "local":
             self._record_local(entry, result, mono)
             return
@@ -540,8 +624,7 @@ class HealthMonitor:
         check = entry.target.check
         old = self._fold(entry)
         new = apply_result(old, result, check.rise, check.fall, mono + self._wall_offset, mono)
-        entry.health = new
-        self._health[entry.key] = new
+        self._publish(entry, new)
         if self._on_result is not None:
             self._call(self._on_result, entry, result)
         if old.up != new.up:
@@ -551,13 +634,31 @@ class HealthMonitor:
         if changed_for_table(old, new):
             self._call(self._on_change, entry, new)
 
+    def _record_agent(self, main: _Entry, result: ProbeResult, mono: float) -> None:
+        """What the agent said (or that it could not be reached) goes on the
+        main entry's record; the table hears of it when it changes what the
+        table reads (down, drain or maint, the weight)."""
+        old = self._fold(main)
+        agent = next_agent_state(old.agent, result, mono + self._wall_offset, mono)
+        new = with_agent(old, agent)
+        self._publish(main, new)
+        if old.agent != agent:
+            log.info(
+                "probe.agent",
+                state=agent.op,
+                admin=agent.admin,
+                weight_pct=agent.weight_pct,
+                reason=agent.reason,
+                **_labels(main.key),
+            )
+            self._call(self._on_change, main, new)
+
     def _record_local(self, entry: _Entry, result: ProbeResult, mono: float) -> None:
         """A probe the router could not run or judge: count it, show it, log it
         (rate-limited), and move nothing: no rise/fall step, no up/down, no
         weight, no table change."""
         wall = mono + self._wall_offset
-        entry.health = note_local_error(self._fold(entry), result, wall)
-        self._health[entry.key] = entry.health
+        self._publish(entry, note_local_error(self._fold(entry), result, wall))
         fault = result.fault if result.fault in self._local_totals else "socket"
         self._local_totals[fault] += 1
         self._local_last = (fault, result.reason, wall, entry.key)
@@ -580,24 +681,41 @@ class HealthMonitor:
         """The entry's health with its pending repeats folded in."""
         if entry.repeats:
             wall = entry.repeat_at + self._wall_offset
-            entry.health = repeated(entry.health, entry.repeats, entry.repeat_latency, wall)
-            entry.repeats = 0
-            self._health[entry.key] = entry.health
+            times, entry.repeats = entry.repeats, 0
+            self._publish(entry, repeated(entry.health, times, entry.repeat_latency, wall))
         return entry.health
 
-    def _call(self, callback: Callable, entry: _Entry, value: object) -> None:
-        try:
-            callback(entry.key, value)
-        except Exception:
-            log.exception("probe.callback_failed", **_labels(entry.key))
+    def _publish(self, entry: _Entry, health: RealHealth) -> None:
+        """``health`` is the entry's record now, for each server it feeds."""
+        entry.health = health
+        self._health[entry.key] = health
+        for key in entry.others:
+            self._health[key] = health
 
-    def _stop_entry(self, entry: _Entry) -> None:
-        entry.live = False
-        self._cancel(entry)
-        del self._entries[entry.key]
-        self._health.pop(entry.key, None)
+    def _call(self, callback: Callable, entry: _Entry, value: object) -> None:
+        """``callback(key, value)`` for each server the entry feeds."""
+        for key in (entry.key, *entry.others) if entry.others else (entry.key,):
+            try:
+                callback(key, value)
+            except Exception:
+                log.exception("probe.callback_failed", **_labels(key))
+
+    def _detach(self, key: RealKey, entry: _Entry) -> None:
+        """Stop feeding ``key``; stop the entry once it feeds nobody."""
+        del self._entries[key]
+        self._health.pop(key, None)
+        if key != entry.key:
+            entry.others = tuple(k for k in entry.others if k != key)
+        elif entry.others:
+            entry.key, entry.others = entry.others[0], entry.others[1:]
+        else:
+            entry.live = False
+            self._cancel(entry)
 
     def _cancel(self, entry: _Entry) -> None:
+        if entry.agent is not None:
+            entry.agent.live = entry.live  # a stopped entry's agent stops with it
+            self._cancel(entry.agent)
         entry.scheduled = False
         if entry.task is not None:
             entry.task.cancel()

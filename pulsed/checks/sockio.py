@@ -25,8 +25,10 @@ Contract: ``ProbeEngine.open()`` returns at once; ``done(token, result)`` is
 called exactly once, from the event loop and never from inside ``open()``,
 unless the exchange is cancelled first. Nothing here raises into the loop:
 any unexpected error becomes a failed result. An error creating or
-registering the socket never reached the network: it is a local error
-(pulsed.checks.base.local_error_result), not the server's failure.
+registering the socket, or placing it (a check's ``bind_address`` and
+``bind_interface``, pulsed.checks.placement), never reached the network: it
+is a local error (pulsed.checks.base.local_error_result), not the server's
+failure.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from pulsed.checks.base import (
     local_error_result,
     timeout_result,
 )
+from pulsed.checks.config import CheckConfig
+from pulsed.checks.placement import placement_failure, prepare_socket
 
 Done = Callable[[Any, ProbeResult], None]
 
@@ -176,7 +180,11 @@ class Exchange:
         socket, which never reaches the network, so it is the router's fault
         whatever its errno (a sandbox refuses socket() with EAFNOSUPPORT)."""
         latency = self._engine.clock() - self.started
-        self._finish(local_error_result(exc, latency) if setup else error_result(exc, latency))
+        if setup:
+            result = placement_failure(exc, latency) or local_error_result(exc, latency)
+        else:
+            result = error_result(exc, latency)
+        self._finish(result)
 
     def send_now(self) -> bool:
         """Right after connect: send if the connection is up already.
@@ -284,14 +292,21 @@ class ProbeEngine:
         reader: Reader | None,
         done: Done,
         token: object = None,
+        place: CheckConfig | None = None,
     ) -> Exchange:
-        """Start one exchange; ``done(token, result)`` follows from the loop."""
+        """Start one exchange; ``done(token, result)`` follows from the loop.
+
+        ``place``: a check whose ``bind_address``/``bind_interface`` the socket
+        takes before connecting (None: nothing to bind, see placement.needs_preparing).
+        """
         started = self.now if self._in_batch else _now()
         exchange = Exchange(self, timeout, request, reader, done, token, started)
         setup = True  # socket() and epoll registration never reach the network
         try:
             sock = exchange._sock = _RawSocket(family, _STREAM_NONBLOCK)
             exchange._fd = sock.fileno()
+            if place is not None:
+                prepare_socket(sock, place, family)
             setup = False
             err = sock.connect_ex((address, port))
             if err and err != errno.EINPROGRESS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from pulsed.checks.agent import AgentState
 from pulsed.checks.base import ProbeResult
 from pulsed.checks.hysteresis import Hysteresis, step
 
@@ -36,10 +37,18 @@ class RealHealth:
     local_errors: int = 0
     local_error: str | None = None
     local_error_at: float | None = None
+    # What the server's agent said last (pulsed.checks.agent); None: no agent,
+    # or it has not answered yet. ``up`` above is the main check's alone.
+    agent: AgentState | None = None
 
     @property
     def checked(self) -> bool:
         return self.last_ok is not None
+
+    @property
+    def serving(self) -> bool:
+        """Up by its check, and not said down by its agent."""
+        return self.up and (self.agent is None or self.agent.op != "down")
 
 
 def initial_health(up: bool, wall: float, reason: str = "not checked yet") -> RealHealth:
@@ -74,6 +83,7 @@ def apply_result(
         local_errors=health.local_errors,
         local_error=health.local_error,
         local_error_at=health.local_error_at,
+        agent=health.agent,
     )
 
 
@@ -129,9 +139,33 @@ def repeated(health: RealHealth, times: int, latency: float, wall: float) -> Rea
         local_errors=health.local_errors,
         local_error=health.local_error,
         local_error_at=health.local_error_at,
+        agent=health.agent,
     )
 
 
 def changed_for_table(old: RealHealth, new: RealHealth) -> bool:
-    """Whether the wanted table may differ: up/down or the reported weight changed."""
-    return old.up != new.up or (new.up and old.weight_pct != new.weight_pct)
+    """Whether the wanted table may differ: up/down, the reported weight, or
+    what the agent says (AgentState compares only what the table reads)."""
+    return (
+        old.up != new.up or (new.up and old.weight_pct != new.weight_pct) or old.agent != new.agent
+    )
+
+
+def with_agent(health: RealHealth, agent: AgentState) -> RealHealth:
+    return replace(health, agent=agent)
+
+
+def effective(health: RealHealth) -> RealHealth:
+    """The record the pool policy reads: the check's, with what the agent said
+    laid over it (down, and its weight percentage); drain and maint are
+    weights, applied with the configured one (pulsed.desired)."""
+    agent = health.agent
+    if agent is None:
+        return health
+    up, went_down_at = health.up, health.went_down_at
+    if agent.op == "down" and up:
+        up, went_down_at = False, agent.down_at
+    pct = agent.weight_pct if agent.weight_pct is not None else health.weight_pct
+    if up == health.up and pct == health.weight_pct:
+        return health
+    return replace(health, up=up, weight_pct=pct, went_down_at=went_down_at)

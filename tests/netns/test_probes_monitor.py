@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from pulsed.checks.base import Target
 from pulsed.checks.config import CheckConfig
 from pulsed.checks.monitor import HealthMonitor, RealKey
 from pulsed.checks.state import RealHealth
+from pulsed.config import parse_config
+from pulsed.daemon import health_targets
 from pulsed.durations import Duration
+from pulsed.keys import KeyIndex
 from pulsed.model import DestKey, ServiceKey
 from tests.support.silent_server import SilentServer
 
@@ -100,3 +104,96 @@ async def test_changed_check_replaces_the_probe_in_flight() -> None:
     finally:
         await monitor.stop()
         server.close()
+
+
+async def test_fast_retry_takes_a_dead_server_down_in_fall_probes_not_fall_intervals() -> None:
+    requests: list[bytes] = []
+
+    async def http_503(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(http_503, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    key: RealKey = (SVC, DestKey("127.0.0.1", port))
+    # At a 30 s interval three failures would take a minute: the test's
+    # timeout is 10 s, so the server can only go down through the retries.
+    check = CheckConfig(
+        type="http",
+        interval=Duration(30),
+        timeout=Duration(0.5),
+        retry_interval=Duration(0.5),
+        fall=3,
+        initial_state="up",
+        jitter=Duration(0),
+    )
+    changes: asyncio.Queue[RealHealth] = asyncio.Queue()
+    monitor = HealthMonitor(lambda k, h: changes.put_nowait(h))
+    monitor.update({key: Target("127.0.0.1", port, check)})
+    await monitor.start()
+    try:
+        async with asyncio.timeout(10):
+            down = await changes.get()
+        assert (down.up, down.reason, down.consecutive_fail) == (False, "status 503", 3)
+        assert len(requests) == 3  # one probe per step of fall, none in between
+        entry = monitor._entries[key]
+        assert entry.scheduled and entry.deadline - time.monotonic() > 25  # the interval again
+    finally:
+        await monitor.stop()
+        server.close()
+
+
+async def test_two_services_with_one_real_server_probe_it_once() -> None:
+    connections = [0]
+
+    async def counting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections[0] += 1
+        await http_ok(reader, writer)
+
+    server = await asyncio.start_server(counting, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    service = """
+[[service]]
+name = "{name}"
+vip = "192.0.2.{n}"
+port = 80
+[service.check]
+type = "http"
+interval = "50ms"
+timeout = "50ms"
+[[service.real]]
+address = "127.0.0.1:{port}"
+"""
+    text = service.format(name="web", n=1, port=port) + service.format(name="api", n=2, port=port)
+    index = KeyIndex(parse_config(text, "t.toml"))
+    targets = health_targets(index)
+    web, api = targets
+    seen: dict[RealKey, int] = {web: 0, api: 0}
+    at_tenth: list[int] = []
+    tenth = asyncio.Event()
+
+    def on_result(key: RealKey, result) -> None:
+        seen[key] += 1
+        if key == web and seen[web] == 10:
+            at_tenth.append(connections[0])
+            tenth.set()
+
+    monitor = HealthMonitor(lambda k, h: None, on_result=on_result)
+    monitor.update(targets)
+    await monitor.start()
+    try:
+        async with asyncio.timeout(10):
+            await tenth.wait()
+    finally:
+        await monitor.stop()
+        server.close()
+    # Ten probes fed both services: ten connections, not twenty.
+    assert at_tenth == [10]
+    assert seen[api] == 10
+    assert monitor.shared() == {web: (web, api), api: (web, api)}

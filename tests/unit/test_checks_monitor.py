@@ -431,3 +431,95 @@ def test_the_tick_shrinks_as_the_check_rate_grows() -> None:
     assert monitor.tick == 0.0  # 20,000 checks/s: every wake-up is full anyway
     monitor.update({key(1): target(1, CheckConfig(type="none"))})
     assert monitor.tick == 0.05  # nothing to probe
+
+
+async def _deadlines(results: list[ProbeResult], pushes: int) -> tuple[list[float], RealHealth]:
+    """The grid times of a server's first ``pushes`` schedulings (its first probe
+    and the ones after each result), its probes scripted by ``results``."""
+    script = Script()
+    script.results["10.0.0.1"].extend(results)
+    check = CheckConfig(
+        interval=Duration(30.0),
+        timeout=Duration(0.01),
+        retry_interval=Duration(0.02),
+        rise=1,
+        fall=3,
+        initial_state="up",
+        jitter=Duration(0),
+    )
+    monitor = HealthMonitor(lambda k, h: None, probe_factory=script.factory)
+    monitor.update({key(1): target(1, check)})
+    seen: list[float] = []
+    enough = asyncio.Event()
+    push = monitor._push
+
+    def recording_push(entry, aligned=None) -> None:
+        seen.append(entry.deadline)
+        if len(seen) == pushes:
+            enough.set()
+        push(entry, aligned)
+
+    monitor._push = recording_push
+    await monitor.start()
+    try:
+        async with asyncio.timeout(5):
+            await enough.wait()
+    finally:
+        await monitor.stop()
+    return seen, monitor.health()[key(1)]
+
+
+async def test_a_failing_server_is_retried_after_retry_interval_until_it_is_down() -> None:
+    # Three failures at a 30 s interval would take a minute; the retries take 40 ms.
+    seen, health = await _deadlines([FAIL, FAIL, FAIL], pushes=4)
+    steps = [round(b - a, 6) for a, b in itertools.pairwise(seen)]
+    assert steps == [0.02, 0.02, 30.0]  # down reached: back to the interval
+    assert (health.up, health.consecutive_fail) == (False, 3)
+
+
+async def test_a_pass_after_a_failure_returns_to_the_interval() -> None:
+    ok = ProbeResult(True, "status 200", 0.001)
+    seen, health = await _deadlines([FAIL, ok], pushes=3)
+    steps = [round(b - a, 6) for a, b in itertools.pairwise(seen)]
+    assert steps == [0.02, 30.0]
+    assert (health.up, health.consecutive_ok) == (True, 1)
+
+
+SVC2 = ServiceKey.for_address("tcp", "192.0.2.2", 80)
+
+
+async def test_servers_of_two_services_with_one_probe_are_probed_once(setup) -> None:
+    monitor, script, rec = setup
+    first, second = key(1), (SVC2, DestKey("10.0.0.1", 80))
+    monitor.update({first: target(1), second: target(1)})
+    await rec.wait_for(lambda: len(rec.changes) == 2)  # up after rise: for both at once
+    assert {k for k, _ in rec.changes} == {first, second}
+    calls = script.calls["10.0.0.1"]
+    assert [k for k, _ in rec.results].count(first) == calls  # one probe, two results
+    assert [k for k, _ in rec.results].count(second) == calls
+    health = monitor.health()
+    assert health[first] is health[second]
+    assert monitor.shared() == {first: (first, second), second: (first, second)}
+
+    # One leaves: the other keeps the probe and its record.
+    monitor.update({second: target(1)})
+    assert monitor.health()[second].up and monitor.shared() == {}
+    assert len(monitor._entries) == 1 and monitor._entries[second].live
+    # A newcomer with the same probe joins the record as it stands.
+    monitor.update({second: target(1), first: target(1)})
+    assert monitor.health()[first] is monitor.health()[second]
+    # A different check is a different probe.
+    other = CheckConfig(interval=Duration(0.01), timeout=Duration(0.01), rise=3, fall=2)
+    monitor.update({second: target(1), first: target(1, other)})
+    assert monitor.shared() == {} and not monitor.health()[first].up
+
+
+async def test_a_check_on_another_address_is_shared_by_its_probed_address(setup) -> None:
+    monitor, _, _ = setup
+    # Two real servers whose health shows on one address: one probe.
+    check = CheckConfig(
+        address="10.0.0.9", port=8080, interval=Duration(0.01), timeout=Duration(0.01)
+    )
+    a, b = key(1), (SVC2, DestKey("10.0.0.2", 81))
+    monitor.update({a: Target("10.0.0.1", 80, check), b: Target("10.0.0.2", 81, check)})
+    assert monitor.shared() == {a: (a, b), b: (a, b)}

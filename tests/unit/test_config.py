@@ -102,8 +102,8 @@ port = 80
 """
     found = problems(text)
     assert found == [
-        "test.toml: bogus: unknown section or key (expected one of: api, bgp, daemon, hooks,"
-        " service, vrrp, vrrp_script, vrrp_sync_group)",
+        "test.toml: bogus: unknown section or key (expected one of: api, bgp, checks, daemon,"
+        " hooks, service, vrrp, vrrp_script, vrrp_sync_group)",
         "test.toml: daemon.resync_interval = \"10x\": invalid duration '10x': use a number and a"
         " unit (us ms s m h d), e.g. '250ms', '2s', '1m'",
         'test.toml: service[0].forwarding = "magic": expected one of: nat, dr, tunnel',

@@ -89,3 +89,23 @@ def test_every_vrrp_instance_and_a_version_mismatch_are_shown(tmp_path):
     assert doc["vrrp"][1]["reason"] == warning and doc["vrrp"][1]["version_mismatches"] == 3
     assert doc["ha"]["name"] == "VI_1"  # the first instance, as a lone [vrrp] showed it
     assert doc["sync_groups"][0]["state"] == "master"
+
+
+def test_a_shared_probe_shows_the_servers_it_also_feeds(tmp_path):
+    from dataclasses import replace
+
+    import msgspec
+
+    from pulsed.status_view import status_chunks
+
+    daemon = stand_in(tmp_path, services=12, reals=1)
+    keys = tuple(daemon.monitor.health())
+    snap = replace(daemon.snapshot(), shared_probes=dict.fromkeys(keys, keys))
+    doc = msgspec.json.decode(b"".join(status_chunks(snap)))
+    one, two = (svc["reals"][0] for svc in doc["services"][:2])
+    assert one["probe_shared_count"] == two["probe_shared_count"] == 11
+    assert len(one["probe_shared_with"]) == 4  # the first few: 11 x 11 would not scale
+    assert one["probe_shared_with"][0] == "tcp:192.0.2.2:8000/10.0.0.2:80"
+    assert two["probe_shared_with"][0] == "tcp:192.0.2.1:8000/10.0.0.1:80"
+    alone = build_status(stand_in(tmp_path, services=1, reals=1))["services"][0]["reals"][0]
+    assert (alone["probe_shared_with"], alone["probe_shared_count"]) == ([], 0)
