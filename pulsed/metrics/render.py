@@ -182,7 +182,7 @@ class _RealSnapshot:
         else:
             states = [health.get(key) for key in keys]
         self.monitored = [h is not None for h in states]
-        self.up = [1 if h is not None and h.up else 0 for h in states]
+        self.up = [1 if h is not None and h.serving else 0 for h in states]
         # The recorder's columns, row i being index line i (see _index_for).
         # Held here: a layout for a new config during the scrape makes new ones.
         self.counts = recorder.counts
@@ -235,7 +235,8 @@ class _RealSnapshot:
         yield head(
             "pulsed_real_up",
             "gauge",
-            "1 if the real server passes its health check (after rise/fall), else 0.",
+            "1 if the real server passes its health check (after rise/fall) and its agent,"
+            " if any, does not say it is down, else 0.",
         )
         yield from _per_server(_UP, names, servers, self.up)
         yield head(

@@ -245,3 +245,16 @@ def test_vrrp_series_are_labelled_by_instance(tmp_path):
         ]
         == 1
     )
+
+
+def test_a_server_its_agent_says_down_is_not_up(tmp_path):
+    from dataclasses import replace as with_fields
+
+    from pulsed.checks.agent import AgentState
+
+    daemon = stand_in(tmp_path, services=1, reals=2)
+    health = daemon.monitor._health
+    key = next(k for k, h in health.items() if h.up)
+    health[key] = with_fields(health[key], agent=AgentState(op="down"))
+    got = samples(render(daemon))
+    assert got[("pulsed_real_up", labels("svc0", "10.0.0.1:80"))] == 0
