@@ -91,7 +91,10 @@ def scrape_config(
         parts.append(
             f'[[service]]\nname = "s{i}"\nvip = "{address}"\nport = {vport}\n'
             f'[service.check]\ntype = "{kind}"\ninterval = "10s"\ntimeout = "1s"\nrise = 1\n'
-            + MIXED_CHECKS.get(kind, "")
+            # A fall of its own per service: every service's check differs, so each of
+            # the services x ports real servers has a probe of its own, as with distinct
+            # servers (identical checks of one server are probed once).
+            f"fall = {1 + i % 1000}\n" + MIXED_CHECKS.get(kind, "")
         )
         for p in ports:
             parts.append(f'[[service.real]]\naddress = "127.0.0.1:{p}"\n')
