@@ -206,8 +206,18 @@ class FrrAnnouncer:
                     " (systemctl start frr, with bgpd=yes in /etc/frr/daemons)"
                 )
             raise VtyshError(f"bgp: vtysh '{command}' failed: {first[:200]}")
+        # vtysh may say something of its own before the JSON (stderr shares the pipe),
+        # e.g. "% Can't open configuration file /etc/frr/vtysh.conf due to 'Permission
+        # denied'." when pulsed is not in the frr group: the JSON starts at a line of
+        # its own.
+        lines = text.splitlines(keepends=True)
+        start = next((i for i, line in enumerate(lines) if line[:1] in ("{", "[")), None)
         try:
-            return json.loads(text) if text.strip() else {}
+            if start is None:
+                if text.strip():
+                    raise ValueError("no JSON")
+                return {}
+            return json.loads("".join(lines[start:]))
         except ValueError:
             first = text.strip().splitlines()[0][:200]
             raise VtyshError(f"bgp: vtysh '{command}' gave no JSON: {first}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -248,6 +249,12 @@ def test_bgp_drop_in_announces_through_frr_and_a_crash_withdraws(machine):
     assert machine.run("systemd-analyze", "verify", UNIT, check=False).stderr == ""
     exposure = machine.run("systemd-analyze", "security", UNIT, check=False).stdout
     print("\nwith the BGP drop-in:", exposure.strip().splitlines()[-1])
+    # A host has /dev/net/tun as a static node; this container gets it by hand (the
+    # VM's minimal init loads no module on its own).
+    subprocess.run(["modprobe", "tun"], check=False, capture_output=True)
+    machine.run(
+        "sh", "-c", "[ -c /dev/net/tun ] || { mkdir -p /dev/net; mknod /dev/net/tun c 10 200; }"
+    )
     machine.run("sh", "-c", "cat > /etc/pulsed/pulsed.toml", input=BGP_CONFIG)
     machine.run("systemctl", "start", UNIT)
     try:

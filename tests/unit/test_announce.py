@@ -248,3 +248,22 @@ async def test_a_vtysh_that_does_not_answer_is_a_timeout_not_a_spawn_failure(tmp
         await announcer.vtysh("show bgp summary json")
     assert "did not answer 'show bgp summary json' within 0.2s" in str(caught.value)
     assert "None" not in str(caught.value)
+
+
+async def test_vtysh_warnings_before_the_json_are_skipped_and_garbage_is_one_line(tmp_path):
+    """vtysh without read access to vtysh.conf warns (on the same pipe), then answers."""
+    from pulsed.announce.config import BgpConfig
+    from pulsed.announce.frr import FrrAnnouncer, VtyshError
+
+    vtysh = tmp_path / "vtysh"
+    vtysh.write_text(
+        "#!/bin/sh\necho \"% Can't open configuration file /etc/frr/vtysh.conf due to"
+        " 'Permission denied'.\" >&2\nprintf '{\\n  \"ipv4Unicast\": {}\\n}\\n'\n"
+    )
+    vtysh.chmod(0o755)
+    announcer = FrrAnnouncer(BgpConfig(vips=["192.0.2.1"], vtysh=str(vtysh)))
+    assert await announcer.vtysh("show bgp summary json") == {"ipv4Unicast": {}}
+    vtysh.write_text("#!/bin/sh\necho 'not json at all'\necho '{ broken'\n")
+    with pytest.raises(VtyshError) as caught:
+        await announcer.vtysh("show bgp summary json")
+    assert str(caught.value) == "bgp: vtysh 'show bgp summary json' gave no JSON: not json at all"
