@@ -122,12 +122,16 @@ class Lab:
     def build(self) -> None:
         up = self.upstream
         sh("ip", "netns", "add", up)
+        # Link-local addresses at once (no duplicate address detection): a BGP session
+        # that comes up before them would carry IPv6 VIPs without a usable next hop.
+        self._no_dad(up)
         sh("ip", "-n", up, "link", "set", "lo", "up")
         sh("ip", "netns", "exec", up, "sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1")
         sh("ip", "netns", "exec", up, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         neighbors = []
         for i, ns in enumerate(self.directors, 1):
             sh("ip", "netns", "add", ns)
+            self._no_dad(ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "link", "add", f"{PREFIX}u{i}", "netns", up, "type", "veth",
                "peer", "name", "eth0", "netns", ns)  # fmt: skip
@@ -153,6 +157,11 @@ class Lab:
         )
         for frr in self.frr.values():
             frr.start()
+
+    @staticmethod
+    def _no_dad(ns: str) -> None:
+        for key in ("net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"):
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", key)
 
     def teardown(self) -> None:
         for frr in self.frr.values():
