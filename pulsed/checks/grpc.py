@@ -88,6 +88,10 @@ _CLIENT_SETTINGS = SettingsFrame(0, {SettingsFrame.ENABLE_PUSH: 0}).serialize()
 _MAX_FRAME = 16384
 _WINDOW = 65535
 _SETTINGS_ACK = SettingsFrame(0, flags=("ACK",)).serialize()
+# Bytes: larger frames, and connections' header blocks, are parsed every time.
+_CACHED_FRAME = 512
+_CACHED_BLOCKS = 1024
+_PING = PingFrame.type
 _PING_ACK = PingFrame(0, b"\0" * 8, flags=("ACK",)).serialize()[:_FRAME_HEADER]
 
 
@@ -223,9 +227,9 @@ class _HealthCheck:
     __slots__ = (
         "_block",
         "_block_ends",
+        "_blocks",
         "_body",
         "_buffer",
-        "_decoder",
         "_fields",
         "_probe",
         "_read",
@@ -242,7 +246,7 @@ class _HealthCheck:
         self._talk: Conversation | None = None
         self._buffer = b""  # what arrived and is not yet a whole frame
         self._read = 0
-        self._decoder: hpack.Decoder | None = None
+        self._blocks: tuple[bytes, ...] = ()  # the header blocks so far
         self._block: bytes | None = None  # a header block awaiting CONTINUATION
         self._block_ends = False  # ... whose HEADERS frame ended the stream
         self._responded = False  # the (final) response headers arrived
@@ -284,15 +288,18 @@ class _HealthCheck:
         replies: list[bytes] = []
         pos, size = 0, len(buffer)
         try:
-            view = memoryview(buffer)
             while size - pos >= _FRAME_HEADER:
-                frame, length = Frame.parse_frame_header(view[pos : pos + _FRAME_HEADER])
+                length = buffer[pos] << 16 | buffer[pos + 1] << 8 | buffer[pos + 2]
                 if length > _MAX_FRAME:
                     raise _Violation(f"a frame of {length} bytes, more than {_MAX_FRAME}")
                 end = pos + _FRAME_HEADER + length
                 if end > size:
                     break
-                frame.parse_body(view[pos + _FRAME_HEADER : end])
+                raw = buffer[pos:end]
+                if length <= _CACHED_FRAME and buffer[pos + 3] != _PING:
+                    frame = _parse_frame(raw)
+                else:
+                    frame = _parse(raw)  # a PING's payload differs every time
                 pos = end
                 self._take(frame, replies)
                 if self.finished:
@@ -352,9 +359,11 @@ class _HealthCheck:
         block, ends = self._block, self._block_ends
         assert block is not None
         self._block = None
-        if self._decoder is None:
-            self._decoder = hpack.Decoder()
-        fields = list(self._decoder.decode(block, raw=True))  # raw: pairs of bytes
+        blocks = self._blocks = (*self._blocks, block)
+        if sum(map(len, blocks)) <= _CACHED_BLOCKS:
+            fields = _decode(blocks)
+        else:
+            fields = _decode_blocks(blocks)
         if not self._responded:
             status = next((value for name, value in fields if name == b":status"), None)
             if status is None:
@@ -426,6 +435,35 @@ class _HealthCheck:
 def _first_line(exc: BaseException) -> str:
     return (str(exc).split("\n")[0] or type(exc).__name__)[:80]
 
+
+def _parse(raw: bytes) -> Frame:
+    """One whole frame, parsed and checked (lengths, flags, padding, stream 0 or not)."""
+    view = memoryview(raw)
+    frame, _ = Frame.parse_frame_header(view[:_FRAME_HEADER])
+    frame.parse_body(view[_FRAME_HEADER:])
+    return frame
+
+
+# A server answers every probe with the same frames (but a PING's payload),
+# and the same bytes parse to the same frame: small frames are parsed once,
+# and the frame object shared (it is only read).
+_parse_frame = functools.lru_cache(maxsize=256)(_parse)
+
+
+def _decode_blocks(blocks: tuple[bytes, ...]) -> tuple[tuple[bytes, bytes], ...]:
+    """The fields of the last of a connection's header blocks (raw: bytes).
+
+    HPACK's state is per connection: one Decoder, fed the connection's
+    blocks in order, from the first."""
+    decoder = hpack.Decoder()
+    for block in blocks[:-1]:
+        decoder.decode(block, raw=True)
+    return tuple(decoder.decode(blocks[-1], raw=True))
+
+
+# A server's header blocks are the same on every fresh connection too (no
+# date in gRPC responses), so the decoding of a sequence is kept.
+_decode = functools.lru_cache(maxsize=256)(_decode_blocks)
 
 _ON_OUR_STREAM = (DataFrame, HeadersFrame, ContinuationFrame, RstStreamFrame)
 
