@@ -20,7 +20,10 @@ built once per target (``opening``) with hpack and hyperframe and sent at
 once. The server's side is read with the same two libraries (h2's own
 parts, well kept, pure Python): hyperframe parses and checks each frame
 (lengths, flags, padding, stream 0 or not), hpack decodes the header
-blocks (one Decoder per connection: HPACK state is per connection). What
+blocks (a Decoder fed one connection's blocks in order: HPACK state is per
+connection). A server answers every probe with the same bytes (but a PING's
+payload), so small frames and a connection's sequence of header blocks are
+parsed once and the result kept (``_parse_frame``, ``_decode``). What
 is left here is the small part of RFC 9113 a one-stream client needs:
 SETTINGS and PING acknowledged, CONTINUATION joined, GOAWAY, RST_STREAM,
 trailers-only responses, flow control of what arrives (no WINDOW_UPDATE is
