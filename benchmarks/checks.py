@@ -41,7 +41,7 @@ import structlog
 
 import pulsed
 from pulsed.checks.base import ProbeResult, Target, error_result, timeout_result
-from pulsed.checks.config import CheckConfig
+from pulsed.checks.config import MAX_RUN, CheckConfig
 from pulsed.checks.monitor import DEFAULT_MAX_TICK, HealthMonitor
 from pulsed.durations import Duration
 from pulsed.model import DestKey, ServiceKey
@@ -189,13 +189,17 @@ TYPE_KEYS: dict[str, dict] = {
 }
 
 
-def bench_check(args: argparse.Namespace) -> CheckConfig:
+def bench_check(args: argparse.Namespace, i: int = 0) -> CheckConfig:
+    """The check of the i-th server. Its rise and fall differ from every other
+    server's (and change nothing here: every probe passes), so that each server
+    has a probe of its own: the same listening sockets serve them all, and
+    identical checks of one address and port are probed once for all."""
     fields = {
         "type": args.type,
         "interval": Duration(args.interval),
         "timeout": Duration(args.timeout),
-        "rise": 2,
-        "fall": 3,
+        "rise": 1 + i // MAX_RUN % MAX_RUN,
+        "fall": 1 + i % MAX_RUN,
         **TYPE_KEYS.get(args.type, {}),
     }
     return msgspec.convert(fields, CheckConfig, from_attributes=True)
@@ -280,14 +284,13 @@ async def run(args: argparse.Namespace) -> dict:
 
 async def measure(args: argparse.Namespace, ports: list[int]) -> dict:
     servers = int(args.rate * args.interval)
-    check = bench_check(args)
     service = ServiceKey.for_address("tcp", "192.0.2.1", 80)
     targets = {}
     for i in range(servers):
         port = ports[i % len(ports)]
         # Distinct keys; the same few listening sockets serve them all.
         targets[(service, DestKey(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", port))] = Target(
-            "127.0.0.1", port, check
+            "127.0.0.1", port, bench_check(args, i)
         )
     results: collections.Counter[str] = collections.Counter()
     latencies: list[float] = []

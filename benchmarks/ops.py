@@ -68,7 +68,7 @@ def reload_config(state: Path, port: int, services: int, weight: int) -> str:
 
 
 # With --mixed, the first services use one of these check types each, so the daemon
-# has imported the libraries of every probe type (dnspython, h2) when RSS is read.
+# has imported the libraries of every probe type (dnspython, hpack, hyperframe) when RSS is read.
 # Their servers do not speak these protocols: such services may stay down.
 MIXED_CHECKS = {
     "udp": 'payload = "ping"\n',

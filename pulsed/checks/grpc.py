@@ -3,14 +3,32 @@
 SERVING is up; NOT_SERVING, SERVICE_UNKNOWN, UNKNOWN, or a grpc-status
 other than 0 (OK) is down with the status in the reason.
 
-Why h2 and not grpcio: grpcio (the C-core client) adds 17-20 MiB resident
-to the daemon when imported (measured: VmRSS after ``import grpc`` and the
-health stubs, against the same interpreter without), a third of the
-daemon's 64 MiB budget at 10,000 real servers, and brings its own threads
-and event engine beside asyncio. h2 (python-hyper, pure Python, well kept:
-the HTTP/2 state machine behind hypercorn and httpx) costs about 0.5 MiB in
-the daemon and runs on the probe engine like every other probe, one
-connection per probe, no task. The two protobuf messages involved have one
+Why not grpcio: grpcio (the C-core client) adds 17-20 MiB resident to the
+daemon when imported (measured: VmRSS after ``import grpc`` and the health
+stubs, against the same interpreter without), a third of the daemon's
+64 MiB budget at 10,000 real servers, and brings its own threads and event
+engine beside asyncio. The probe runs on the probe engine like every other
+probe instead, one connection per probe, no task.
+
+Why not h2 either (the HTTP/2 state machine of python-hyper, which this
+probe first used): building an ``H2Connection`` and running its event
+machinery for every probe cost 6x the CPU of an http check. The client's
+side of one health check on a fresh connection never varies: the preface,
+SETTINGS, one HEADERS block (HPACK starts empty on a new connection, so
+its encoding is fixed) and one DATA frame, END_STREAM. Those bytes are
+built once per target (``opening``) with hpack and hyperframe and sent at
+once. The server's side is read with the same two libraries (h2's own
+parts, well kept, pure Python): hyperframe parses and checks each frame
+(lengths, flags, padding, stream 0 or not), hpack decodes the header
+blocks (a Decoder fed one connection's blocks in order: HPACK state is per
+connection). A server answers every probe with the same bytes (but a PING's
+payload), so small frames and a connection's sequence of header blocks are
+parsed once and the result kept (``_parse_frame``, ``_decode``). What
+is left here is the small part of RFC 9113 a one-stream client needs:
+SETTINGS and PING acknowledged, CONTINUATION joined, GOAWAY, RST_STREAM,
+trailers-only responses, flow control of what arrives (no WINDOW_UPDATE is
+ever needed within ``max_bytes``), and a "protocol" verdict for anything
+else a server should not send. The two protobuf messages involved have one
 field each (a string and an enum): they are encoded and decoded here
 (``encode_request``, ``decode_status``) rather than importing protobuf.
 """
@@ -21,10 +39,20 @@ import functools
 import ssl
 import struct
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
+import hpack
+from hyperframe.exceptions import HyperframeError
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    PushPromiseFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
 from pulsed.checks.base import ProbeResult, Target
 from pulsed.checks.convo import Conversation, ConversationProbe, Dialogue
@@ -54,8 +82,20 @@ GRPC_CODES = (
     "UNAUTHENTICATED",
 )
 _FRAME_HEADER = 9
-_SETTINGS = 4
-_CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None)
+_SETTINGS = SettingsFrame.type
+_STREAM = 1  # the one stream a probe opens
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# Ours: no server push; the rest stay at the protocol's defaults, which bound
+# what the server may send: frames of 16 KiB, a 64 KiB flow-control window.
+_CLIENT_SETTINGS = SettingsFrame(0, {SettingsFrame.ENABLE_PUSH: 0}).serialize()
+_MAX_FRAME = 16384
+_WINDOW = 65535
+_SETTINGS_ACK = SettingsFrame(0, flags=("ACK",)).serialize()
+# Bytes: larger frames, and connections' header blocks, are parsed every time.
+_CACHED_FRAME = 512
+_CACHED_BLOCKS = 1024
+_PING = PingFrame.type
+_PING_ACK = PingFrame(0, b"\0" * 8, flags=("ACK",)).serialize()[:_FRAME_HEADER]
 
 
 def encode_request(service: str) -> bytes:
@@ -137,14 +177,37 @@ def grpc_tls_context(
     return ctx
 
 
+@functools.lru_cache(maxsize=1024)
+def opening(authority: bytes, service: str, tls: bool) -> bytes:
+    """Everything a client sends for one health check on a fresh connection."""
+    block = hpack.Encoder().encode(
+        [
+            (b":method", b"POST"),
+            (b":scheme", b"https" if tls else b"http"),
+            (b":path", PATH),
+            (b":authority", authority),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"user-agent", b"pulsed-check"),
+        ]
+    )
+    # A block longer than one frame (a very long host) goes on in CONTINUATION.
+    pieces = [block[i : i + _MAX_FRAME] for i in range(0, len(block), _MAX_FRAME)]
+    frames = [_PREFACE, _CLIENT_SETTINGS]
+    for i, piece in enumerate(pieces):
+        flags = ("END_HEADERS",) if i == len(pieces) - 1 else ()
+        frame = HeadersFrame if i == 0 else ContinuationFrame
+        frames.append(frame(_STREAM, piece, flags=flags).serialize())
+    frames.append(DataFrame(_STREAM, encode_request(service), flags=("END_STREAM",)).serialize())
+    return b"".join(frames)
+
+
 class GrpcProbe(ConversationProbe):
-    __slots__ = ("headers", "max_bytes", "request", "server_hostname", "service", "ssl")
+    __slots__ = ("max_bytes", "opening", "server_hostname", "ssl")
 
     def __init__(self, target: Target) -> None:
         super().__init__(target)
         check = target.check
-        self.service = check.grpc_service
-        self.request = encode_request(check.grpc_service)
         self.max_bytes = check.max_bytes
         self.ssl = (
             grpc_tls_context(check.tls_verify, check.ca_file, check.client_cert, check.client_key)
@@ -153,43 +216,45 @@ class GrpcProbe(ConversationProbe):
         )
         self.server_hostname = check.host or self.address
         host = check.host or (f"[{self.address}]" if ":" in self.address else self.address)
-        self.headers = [
-            (b":method", b"POST"),
-            (b":scheme", b"https" if check.tls else b"http"),
-            (b":path", PATH),
-            (b":authority", f"{host}:{self.port}".encode()),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-            (b"user-agent", b"pulsed-check"),
-        ]
+        self.opening = opening(f"{host}:{self.port}".encode(), check.grpc_service, check.tls)
 
     def dialogue(self) -> Dialogue:
         return _HealthCheck(self)
 
 
+class _Violation(Exception):
+    """Something the server sent that HTTP/2 or gRPC does not allow."""
+
+
 class _HealthCheck:
     __slots__ = (
+        "_block",
+        "_block_ends",
+        "_blocks",
         "_body",
-        "_conn",
+        "_buffer",
         "_fields",
-        "_head",
         "_probe",
         "_read",
-        "_stream",
+        "_responded",
         "_talk",
         "_verdict",
+        "_window",
         "finished",
         "stage",
     )
 
     def __init__(self, probe: GrpcProbe) -> None:
         self._probe = probe
-        self._conn: h2.connection.H2Connection | None = None
         self._talk: Conversation | None = None
-        self._stream = 1
-        self._body = b""
+        self._buffer = b""  # what arrived and is not yet a whole frame
         self._read = 0
-        self._head = b""
+        self._blocks: tuple[bytes, ...] = ()  # the header blocks so far
+        self._block: bytes | None = None  # a header block awaiting CONTINUATION
+        self._block_ends = False  # ... whose HEADERS frame ended the stream
+        self._responded = False  # the (final) response headers arrived
+        self._window = _WINDOW
+        self._body = b""
         self._fields: dict[bytes, bytes] = {}  # response headers and trailers
         self._verdict: ProbeResult | None = None
         self.finished = False
@@ -200,62 +265,132 @@ class _HealthCheck:
         if self._probe.ssl is not None:
             talk.start_tls(self._probe.ssl, self._probe.server_hostname)
         else:
-            self._ask()
+            talk.send(self._probe.opening)
 
     def secured(self) -> None:
         self.stage = "the response"
-        self._ask()
-
-    def _ask(self) -> None:
-        probe = self._probe
-        conn = self._conn = h2.connection.H2Connection(config=_CONFIG)
-        conn.initiate_connection()
-        self._stream = conn.get_next_available_stream_id()
-        conn.send_headers(self._stream, probe.headers)
-        conn.send_data(self._stream, probe.request, end_stream=True)
         assert self._talk is not None
-        self._talk.send(conn.data_to_send())
+        self._talk.send(self._probe.opening)
 
     def feed(self, data: bytes) -> bool:
-        conn = self._conn
-        if conn is None:  # bytes before our first words: nothing a server should send
+        talk = self._talk
+        if talk is None:  # bytes before our first words: nothing a server should send
             return self._fail("server spoke first", "protocol")
         if self._read < _FRAME_HEADER:
-            # h2 waits for a whole frame, whatever length the header claims: an
-            # HTTP/1 reply read as a frame header asks for 4.7 MB. A server's
-            # first frame is SETTINGS (RFC 9113, 3.4): judge it by its header.
-            self._head += data[: _FRAME_HEADER - self._read]
-            if len(self._head) >= 5 and self._head.startswith(b"HTTP/"):
+            # A server's first frame is SETTINGS (RFC 9113, 3.4): judge it by
+            # its header, before its length (4.7 MB for "HTTP/1") is believed.
+            head = (self._buffer + data)[:_FRAME_HEADER]
+            if len(head) >= 5 and head.startswith(b"HTTP/"):
                 return self._fail("bad HTTP/2: an HTTP/1 response", "protocol")
-            if len(self._head) >= 4 and self._head[3] != _SETTINGS:
+            if len(head) >= 4 and head[3] != _SETTINGS:
                 return self._fail("bad HTTP/2: the first frame is not SETTINGS", "protocol")
         self._read += len(data)
         if self._read > self._probe.max_bytes:
             return self._fail(f"more than {self._probe.max_bytes} bytes", "protocol")
+        buffer = self._buffer + data if self._buffer else data
+        replies: list[bytes] = []
+        pos, size = 0, len(buffer)
         try:
-            events = conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+            while size - pos >= _FRAME_HEADER:
+                length = buffer[pos] << 16 | buffer[pos + 1] << 8 | buffer[pos + 2]
+                if length > _MAX_FRAME:
+                    raise _Violation(f"a frame of {length} bytes, more than {_MAX_FRAME}")
+                end = pos + _FRAME_HEADER + length
+                if end > size:
+                    break
+                raw = buffer[pos:end]
+                if length <= _CACHED_FRAME and buffer[pos + 3] != _PING:
+                    frame = _parse_frame(raw)
+                else:
+                    frame = _parse(raw)  # a PING's payload differs every time
+                pos = end
+                self._take(frame, replies)
+                if self.finished:
+                    return True
+        except _Violation as exc:
+            return self._fail(f"bad HTTP/2: {exc}", "protocol")
+        except HyperframeError as exc:
             return self._fail(f"bad HTTP/2: {_first_line(exc)}", "protocol")
-        for event in events:
-            if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
-                self._fields.update(event.headers)
-            elif isinstance(event, h2.events.DataReceived):
-                self._body += event.data or b""
-            elif isinstance(event, h2.events.StreamEnded):
-                self._judge()
-            elif isinstance(event, h2.events.StreamReset):
-                self._fail(f"stream reset (HTTP/2 error {int(event.error_code or 0)})", "reset")
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self._fail(
-                    f"connection closed by GOAWAY (HTTP/2 error {int(event.error_code or 0)})",
-                    "closed",
-                )
-            if self.finished:
-                return True
-        pending = conn.data_to_send()
-        if pending and self._talk is not None:
-            self._talk.send(pending)  # SETTINGS and PING acknowledgements
+        except hpack.HPACKError as exc:
+            return self._fail(f"bad HTTP/2 header block: {_first_line(exc)}", "protocol")
+        self._buffer = buffer[pos:]
+        if replies:
+            talk.send(b"".join(replies))  # SETTINGS and PING acknowledgements
         return False
+
+    def _take(self, frame: Frame, replies: list[bytes]) -> None:
+        """One whole frame from the server."""
+        if self._block is not None and not isinstance(frame, ContinuationFrame):
+            raise _Violation(f"{_name(frame)} inside a header block")
+        if isinstance(frame, _ON_OUR_STREAM) and frame.stream_id != _STREAM:
+            raise _Violation(f"{_name(frame)} on stream {frame.stream_id}, never opened")
+        if isinstance(frame, DataFrame):
+            self._data(frame)
+        elif isinstance(frame, HeadersFrame):
+            self._block, self._block_ends = frame.data, "END_STREAM" in frame.flags
+            if "END_HEADERS" in frame.flags:
+                self._headers()
+        elif isinstance(frame, ContinuationFrame):
+            if self._block is None:
+                raise _Violation("CONTINUATION outside a header block")
+            self._block += frame.data
+            if "END_HEADERS" in frame.flags:
+                self._headers()
+        elif isinstance(frame, SettingsFrame):
+            if "ACK" not in frame.flags:
+                _check_settings(frame.settings)
+                replies.append(_SETTINGS_ACK)
+        elif isinstance(frame, PingFrame):
+            if "ACK" not in frame.flags:
+                replies.append(_PING_ACK + frame.opaque_data)
+        elif isinstance(frame, RstStreamFrame):
+            self._fail(f"stream reset (HTTP/2 error {frame.error_code})", "reset")
+        elif isinstance(frame, GoAwayFrame):
+            # A graceful GOAWAY that covers our stream still answers it.
+            if frame.error_code or frame.last_stream_id < _STREAM:
+                self._fail(
+                    f"connection closed by GOAWAY (HTTP/2 error {frame.error_code})", "closed"
+                )
+        elif isinstance(frame, PushPromiseFrame):
+            raise _Violation("PUSH_PROMISE with push disabled")
+        elif isinstance(frame, WindowUpdateFrame) and frame.stream_id > _STREAM:
+            raise _Violation(f"WINDOW_UPDATE on stream {frame.stream_id}, never opened")
+        # WINDOW_UPDATE (nothing more to send), PRIORITY, ALTSVC and unknown
+        # extension frames need no answer.
+
+    def _headers(self) -> None:
+        block, ends = self._block, self._block_ends
+        assert block is not None
+        self._block = None
+        blocks = self._blocks = (*self._blocks, block)
+        if sum(map(len, blocks)) <= _CACHED_BLOCKS:
+            fields = _decode(blocks)
+        else:
+            fields = _decode_blocks(blocks)
+        if not self._responded:
+            status = next((value for name, value in fields if name == b":status"), None)
+            if status is None:
+                raise _Violation("response headers without :status")
+            if status[:1] == b"1":  # informational (100 Continue): the response follows
+                if ends:
+                    raise _Violation("an informational response ends the stream")
+                return
+            self._responded = True
+        elif not ends:
+            raise _Violation("trailers without END_STREAM")
+        self._fields.update(fields)
+        if ends:
+            self._judge()
+
+    def _data(self, frame: DataFrame) -> None:
+        if not self._responded:
+            raise _Violation("DATA before the response headers")
+        self._window -= frame.flow_controlled_length
+        if self._window < 0:
+            raise _Violation("DATA beyond the flow-control window")
+        self._body += frame.data
+        if "END_STREAM" in frame.flags:
+            self._judge()
 
     def _judge(self) -> None:
         fields = self._fields
@@ -302,3 +437,52 @@ class _HealthCheck:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).split("\n")[0] or type(exc).__name__)[:80]
+
+
+def _parse(raw: bytes) -> Frame:
+    """One whole frame, parsed and checked (lengths, flags, padding, stream 0 or not)."""
+    view = memoryview(raw)
+    frame, _ = Frame.parse_frame_header(view[:_FRAME_HEADER])
+    frame.parse_body(view[_FRAME_HEADER:])
+    return frame
+
+
+# A server answers every probe with the same frames (but a PING's payload),
+# and the same bytes parse to the same frame: small frames are parsed once,
+# and the frame object shared (it is only read).
+_parse_frame = functools.lru_cache(maxsize=256)(_parse)
+
+
+def _decode_blocks(blocks: tuple[bytes, ...]) -> tuple[tuple[bytes, bytes], ...]:
+    """The fields of the last of a connection's header blocks (raw: bytes).
+
+    HPACK's state is per connection: one Decoder, fed the connection's
+    blocks in order, from the first."""
+    decoder = hpack.Decoder()
+    for block in blocks[:-1]:
+        decoder.decode(block, raw=True)
+    return tuple(decoder.decode(blocks[-1], raw=True))
+
+
+# A server's header blocks are the same on every fresh connection too (no
+# date in gRPC responses), so the decoding of a sequence is kept.
+_decode = functools.lru_cache(maxsize=256)(_decode_blocks)
+
+_ON_OUR_STREAM = (DataFrame, HeadersFrame, ContinuationFrame, RstStreamFrame)
+
+
+def _check_settings(settings: dict[int, int]) -> None:
+    """The values RFC 9113 (6.5.2) bounds; a server sending others is broken."""
+    push = settings.get(SettingsFrame.ENABLE_PUSH)
+    if push is not None and push > 1:
+        raise _Violation(f"SETTINGS_ENABLE_PUSH {push}")
+    window = settings.get(SettingsFrame.INITIAL_WINDOW_SIZE)
+    if window is not None and window > 0x7FFFFFFF:
+        raise _Violation(f"SETTINGS_INITIAL_WINDOW_SIZE {window}")
+    frame = settings.get(SettingsFrame.MAX_FRAME_SIZE)
+    if frame is not None and not _MAX_FRAME <= frame <= 0xFFFFFF:
+        raise _Violation(f"SETTINGS_MAX_FRAME_SIZE {frame}")
+
+
+def _name(frame: Frame) -> str:
+    return type(frame).__name__.removesuffix("Frame").upper()
