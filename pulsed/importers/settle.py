@@ -119,6 +119,8 @@ def _drop(root: Table, parts: list[Any], reason: str, report: Report, fallback: 
         return True
     rest = parts[i:]
     if not rest:  # the path names a whole table
+        if chain[-1][1] is None and len(chain) > 1:  # a plain table such as [checks]
+            return _drop_key(chain[-2][0], name, reason, report, fallback)
         return _drop_element(chain, reason, report, fallback)
     key = rest[0]
     if not isinstance(key, str):
