@@ -11,7 +11,7 @@ VM_OUT     := .cache/vm-out
 MODE       ?= nat
 # The lab needs the first line (the VM fallback, namespaces); the tests need all of them.
 LAB_PKGS   := qemu-system-x86 busybox-static kmod ipvsadm iproute2 procps
-TEST_PKGS  := $(LAB_PKGS) keepalived frr prometheus wrk chromium tcpdump nftables arping systemd
+TEST_PKGS  := $(LAB_PKGS) keepalived ldirectord frr prometheus wrk chromium tcpdump nftables arping systemd
 # The package, the image and the systemd tier (make deb, image, systemd). Where they
 # cannot be installed, make test goes on and those tests skip, saying why.
 PKG_PKGS   := debhelper lintian python3-venv ca-certificates man-db \

@@ -56,3 +56,13 @@ def test_import_never_crashes(kind: str) -> None:
         if crash is not None:
             crashes.append((type(crash).__name__, str(crash)[:200], data[:300]))
     assert not crashes, crashes[:3]
+
+
+def test_a_nul_character_in_a_file_name_is_one_line_not_a_traceback() -> None:
+    """Found by the import fuzz: os.stat and os.open raise ValueError on a NUL."""
+    from pulsed.config import ConfigError, parse_config
+
+    text = 'service = []\n[[vrrp_script]]\nname = "a"\ncommand = ["/bin/tr\\u0000ue"]\n'
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "x.toml")
+    assert "NUL" in str(err.value)
