@@ -389,7 +389,11 @@ def _with_includes(raw: dict[str, Any], filename: str, origins: _Origins) -> dic
     patterns = raw.pop("include")
     if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
         raise ConfigError(
-            [ConfigIssue(filename, "include", patterns, 'expected a list of globs: ["conf.d/*.toml"]')]
+            [
+                ConfigIssue(
+                    filename, "include", patterns, 'expected a list of globs: ["conf.d/*.toml"]'
+                )
+            ]
         )
     base = os.path.dirname(filename)
     files: list[str] = []
@@ -464,9 +468,7 @@ def _read_fragment(name: str, issues: list[ConfigIssue]) -> dict[str, Any] | Non
         issues.append(ConfigIssue(name, "", _MISSING, f"invalid TOML: {str(exc)[:100]}"))
     else:
         if _depth(part) > MAX_DEPTH:
-            issues.append(
-                ConfigIssue(name, "", _MISSING, f"nested deeper than {MAX_DEPTH} levels")
-            )
+            issues.append(ConfigIssue(name, "", _MISSING, f"nested deeper than {MAX_DEPTH} levels"))
             return None
         return part
     return None

@@ -76,7 +76,9 @@ def read_file(
     if not text:
         raise FileProblem(what, "", "no file named")
     if "\0" in text:  # os.open would raise ValueError, not OSError
-        raise FileProblem(what, text.replace("\0", "\\0"), "a file name cannot hold a NUL character")
+        raise FileProblem(
+            what, text.replace("\0", "\\0"), "a file name cannot hold a NUL character"
+        )
     try:
         fd = os.open(text, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:

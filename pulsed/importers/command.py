@@ -8,6 +8,7 @@ stderr as ``file:line: reason``, noted in the TOML, which is still written);
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -63,8 +64,6 @@ def _write(path: str, text: str) -> None:
             out.write(text)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise

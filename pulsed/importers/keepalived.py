@@ -35,8 +35,8 @@ from pulsed.importers.emit import Table
 from pulsed.importers.keepalived_lexer import Node
 from pulsed.importers.report import Report, Where
 
-SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "sh", "mh", "dh", "fo", "ovf", "lblcr", "sed")
-SCHEDULERS += ("nq", "twos")
+SCHEDULERS: tuple[str, ...] = ("rr", "wrr", "lc", "wlc", "lblc", "sh", "mh", "dh", "fo", "ovf")
+SCHEDULERS += ("lblcr", "sed", "nq", "twos")
 FORWARDING = {"NAT": "nat", "DR": "dr", "TUN": "tunnel"}
 SCHED_FLAGS = ("sh-port", "sh-fallback", "mh-port", "mh-fallback", "flag-1", "flag-2", "flag-3")
 MAX_RANGE = 256  # addresses one virtual_server_group range may expand to
@@ -88,7 +88,7 @@ WHY_NOT = {
     " burst; garp_refresh repeats it",
     "net_namespace": "run pulsed itself in the namespace (ip netns exec)",
     "misc_dynamic": "pulsed reads a weight percentage from the command's output"
-    " (\"75%\"), not exit codes 2-255",
+    ' ("75%"), not exit codes 2-255',
     "user": "pulsed runs commands as itself",
     "bind_port": "pulsed probes from an ephemeral port",
     "fast_recovery": "pulsed opens a new connection for every probe already",
@@ -118,7 +118,9 @@ class _Timing:
     def over(self, base: _Timing) -> _Timing:
         return _Timing(
             **{
-                name: getattr(self, name) if getattr(self, name) is not None else getattr(base, name)
+                name: getattr(self, name)
+                if getattr(self, name) is not None
+                else getattr(base, name)
                 for name in self.__dataclass_fields__
             }
         )
@@ -136,7 +138,7 @@ class _Service:
     """What a virtual_server block says, before it is stamped out for each address."""
 
     node: Node
-    values: dict[str, tuple[Any, Where]] = field(default_factory=dict)
+    values: dict[str, tuple[Any, Where | None]] = field(default_factory=dict)
     reals: list[_Real] = field(default_factory=list)
     inhibit: bool = False
 
@@ -175,9 +177,13 @@ class Keepalived:
             }.get(node.keyword)
             if handler is not None:
                 handler(node)
-            elif node.keyword not in ("virtual_server_group", "vrrp_track_file", "global_defs"):
-                if node.keyword != "SSL":
-                    self.skip(node)
+            elif node.keyword not in (
+                "virtual_server_group",
+                "vrrp_track_file",
+                "global_defs",
+                "SSL",
+            ):
+                self.skip(node)
         if self.sync_daemon is not None:
             self.lvs_sync_daemon(self.sync_daemon)
         if "service" not in self.root.values:
@@ -258,12 +264,12 @@ class Keepalived:
         vrrp.set("version", version, vwhere)
         vrrp.set("priority", 100)  # keepalived's default, written out
         vrrp.set("garp_interval", "0s")  # keepalived sends its gratuitous ARPs back to back
-        for key, (child, arg) in self.garp.items():
-            self.garp_value(vrrp, key, child, arg)
+        for key, (child, text) in self.garp.items():
+            self.garp_value(vrrp, key, child, text)
         auth: tuple[str, Where] | None = None
         for child in node.children or []:
             key, args = child.keyword, child.args
-            arg = args[0] if args else None
+            arg: str | None = args[0] if args else None
             if key == "state":
                 if arg in ("MASTER", "BACKUP"):
                     vrrp.set("initial_state", arg.lower(), child.where)
@@ -402,10 +408,14 @@ class Keepalived:
             self.report.untranslated(node.where, "auth_type AH: pulsed has no IPsec AH")
             return None
         if kind != "PASS" or password is None:
-            self.report.untranslated(node.where, "authentication: needs auth_type PASS and auth_pass")
+            self.report.untranslated(
+                node.where, "authentication: needs auth_type PASS and auth_pass"
+            )
             return None
         if len(password) > 8:  # keepalived truncates it to the 8 bytes an advert holds
-            self.report.warn(where, "auth_pass: longer than 8 characters; keepalived uses the first 8")
+            self.report.warn(
+                where, "auth_pass: longer than 8 characters; keepalived uses the first 8"
+            )
             password = password[:8]
         return password, where
 
@@ -543,13 +553,17 @@ class Keepalived:
             self.report.untranslated(node.where, "virtual_server without an address")
             return []
         if args[0] == "fwmark":
-            mark = number(args[1] if len(args) > 1 else None, node.where, self.report, "fwmark", 1, 2**32 - 1)
+            mark = number(
+                args[1] if len(args) > 1 else None, node.where, self.report, "fwmark", 1, 2**32 - 1
+            )
             return [] if mark is None else [(f"fwmark-{mark}", {"fwmark": int(mark)})]
         if args[0] == "group":
             name = args[1] if len(args) > 1 else ""
             group = self.groups.get(name)
             if group is None:
-                self.report.untranslated(node.where, f"virtual_server group {name!r}: no such group")
+                self.report.untranslated(
+                    node.where, f"virtual_server group {name!r}: no such group"
+                )
                 return []
             out = []
             for entry in group.children or []:
@@ -573,11 +587,20 @@ class Keepalived:
             )
             return []
         label = f"{group}/" if group else ""
-        return [(f"{label}{host_port(ip, int(port))}".replace("/", "-"), {"vip": ip, "port": int(port)})]
+        return [
+            (f"{label}{host_port(ip, int(port))}".replace("/", "-"), {"vip": ip, "port": int(port)})
+        ]
 
     def group_entry(self, entry: Node, group: str) -> list[tuple[str, dict[str, Any]]]:
         if entry.keyword == "fwmark":
-            mark = number(entry.args[0] if entry.args else None, entry.where, self.report, "fwmark", 1, 2**32 - 1)
+            mark = number(
+                entry.args[0] if entry.args else None,
+                entry.where,
+                self.report,
+                "fwmark",
+                1,
+                2**32 - 1,
+            )
             return [] if mark is None else [(f"{group}-fwmark-{mark}", {"fwmark": int(mark)})]
         port = entry.args[0] if entry.args else None
         first, dash, last = entry.keyword.rpartition("-")
@@ -588,13 +611,20 @@ class Keepalived:
             self.report.untranslated(entry.where, f"{entry.keyword}: not an address range")
             return []
         base = ipaddress.ip_address(start)
-        low = int(str(base).split("." if base.version == 4 else ":")[-1] or "0", 10 if base.version == 4 else 16)
+        low = int(
+            str(base).split("." if base.version == 4 else ":")[-1] or "0",
+            10 if base.version == 4 else 16,
+        )
         try:
             high = int(last, 10 if base.version == 4 else 16)
         except ValueError:
             self.report.untranslated(entry.where, f"{entry.keyword}: not an address range")
             return []
-        if not low <= high or high - low >= MAX_RANGE or high > (255 if base.version == 4 else 0xFFFF):
+        if (
+            not low <= high
+            or high - low >= MAX_RANGE
+            or high > (255 if base.version == 4 else 0xFFFF)
+        ):
             self.report.untranslated(entry.where, f"{entry.keyword}: range not understood")
             return []
         out = []
@@ -619,12 +649,20 @@ class Keepalived:
                     self.report.warn(
                         child.where,
                         f"{key} {arg}: keepalived does not know it and keeps wlc"
-                        + (f"; probably meant {arg.lower()}" if arg and arg.lower() in SCHEDULERS else ""),
+                        + (
+                            f"; probably meant {arg.lower()}"
+                            if arg and arg.lower() in SCHEDULERS
+                            else ""
+                        ),
                     )
             elif key in ("lb_kind", "lvs_method"):
                 self.forwarding(values, "forwarding", child)
             elif key == "persistence_timeout":
-                value = 360 if arg is None else number(arg, child.where, self.report, key, 1, 31 * 86400)
+                value = (
+                    360
+                    if arg is None
+                    else number(arg, child.where, self.report, key, 1, 31 * 86400)
+                )
                 if value is not None:
                     values["persistence"] = (seconds(value), child.where)
             elif key == "persistence_granularity" and arg:
@@ -649,8 +687,13 @@ class Keepalived:
                 if ip is None:
                     self.report.untranslated(child.where, f"sorry_server {arg}: not an address")
                 else:
-                    port_value = number(port, child.where, self.report, "port", 1, 65535) if port else None
-                    values["sorry_server"] = (host_port(ip, None if port_value is None else int(port_value)), child.where)
+                    port_value = (
+                        number(port, child.where, self.report, "port", 1, 65535) if port else None
+                    )
+                    values["sorry_server"] = (
+                        host_port(ip, None if port_value is None else int(port_value)),
+                        child.where,
+                    )
             elif key == "sorry_server_lvs_method":
                 self.forwarding(values, "sorry_forwarding", child)
             elif key == "inhibit_on_failure":
@@ -672,7 +715,9 @@ class Keepalived:
         if arg in FORWARDING:
             values[key] = (FORWARDING[arg], child.where)
             if len(child.args) > 1:
-                self.report.untranslated(child.where, f"{' '.join(child.args[1:])}: tunnel options not translated")
+                self.report.untranslated(
+                    child.where, f"{' '.join(child.args[1:])}: tunnel options not translated"
+                )
         else:
             meant = f"; probably meant {arg.upper()}" if arg.upper() in FORWARDING else ""
             self.report.warn(
@@ -841,13 +886,18 @@ class Keepalived:
                     self.skip(child)
             for extra in hosts[1:]:
                 self.report.untranslated(
-                    extra.where, "host: pulsed probes one address per real server; the first is kept"
+                    extra.where,
+                    "host: pulsed probes one address per real server; the first is kept",
                 )
-        sni = check.pop("sni", None)
+        check.pop("sni", None)
         self.check_timing(check, timing.over(outer), node.keyword)
         if kind == "https":
             check["tls_verify"] = (False, None)  # keepalived checks no certificate
-            for key, name in (("ca", "ca_file"), ("certificate", "client_cert"), ("key", "client_key")):
+            for key, name in (
+                ("ca", "ca_file"),
+                ("certificate", "client_cert"),
+                ("key", "client_key"),
+            ):
                 if key in self.ssl:
                     check[name] = self.ssl[key]
         real.check = check
@@ -908,7 +958,10 @@ class Keepalived:
         if timing.warmup is not None:
             check["jitter"] = (seconds(timing.warmup[0]), timing.warmup[1])
         alpha = timing.alpha[0] if timing.alpha else False
-        check["initial_state"] = ("down" if alpha else "up", timing.alpha[1] if timing.alpha else None)
+        check["initial_state"] = (
+            "down" if alpha else "up",
+            timing.alpha[1] if timing.alpha else None,
+        )
         if timing.virtualhost is not None and "host" not in check:
             check["host"] = timing.virtualhost
 
@@ -987,7 +1040,13 @@ class Keepalived:
         real_tables: list[Table] = []
         for real in reals:
             own = {k: v for k, v in real.check.items() if k not in common}
-            copy = Table(real.table.where, real.table.origin, dict(real.table.values), dict(real.table.sources), list(real.table.notes))
+            copy = Table(
+                real.table.where,
+                real.table.origin,
+                dict(real.table.values),
+                dict(real.table.sources),
+                list(real.table.notes),
+            )
             if own:
                 rcheck = copy.table("check")
                 for key, (value, where) in own.items():

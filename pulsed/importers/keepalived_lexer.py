@@ -203,7 +203,7 @@ def build_tree(tokens: list[_Token | None], report: Report, top: Where) -> list[
         else:
             words.append(token)
     flush()
-    for _, owner in stack[1:]:
-        if owner is not None:
-            report.warn(owner.where, f"{owner.keyword}: block not closed before the end")
+    for _, unclosed in stack[1:]:
+        if unclosed is not None:
+            report.warn(unclosed.where, f"{unclosed.keyword}: block not closed before the end")
     return root

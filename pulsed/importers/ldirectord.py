@@ -11,6 +11,7 @@ negotiate, the service taken from the port (80 http, 443 https, 25 smtp,
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -139,9 +140,10 @@ class Ldirectord:
 
     def global_line(self, line: Line, settings: _Settings) -> None:
         key, value = line.key, _unquote(line.value)
-        if key in ("checktimeout", "negotiatetimeout", "checkinterval", "failurecount"):
-            settings.values[key] = (value, line.where)
-        elif key in ("quiescent", "fallback"):
+        if key in ("checktimeout", "negotiatetimeout", "checkinterval", "failurecount") or key in (
+            "quiescent",
+            "fallback",
+        ):
             settings.values[key] = (value, line.where)
         elif key == "maintenancedir":
             self.root.table("checks").set("maintenance_dir", value, line.where)
@@ -171,7 +173,11 @@ class Ldirectord:
         else:
             host, _, port_text = value.rpartition(":")
             ip = address(host.strip("[]"))
-            port_value = number(port_text, head.where, self.report, "port", 1, 65535) if port_text.isdigit() else None
+            port_value = (
+                number(port_text, head.where, self.report, "port", 1, 65535)
+                if port_text.isdigit()
+                else None
+            )
             if ip is None or port_value is None:
                 self.report.untranslated(
                     head.where,
@@ -273,15 +279,22 @@ class Ldirectord:
             weight = int(value) if value is not None else 1
         if rest:
             self.report.untranslated(
-                line.where, f"{' '.join(rest)[:60]}: per-real request, receive and thresholds"
-                " are not translated"
+                line.where,
+                f"{' '.join(rest)[:60]}: per-real request, receive and thresholds"
+                " are not translated",
             )
-        host, sep, port_text = target.rpartition(":") if not target.endswith("]") else (target, "", "")
+        host, sep, port_text = (
+            target.rpartition(":") if not target.endswith("]") else (target, "", "")
+        )
         if not sep:
             host, port_text = target, ""
         real_port = port
         if port_text:
-            value = number(port_text, line.where, self.report, "port", 1, 65535) if port_text.isdigit() else None
+            value = (
+                number(port_text, line.where, self.report, "port", 1, 65535)
+                if port_text.isdigit()
+                else None
+            )
             if value is None:
                 self.report.untranslated(line.where, f"{target}: give the port as a number")
                 return []
@@ -296,16 +309,16 @@ class Ldirectord:
         hosts = [start]
         if arrow:
             end = address(last.strip("[]"))
-            import ipaddress
-
-            if end is None or ipaddress.ip_address(end) < ipaddress.ip_address(start):
+            first_ip = ipaddress.ip_address(start)
+            last_ip = ipaddress.ip_address(end) if end is not None else None
+            if last_ip is None or last_ip.version != first_ip.version or last_ip < first_ip:  # type: ignore[operator]
                 self.report.untranslated(line.where, f"{target}: not an address range")
                 return []
-            count = int(ipaddress.ip_address(end)) - int(ipaddress.ip_address(start)) + 1
+            count = int(last_ip) - int(first_ip) + 1
             if count > MAX_RANGE:
                 self.report.untranslated(line.where, f"{target}: more than {MAX_RANGE} addresses")
                 return []
-            hosts = [str(ipaddress.ip_address(start) + n) for n in range(count)]
+            hosts = [str(first_ip + n) for n in range(count)]
         out = []
         for ip in hosts:
             real = Table(line.where, f"{line.key}={line.value}")
@@ -385,7 +398,9 @@ class Ldirectord:
         if checktype in ("external", "external-perl"):
             command = settings.get("checkcommand")
             if command is None:
-                self.report.untranslated(ctwhere or Where(self.path), "external check without checkcommand")
+                self.report.untranslated(
+                    ctwhere or Where(self.path), "external check without checkcommand"
+                )
                 return
             words = argv(command[0], command[1], self.report, "checkcommand")
             if words is not None:
@@ -399,13 +414,19 @@ class Ldirectord:
             return
         self.negotiate(check, settings, service, swhere or ctwhere)
 
-    def negotiate(self, check: Table, settings: _Settings, service: str, where: Where | None) -> None:
+    def negotiate(
+        self, check: Table, settings: _Settings, service: str, where: Where | None
+    ) -> None:
         request = settings.get("request")
         receive = settings.get("receive")
         if service in ("http", "https"):
             check.set("type", service, where)
             path = request[0] if request else "/"
-            check.set("path", path if path.startswith("/") else "/" + path, request[1] if request else None)
+            check.set(
+                "path",
+                path if path.startswith("/") else "/" + path,
+                request[1] if request else None,
+            )
             check.set("expect_status", ["200-299"])
             if receive and receive[0]:
                 check.set("body_regex", receive[0], receive[1])

@@ -86,8 +86,10 @@ def parse(path: str, text: str, report: Report) -> Block:
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1]
         stack[-1].values[key] = (value, where)
-    for block in stack[1:]:
-        report.warn(block.where, f"{block.kind} {block.name}: block not closed before the end")
+    for unclosed in stack[1:]:
+        report.warn(
+            unclosed.where, f"{unclosed.kind} {unclosed.name}: block not closed before the end"
+        )
     return top
 
 
@@ -103,15 +105,27 @@ class Piranha:
         network, nwhere = values.get("network", ("nat", None))
         forwarding = FORWARDING.get(network)
         if forwarding is None:
-            self.report.untranslated(nwhere or top.where, f"network = {network}: not nat, direct or tunnel")
+            self.report.untranslated(
+                nwhere or top.where, f"network = {network}: not nat, direct or tunnel"
+            )
             forwarding = "nat"
         keepalive = self.num(values, "keepalive", 6)
         vrrp = self.pair(top, keepalive)
-        for key, (value, where) in values.items():
-            if key in ("network", "keepalive", "primary", "backup", "deadtime", "nat_router", "nat_nmask"):
+        for key, (_value, where) in values.items():
+            if key in (
+                "network",
+                "keepalive",
+                "primary",
+                "backup",
+                "deadtime",
+                "nat_router",
+                "nat_nmask",
+            ):
                 continue
             if key in ("primary_private", "backup_private"):
-                self.report.untranslated(where, f"{key}: pulsed's VRRP speaks on one interface per instance")
+                self.report.untranslated(
+                    where, f"{key}: pulsed's VRRP speaks on one interface per instance"
+                )
                 continue
             self.skip(key, where)
         for block in top.children:
@@ -149,7 +163,11 @@ class Piranha:
             "pulse's heartbeat as VRRP, from the primary's side: on the backup router"
             " set priority = 100 and unicast_peers to the primary's address"
         )
-        vrrp.set("advert_interval", seconds(max(1.0, min(keepalive, 40.0))), values.get("keepalive", ("", None))[1])
+        vrrp.set(
+            "advert_interval",
+            seconds(max(1.0, min(keepalive, 40.0))),
+            values.get("keepalive", ("", None))[1],
+        )
         if primary is not None and address(primary[0]) is not None:
             vrrp.set("unicast_source", address(primary[0]), primary[1])
         if backup is not None and address(backup[0]) is not None:
@@ -190,7 +208,10 @@ class Piranha:
         values = block.values
         active = values.get("active", ("1", None))
         if active[0] == "0":
-            self.report.warn(active[1] or block.where, f"virtual {block.name}: active = 0, left out as pulse does")
+            self.report.warn(
+                active[1] or block.where,
+                f"virtual {block.name}: active = 0, left out as pulse does",
+            )
             return
         table = Table(block.where, f"virtual {block.name}")
         addr = values.get("address")
@@ -218,28 +239,28 @@ class Piranha:
             self.vip(vrrp, addr, values.get("vip_nmask"))
         table.set("forwarding", forwarding)
         table.set("scheduler", "wlc")
-        for key, (value, where) in values.items():
+        for key, (text, where) in values.items():
             if key in ("address", "port", "fwmark", "active", "vip_nmask", "send", "expect"):
                 continue
             if key in ("timeout", "reentry", "use_regex", "send_program"):
                 continue
             if key == "scheduler":
-                table.set("scheduler", value, where)
+                table.set("scheduler", text, where)
             elif key == "protocol":
-                if value in ("tcp", "udp"):
-                    table.set("protocol", value, where)
+                if text in ("tcp", "udp"):
+                    table.set("protocol", text, where)
                 else:
-                    self.report.untranslated(where, f"protocol = {value}: not tcp or udp")
+                    self.report.untranslated(where, f"protocol = {text}: not tcp or udp")
             elif key == "persistent":
-                seconds_ = number(value, where, self.report, key, 0, 31 * 86400)
+                seconds_ = number(text, where, self.report, key, 0, 31 * 86400)
                 if seconds_:
                     table.set("persistence", seconds(seconds_), where)
             elif key == "pmask":
-                prefix = prefix_of_mask(value)
+                prefix = prefix_of_mask(text)
                 if prefix is not None:
                     table.set("persistence_netmask", prefix, where)
             elif key == "sorry_server":
-                sorry = address(value.split()[0]) if value.split() else None
+                sorry = address(text.split()[0]) if text.split() else None
                 if sorry is not None:
                     table.set("sorry_server", host_port(sorry, table.get("port")), where)
                     table.set("sorry_forwarding", forwarding)
@@ -264,14 +285,20 @@ class Piranha:
         reentry = self.num(values, "reentry", 180)
         check.set("interval", seconds(interval))
         check.set("timeout", seconds(min(interval, 10.0)))
-        check.set("fall", max(1, math.ceil(timeout / interval)), values.get("timeout", ("", None))[1])
-        check.set("rise", max(1, math.ceil(reentry / interval)), values.get("reentry", ("", None))[1])
+        check.set(
+            "fall", max(1, math.ceil(timeout / interval)), values.get("timeout", ("", None))[1]
+        )
+        check.set(
+            "rise", max(1, math.ceil(reentry / interval)), values.get("reentry", ("", None))[1]
+        )
         check.set("initial_state", "down")
         send = values.get("send")
         expect = values.get("expect")
         program = values.get("send_program")
         if program is not None:
-            words = argv(program[0].replace("%h", "{address}"), program[1], self.report, "send_program")
+            words = argv(
+                program[0].replace("%h", "{address}"), program[1], self.report, "send_program"
+            )
             if words is not None:
                 check.set("type", "exec", program[1])
                 check.set("command", words, program[1])
@@ -301,7 +328,9 @@ class Piranha:
         values = block.values
         active = values.get("active", ("1", None))
         if active[0] == "0":
-            self.report.warn(active[1] or block.where, f"server {block.name}: active = 0, left out as pulse does")
+            self.report.warn(
+                active[1] or block.where, f"server {block.name}: active = 0, left out as pulse does"
+            )
             return None
         addr = values.get("address")
         ip = address(addr[0].split()[0]) if addr and addr[0].split() else None

@@ -41,7 +41,7 @@ def import_config(kind: str, path: str, config_id: str | None = None) -> Importe
     header = [
         f"pulsed configuration imported from {kind} {path}",
         "by `pulsed import`: each table says where it came from; what could not be",
-        "translated is noted where it was (\"left out\") and was listed on stderr.",
+        'translated is noted where it was ("left out") and was listed on stderr.',
         "Check it with: pulsed check-config FILE",
     ]
     text = settle(root, report, header, Where(path))

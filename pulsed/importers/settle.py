@@ -104,7 +104,12 @@ def _drop(root: Table, parts: list[Any], reason: str, report: Report, fallback: 
             return True
         value = node.values.get(part)
         nxt = parts[i + 1] if i + 1 < len(parts) else None
-        if is_tables(value) and isinstance(nxt, int) and nxt < len(value):
+        if (
+            isinstance(value, list)
+            and is_tables(value)
+            and isinstance(nxt, int)
+            and nxt < len(value)
+        ):
             chain.append((value[nxt], value, nxt, part))
             node = value[nxt]
             i += 2
@@ -141,7 +146,9 @@ def _drop(root: Table, parts: list[Any], reason: str, report: Report, fallback: 
     if name == "check" and key == "command":
         # An exec check without a usable command: the check falls back to pulsed's default.
         table.drop("type")
-        return _drop_key(table, key, reason + " (the check falls back to a TCP connect)", report, fallback)
+        return _drop_key(
+            table, key, reason + " (the check falls back to a TCP connect)", report, fallback
+        )
     if len(rest) > 1 and isinstance(rest[1], int) and isinstance(value, list) and key not in _WHOLE:
         index = rest[1]
         if index < len(value):

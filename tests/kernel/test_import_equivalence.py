@@ -120,7 +120,20 @@ class Lab:
         self.down()
         sh("ip", "netns", "add", LB)
         sh("ip", "netns", "add", RS)
-        sh("ip", "link", "add", "pimp-a", "netns", LB, "type", "veth", "peer", "pimp-b", "netns", RS)
+        sh(
+            "ip",
+            "link",
+            "add",
+            "pimp-a",
+            "netns",
+            LB,
+            "type",
+            "veth",
+            "peer",
+            "pimp-b",
+            "netns",
+            RS,
+        )
         in_lb("ip", "addr", "add", "10.255.0.1/30", "dev", "pimp-a")
         in_lb("ip", "link", "set", "pimp-a", "up")
         in_lb("ip", "link", "set", "lo", "up")
@@ -181,9 +194,15 @@ def to_table(value: dict) -> Table:
     for key, item in value.items():
         if isinstance(item, dict) and key in ("daemon", "api", "check", "checks", "hooks"):
             out.values[key] = to_table(item)
-        elif isinstance(item, list) and item and all(isinstance(i, dict) for i in item) and key in (
-            "service",
-            "real",
+        elif (
+            isinstance(item, list)
+            and item
+            and all(isinstance(i, dict) for i in item)
+            and key
+            in (
+                "service",
+                "real",
+            )
         ):
             out.values[key] = [to_table(i) for i in item]
         else:
@@ -244,8 +263,25 @@ def test_keepalived_sample_and_its_import_program_the_same_table(
     lab.up(addresses, ports)
     in_lb("ipvsadm", "-C")
     keepalived = subprocess.Popen(
-        ["ip", "netns", "exec", LB, "keepalived", "--check", "-n", "-l", "-D", "-f", str(conf),
-         "-p", str(tmp_path / "k.pid"), "-c", str(tmp_path / "c.pid"), "-r", str(tmp_path / "v.pid")],
+        [
+            "ip",
+            "netns",
+            "exec",
+            LB,
+            "keepalived",
+            "--check",
+            "-n",
+            "-l",
+            "-D",
+            "-f",
+            str(conf),
+            "-p",
+            str(tmp_path / "k.pid"),
+            "-c",
+            str(tmp_path / "c.pid"),
+            "-r",
+            str(tmp_path / "v.pid"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

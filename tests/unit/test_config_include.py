@@ -26,16 +26,25 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_services_from_included_files_are_appended_in_sorted_order(tmp_path: Path) -> None:
-    main = write(tmp_path / "pulsed.toml", 'include = ["conf.d/*.toml"]\n' + SERVICE.format(name="a", n=1, weight=1))
+    main = write(
+        tmp_path / "pulsed.toml",
+        'include = ["conf.d/*.toml"]\n' + SERVICE.format(name="a", n=1, weight=1),
+    )
     write(tmp_path / "conf.d/20-c.toml", SERVICE.format(name="c", n=3, weight=1))
-    write(tmp_path / "conf.d/10-b.toml", SERVICE.format(name="b", n=2, weight=1) + "[daemon]\nretry_interval = \"2s\"\n")
+    write(
+        tmp_path / "conf.d/10-b.toml",
+        SERVICE.format(name="b", n=2, weight=1) + '[daemon]\nretry_interval = "2s"\n',
+    )
     config = load_config(main)
     assert [s.name for s in config.service] == ["a", "b", "c"]
     assert config.daemon.retry_interval == 2.0
 
 
 def test_error_names_the_included_file_and_its_own_element(tmp_path: Path) -> None:
-    main = write(tmp_path / "pulsed.toml", 'include = ["conf.d/*.toml"]\n' + SERVICE.format(name="a", n=1, weight=1))
+    main = write(
+        tmp_path / "pulsed.toml",
+        'include = ["conf.d/*.toml"]\n' + SERVICE.format(name="a", n=1, weight=1),
+    )
     bad = write(tmp_path / "conf.d/b.toml", SERVICE.format(name="b", n=2, weight=-5))
     with pytest.raises(ConfigError) as err:
         load_config(main)
@@ -45,7 +54,10 @@ def test_error_names_the_included_file_and_its_own_element(tmp_path: Path) -> No
 
 
 def test_a_table_set_in_two_files_is_refused_naming_both(tmp_path: Path) -> None:
-    main = write(tmp_path / "pulsed.toml", 'include = ["d/*.toml"]\nservice = []\n[daemon]\nretry_interval = "1s"\n')
+    main = write(
+        tmp_path / "pulsed.toml",
+        'include = ["d/*.toml"]\nservice = []\n[daemon]\nretry_interval = "1s"\n',
+    )
     other = write(tmp_path / "d/x.toml", '[daemon]\nretry_interval = "2s"\n')
     with pytest.raises(ConfigError) as err:
         load_config(main)
@@ -90,7 +102,10 @@ def test_a_reload_reads_the_included_files_again(tmp_path: Path) -> None:
     """The parse cache is keyed by the main file's service texts: a change in an
     included file must still be seen (the daemon reloads through load_config)."""
     cache = ParseCache()
-    main = write(tmp_path / "pulsed.toml", 'include = ["d/*.toml"]\n' + SERVICE.format(name="a", n=1, weight=1))
+    main = write(
+        tmp_path / "pulsed.toml",
+        'include = ["d/*.toml"]\n' + SERVICE.format(name="a", n=1, weight=1),
+    )
     part = write(tmp_path / "d/b.toml", SERVICE.format(name="b", n=2, weight=1))
     first = load_config(main, cache)
     assert first.service_named("b").real[0].weight == 1

@@ -46,7 +46,7 @@ def service(doc: dict, name: str) -> dict:
 
 
 def test_keepalived_services_and_real_servers() -> None:
-    doc, lines = imported("keepalived", FIXTURES / "keepalived.conf")
+    doc, _lines = imported("keepalived", FIXTURES / "keepalived.conf")
     web = service(doc, "192.0.2.100:80")
     assert web["scheduler"] == "wrr"
     assert web["persistence"] == "300s" and web["persistence_netmask"] == 24
