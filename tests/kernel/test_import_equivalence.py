@@ -223,8 +223,15 @@ def pulsed_config(text: str, tmp_path: Path) -> Path:
     return path
 
 
-def observe() -> list[str]:
-    """The table once it has held still for the whole window (see the module's docstring)."""
+def observe(start_timeout: float = 180.0) -> list[str]:
+    """The table once it has held still for the whole window (see the module's docstring),
+    counted from the program's first entry: under the VM's emulation ldirectord (perl)
+    takes tens of seconds to start."""
+    deadline = time.monotonic() + start_timeout
+    while not table():
+        if time.monotonic() > deadline:
+            return []
+        time.sleep(0.5)
     deadline = time.monotonic() + 4 * WINDOW
     last, since = table(), time.monotonic()
     while time.monotonic() < deadline:
