@@ -11,8 +11,8 @@ VM_OUT     := .cache/vm-out
 MODE       ?= nat
 # The lab needs the first line (the VM fallback, namespaces); the tests need all of them.
 LAB_PKGS   := qemu-system-x86 busybox-static kmod ipvsadm iproute2 procps frr
-TEST_PKGS  := $(LAB_PKGS) keepalived prometheus wrk chromium tcpdump nftables arping systemd \
-              dnsmasq-base
+TEST_PKGS  := $(LAB_PKGS) keepalived ldirectord prometheus wrk chromium tcpdump nftables \
+              arping systemd dnsmasq-base
 # The package, the image and the systemd tier (make deb, image, systemd). Where they
 # cannot be installed, make test goes on and those tests skip, saying why.
 PKG_PKGS   := debhelper lintian python3-venv ca-certificates man-db \

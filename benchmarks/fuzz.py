@@ -6,7 +6,10 @@
 Targets (tests/fixtures/fuzz_targets.py): ``http`` (the probe's response
 readers and chunked decoding), ``netlink`` (IPVS reply decoding, seeded with
 replies recorded from a real kernel), ``procfs`` (/proc/net/ip_vs, recorded
-text) and ``config`` (parse_config on TOML text, seeded with etc/*.toml).
+text), ``config`` (parse_config on TOML text, seeded with etc/*.toml), and
+``keepalived``, ``ldirectord``, ``piranha`` (``pulsed import`` on a file of the input's
+bytes, whose TOML must then pass check-config; seeded with tests/fixtures/import and the
+Debian samples).
 The short hypothesis runs of the same targets are in tests/unit
 (test_fuzz_parsers.py); this is the long run recorded in docs/benchmarks.md.
 
@@ -44,7 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TARGET_NAMES = ("config", "http", "netlink", "procfs")  # tests/fixtures/fuzz_targets.TARGETS
+# tests/fixtures/fuzz_targets.TARGETS
+TARGET_NAMES = ("config", "http", "netlink", "procfs", "keepalived", "ldirectord", "piranha")
 
 
 def main() -> int:

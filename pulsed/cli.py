@@ -1,4 +1,4 @@
-"""Command line: run | check-config | plan | status | drain | disable | enable | weight."""
+"""Command line: run | check-config | plan | import | status | drain | disable | enable | weight."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pulsed import __version__
 from pulsed.admin_cli import add_admin_commands
 from pulsed.config import Config, ConfigError, ParseCache, load_config
+from pulsed.importers.command import add_import_command
 from pulsed.logs import FORMATS as LOG_FORMATS
 from pulsed.logs import LEVELS as LOG_LEVELS
 
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.set_defaults(func=cmd_plan)
 
+    add_import_command(sub)
     add_admin_commands(sub)
     _add_upgrade_commands(sub)
     return parser

@@ -13,6 +13,7 @@ every check), so one bad entry does not hide the errors of the next.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import ipaddress
 import itertools
@@ -297,8 +298,26 @@ def parse_config(
     """
     texts: dict[bytes, str] = {}
     raw = _parse_toml(text, filename, services_required, cache, texts)
+    origins = _Origins(filename)
+    if "include" in raw:
+        raw = _with_includes(raw, filename, origins)
+        if services_required and "service" not in raw:
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        filename,
+                        "",
+                        _MISSING,
+                        "no [[service]] table here or in the included files;"
+                        " a config with no services must say so: service = []",
+                    )
+                ]
+            )
     validator = _Validator(filename, cache.services if cache else {})
-    config = validator.validate(raw)
+    try:
+        config = validator.validate(raw)
+    except ConfigError as exc:
+        raise ConfigError([origins.place(issue) for issue in exc.issues]) from None
     if cache is not None:
         cache.services = validator.validated
         cache.texts = {
@@ -348,9 +367,133 @@ def _parse_toml(
         raise fail(f"invalid TOML: nested deeper than {MAX_DEPTH} levels") from None
     if _depth(raw) > MAX_DEPTH:
         raise fail(f"tables and arrays nested deeper than {MAX_DEPTH} levels")
-    if services_required and "service" not in raw:
+    if services_required and "service" not in raw and "include" not in raw:
         raise fail("no [[service]] table; a config with no services must say so: service = []")
     return raw
+
+
+# Split configs: the main file's `include = ["conf.d/*.toml"]` reads more files (globs
+# relative to the main file, in sorted order). Their arrays of tables (services, VRRP
+# instances, scripts, sync groups) are appended to the main file's; any other table may
+# be set in one file only. Included files include nothing themselves.
+MAX_INCLUDED_FILES = 4096
+_ARRAYS = ("service", "vrrp", "vrrp_script", "vrrp_sync_group")
+_ELEMENT = re.compile(r"^(service|vrrp|vrrp_script|vrrp_sync_group)\[(\d+)\](.*)$")
+
+
+class _Origins:
+    """Which file, and which element of it, each merged array element came from."""
+
+    def __init__(self, main: str) -> None:
+        self.main = main
+        self.elements: dict[tuple[str, int], tuple[str, int]] = {}
+        self.tables: dict[str, str] = {}
+
+    def place(self, issue: ConfigIssue) -> ConfigIssue:
+        """The issue, naming the file (and its own element numbers) that holds the problem."""
+        match = _ELEMENT.match(issue.path)
+        if match:
+            found = self.elements.get((match.group(1), int(match.group(2))))
+            if found is not None and found[0] != self.main:
+                path = f"{match.group(1)}[{found[1]}]{match.group(3)}"
+                return ConfigIssue(found[0], path, issue.value, issue.message)
+            return issue
+        top = issue.path.split(".")[0].split("[")[0]
+        if top in self.tables:
+            return ConfigIssue(self.tables[top], issue.path, issue.value, issue.message)
+        return issue
+
+
+def _with_includes(raw: dict[str, Any], filename: str, origins: _Origins) -> dict[str, Any]:
+    """``raw`` with the files its ``include`` names merged in; ConfigError naming the
+    file at fault otherwise."""
+    issues: list[ConfigIssue] = []
+    patterns = raw.pop("include")
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    filename, "include", patterns, 'expected a list of globs: ["conf.d/*.toml"]'
+                )
+            ]
+        )
+    base = os.path.dirname(filename)
+    files: list[str] = []
+    for i, pattern in enumerate(patterns):
+        full = pattern if os.path.isabs(pattern) else os.path.join(base, pattern)
+        if not glob.has_magic(full):
+            if not os.path.exists(full):
+                issues.append(ConfigIssue(filename, f"include[{i}]", pattern, "no such file"))
+                continue
+            matches = [full]
+        else:
+            matches = sorted(glob.glob(full))  # none: an empty conf.d is a valid config
+        files.extend(m for m in matches if m not in files)
+    if len(files) > MAX_INCLUDED_FILES:
+        issues.append(
+            ConfigIssue(filename, "include", len(files), f"more than {MAX_INCLUDED_FILES} files")
+        )
+        files = []
+    for key in _ARRAYS:
+        value = raw.get(key)
+        if isinstance(value, list):
+            for j in range(len(value)):
+                origins.elements[(key, j)] = (filename, j)
+    owner = {key: filename for key in raw}
+    for name in files:
+        part = _read_fragment(name, issues)
+        if part is None:
+            continue
+        for key, value in part.items():
+            if key == "include":
+                issues.append(
+                    ConfigIssue(name, "include", _MISSING, "only the main file may include files")
+                )
+            elif key in _ARRAYS and isinstance(value, list):
+                merged = raw.setdefault(key, [])
+                if not isinstance(merged, list):
+                    issues.append(
+                        ConfigIssue(
+                            name,
+                            key,
+                            _MISSING,
+                            f"{owner[key]} has a lone [{key}] table: write [[{key}]] to split them",
+                        )
+                    )
+                    continue
+                for j, item in enumerate(value):
+                    origins.elements[(key, len(merged))] = (name, j)
+                    merged.append(item)
+                owner.setdefault(key, name)
+            elif key in owner:
+                issues.append(ConfigIssue(name, key, _MISSING, f"also set in {owner[key]}"))
+            else:
+                raw[key] = value
+                owner[key] = name
+                origins.tables[key] = name
+    if issues:
+        raise ConfigError(issues)
+    return raw
+
+
+def _read_fragment(name: str, issues: list[ConfigIssue]) -> dict[str, Any] | None:
+    try:
+        data = read_file(name, what="included file", max_bytes=MAX_CONFIG_BYTES)
+        part = tomli.loads(data.decode("utf-8"))
+    except FileProblem as exc:
+        issues.append(ConfigIssue(name, "", _MISSING, exc.reason))
+    except UnicodeDecodeError as exc:
+        issues.append(ConfigIssue(name, "", _MISSING, f"not UTF-8 text: {exc.reason}"))
+    except tomli.TOMLDecodeError as exc:
+        issues.append(ConfigIssue(name, "", _MISSING, f"invalid TOML: {exc}"))
+    except (ValueError, RecursionError) as exc:
+        issues.append(ConfigIssue(name, "", _MISSING, f"invalid TOML: {str(exc)[:100]}"))
+    else:
+        if _depth(part) > MAX_DEPTH:
+            issues.append(ConfigIssue(name, "", _MISSING, f"nested deeper than {MAX_DEPTH} levels"))
+            return None
+        return part
+    return None
 
 
 # A line that opens a [[service]] table (what _parse_by_service splits at).

@@ -75,6 +75,10 @@ def read_file(
     text = os.fspath(path)
     if not text:
         raise FileProblem(what, "", "no file named")
+    if "\0" in text:  # os.open would raise ValueError, not OSError
+        raise FileProblem(
+            what, text.replace("\0", "\\0"), "a file name cannot hold a NUL character"
+        )
     try:
         fd = os.open(text, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
@@ -113,6 +117,8 @@ def check_executable(command: str, *, what: str = "command") -> str | None:
     """Why ``command`` (a path, or a name looked up in PATH) cannot be run, or None."""
     if not command:
         return f"{what}: no program named"
+    if "\0" in command:  # os.stat would raise ValueError, not OSError
+        return f"{what}: a file name cannot hold a NUL character"
     found = shutil.which(command) if os.sep not in command else command
     if found is None:
         return f"{what} {command} is not found in PATH ({os.environ.get('PATH', '')})"

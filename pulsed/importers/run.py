@@ -1,0 +1,56 @@
+"""One import: read the source, translate, validate, and say what was left out."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from pulsed.importers import keepalived, keepalived_lexer, ldirectord, piranha
+from pulsed.importers.emit import Table
+from pulsed.importers.report import Report, Where
+from pulsed.importers.settle import settle
+
+KINDS = ("keepalived", "ldirectord", "piranha")
+
+
+@dataclass
+class Imported:
+    text: str
+    report: Report
+
+
+def default_config_id() -> str:
+    """keepalived's config id when -i is not given: the host name up to its first dot."""
+    return socket.gethostname().split(".")[0]
+
+
+def import_config(kind: str, path: str, config_id: str | None = None) -> Imported:
+    """The pulsed TOML for ``path``. Raises pulsed.files.FileProblem when ``path``
+    itself cannot be read; every other problem is in the report."""
+    report = Report()
+    root: Table
+    if kind == "keepalived":
+        nodes = keepalived_lexer.parse(path, report, config_id or default_config_id())
+        root = keepalived.translate(nodes, report)
+    elif kind == "ldirectord":
+        root = ldirectord.translate(ldirectord.read(path), path, report)
+    elif kind == "piranha":
+        root = piranha.translate(piranha.read(path), path, report)
+    else:
+        raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    header = [
+        f"pulsed configuration imported from {kind} {path}",
+        "by `pulsed import`: each table says where it came from; what could not be",
+        'translated is noted where it was ("left out") and was listed on stderr.',
+        "Check it with: pulsed check-config FILE",
+    ]
+    text = settle(root, report, header, Where(path))
+    if report.findings:
+        lines = ["", "# Not translated, or translated with a caveat (also on stderr):"]
+        lines += [f"#   {_one_line(line)}" for line in report.lines()]
+        text += "\n".join(lines) + "\n"
+    return Imported(text, report)
+
+
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)[:300]
