@@ -271,8 +271,6 @@ def _placement_problems(check: CheckConfig, bad) -> None:
     retry = check.retry_interval
     if retry is not None and not MIN_INTERVAL <= retry <= check.interval:
         bad("retry_interval", retry, f"must be between 10ms and interval ({check.interval})")
-    elif retry is not None and check.timeout > retry:
-        bad("retry_interval", retry, f"must not be shorter than timeout ({check.timeout})")
 
 
 # Most bytes of agent_send.

@@ -169,9 +169,20 @@ def test_ldirectord_dns_negotiate() -> None:
 
 
 @needs_checks_table
-def test_ldirectord_maintenancedir() -> None:
-    doc, _ = imported("ldirectord", FIXTURES / "ldirectord.cf")
-    assert doc["checks"]["maintenance_dir"] == "/etc/ha.d/maintenance"
+def test_ldirectord_maintenancedir(tmp_path: Path) -> None:
+    # check-config wants the directory to exist, as it does on the router being migrated.
+    (tmp_path / "maintenance").mkdir()
+    source = (FIXTURES / "ldirectord.cf").read_text()
+    copy = tmp_path / "ldirectord.cf"
+    copy.write_text(source.replace("/etc/ha.d/maintenance", str(tmp_path / "maintenance")))
+    doc, _ = imported("ldirectord", copy)
+    assert doc["checks"]["maintenance_dir"] == str(tmp_path / "maintenance")
+
+
+def test_ldirectord_missing_maintenancedir_is_left_out_with_its_line() -> None:
+    doc, lines = imported("ldirectord", FIXTURES / "ldirectord.cf")
+    assert "maintenance_dir" not in doc.get("checks", {})
+    assert any("maintenance_dir" in line for line in lines), lines
 
 
 @pytest.mark.skipif(not LDIRECTORD_EXAMPLE.exists(), reason="ldirectord is not installed")
