@@ -72,7 +72,8 @@ def program(ns: str, order: list[str]) -> list[str]:
     sh(ns, "ipvsadm", "-A", "-t", f"{VIP}:80", "-s", "mh", "-b", "mh-port")
     for server in order:
         sh(ns, "ipvsadm", "-a", "-t", f"{VIP}:80", "-r", f"{server}:80", "-g", "-w", "1")
-    listed = sh(ns, "ipvsadm", "-Ln", "-t", f"{VIP}:80")
+    # --nosort: ipvsadm sorts the destinations it prints unless told not to.
+    listed = sh(ns, "ipvsadm", "-Ln", "--nosort", "-t", f"{VIP}:80")
     return [line.split()[1].split(":")[0] for line in listed.splitlines() if "->" in line][1:]
 
 
