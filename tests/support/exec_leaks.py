@@ -33,7 +33,9 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def _target(argv: list[str], timeout: float, interval: float = 60.0) -> Target:
+def _target(
+    argv: list[str], timeout: float, address: str = "127.0.0.1", interval: float = 60.0
+) -> Target:
     check = CheckConfig(
         type="exec",
         command=tuple(argv),
@@ -41,7 +43,7 @@ def _target(argv: list[str], timeout: float, interval: float = 60.0) -> Target:
         interval=Duration(interval),
         jitter=Duration(0.0),
     )
-    return Target("127.0.0.1", 80, check)
+    return Target(address, 80, check)
 
 
 async def _probe_rounds(spec: dict) -> dict:
@@ -80,7 +82,8 @@ async def _stop_phase(spec: dict) -> dict:
     loop.add_reader(fifo, on_line)
     key = ServiceKey.for_address("tcp", "192.0.2.1", 80)
     targets = {
-        (key, DestKey(f"10.0.0.{i + 1}", 80)): _target(argv, 30.0)
+        # Servers of their own: identical checks of one server would be probed once.
+        (key, DestKey(f"10.0.0.{i + 1}", 80)): _target(argv, 30.0, f"10.0.0.{i + 1}")
         for i, argv in enumerate(spec["hangers"])
     }
     monitor = HealthMonitor(lambda *_: None, max_tick=0.0)
