@@ -166,7 +166,20 @@ class EcmpStand:
     def __exit__(self, kind: type | None, *exc: object) -> None:
         if kind is not None and issubclass(kind, LabError):
             self.show_logs()
+        self.keep_logs()
         self.close()
+
+    def keep_logs(self) -> None:
+        """Copy every log to $PULSED_LAB_LOGS, when set (the VM's --out folder outlives
+        the VM; the kernel tier's lab runs there)."""
+        dest = os.environ.get("PULSED_LAB_LOGS")
+        if not dest:
+            return
+        for log in sorted(RUNTIME.glob("**/*.log")):
+            target = Path(dest) / "ecmp-logs" / log.relative_to(RUNTIME)
+            with contextlib.suppress(OSError):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(log, target)
 
     def show_logs(self, lines: int = 8) -> None:
         for log in sorted(RUNTIME.glob("**/*.log")):
