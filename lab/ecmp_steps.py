@@ -28,6 +28,9 @@ from lab.steps import StepResult
 
 HELD = 100  # long-lived connections per step: one reset is 1%
 SETTLE = 3.0  # seconds the load runs on after the route changed
+# Longest wait for the upstream router's routes to change. A pulsed that starts
+# again (rejoin) takes most of a minute in the emulated IPVS VM under load.
+ROUTE_TIMEOUT = 300.0
 
 
 @dataclass
@@ -58,7 +61,7 @@ def _measure(
         before = stand.flows(ports)
         t0 = time.monotonic()
         action()
-        changed_at = stand.wait_hops(want, timeout=60, what=what)
+        changed_at = stand.wait_hops(want, timeout=ROUTE_TIMEOUT, what=what)
         stand.hold(settle)
         after = stand.flows(ports)
     finally:
