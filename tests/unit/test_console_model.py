@@ -108,3 +108,16 @@ def test_health_history_records_state_changes_newest_first():
     got = history.view({key: down}, 12.0)[key]
     assert [(t.state, t.reason) for t in got] == [("down", "connect refused"), ("up", "connected")]
     assert json.dumps([t.at for t in got])
+
+
+def test_a_history_view_does_not_change_under_its_reader():
+    key: RealKey = (ServiceKey(2, "tcp", "192.0.2.1", 80), DestKey("10.0.0.1", 80))
+    history = HealthHistory()
+    up = RealHealth(up=True, last_ok=True, reason="connected", last_transition=9.0)
+    down = RealHealth(up=False, last_ok=False, reason="connect refused", last_transition=11.0)
+    before = history.view({key: up}, 10.0)
+    history.record(key, down, 11.0)
+    assert [t.state for t in before[key]] == ["up"]  # the snapshot taken before the change
+    assert [t.state for t in history.view({key: down}, 12.0)[key]] == ["down", "up"]
+    again = history.view({key: down}, 13.0)
+    assert dict(again) == dict(history.view({key: down}, 14.0))  # no change, the same map
