@@ -155,7 +155,7 @@ def main() -> int:
         stand.set_scheduler("mh")
         three = throughput(stand, args.seconds)
         for d in DIRECTORS[1:]:
-            stand.admin(d, "director", "drain")
+            stand.api(d, "POST", "/api/v1/director/drain")
         stand.wait_hops(frozenset({stand.address(DIRECTORS[0])}), 60, "two directors drained")
         time.sleep(1.0)
         one = throughput(stand, args.seconds)

@@ -15,6 +15,7 @@ the upstream router's route to the VIP, and the directors' IPVS tables.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -344,6 +345,22 @@ class EcmpStand:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
             raise LabError(f"pulsed {' '.join(args)} failed: {detail[-1] if detail else ''}")
         return proc.stdout
+
+    def api(self, director: str, method: str, path: str) -> dict:
+        """One admin API call on a director, with curl: the pulsed CLI's own start-up
+        takes most of a minute in the emulated VM, and the drain is timed from here."""
+        token = (RUNTIME / "api-token").read_text().strip()
+        argv = ["curl", "-sS", "--max-time", "60", "-X", method,
+                "-H", f"Authorization: Bearer {token}", f"http://127.0.0.1:9480{path}"]  # fmt: skip
+        proc = run(argv, ns=director, check=False)
+        if proc.returncode != 0:
+            raise LabError(f"{method} {path} on {director} failed: {proc.stderr.strip()}")
+        try:
+            return json.loads(proc.stdout)
+        except ValueError:
+            raise LabError(
+                f"{method} {path} on {director}: not JSON: {proc.stdout[:200]}"
+            ) from None
 
     def set_scheduler(self, scheduler: str) -> None:
         """Every director's config to ``scheduler``, reloaded; waits for the kernel."""

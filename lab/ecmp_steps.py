@@ -13,7 +13,6 @@ the lab promises; tests/kernel/test_ecmp_lab.py asserts the same figures.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -213,7 +212,7 @@ def drain(stand: EcmpStand, victim: str = DIRECTORS[2], quiet_timeout: float = 2
     c = _measure(
         stand,
         "drain",
-        lambda: stand.admin(victim, "director", "drain"),
+        lambda: stand.api(victim, "POST", "/api/v1/director/drain"),
         ALL_HOPS - {stand.address(victim)},
         f"{name}'s routes withdrawn",
     )
@@ -221,7 +220,7 @@ def drain(stand: EcmpStand, victim: str = DIRECTORS[2], quiet_timeout: float = 2
     f["withdrawal_ms"] = f.pop("route_change_ms")
     stand.say.info(f"withdrawn at the upstream router {f['withdrawal_ms']:.0f} ms after the drain")
     f["quiet_after_s"] = _wait_quiet(stand, victim, quiet_timeout)
-    status = json.loads(stand.admin(victim, "status", "--json")).get("bgp") or {}
+    status = stand.api(victim, "GET", "/status").get("bgp") or {}
     f["pulsed_idle"] = bool(status.get("idle"))
     f["active_connections"] = status.get("active_connections")
     quiet = f["quiet_after_s"]
@@ -248,7 +247,7 @@ def undrain(stand: EcmpStand, victim: str = DIRECTORS[2]) -> StepResult:
     c = _measure(
         stand,
         "undrain",
-        lambda: stand.admin(victim, "director", "undrain"),
+        lambda: stand.api(victim, "POST", "/api/v1/director/undrain"),
         ALL_HOPS,
         f"{name} announced again",
     )

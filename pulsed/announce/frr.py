@@ -43,6 +43,9 @@ class FrrAnnouncer:
         self._problem = ""
         self._wanted: tuple[str, ...] = ()
         self._announced: tuple[str, ...] = ()
+        # When each announced VIP went on the interface (monotonic): FRR is asked
+        # whether it carries a VIP only once it had a poll interval to take it.
+        self._since: dict[str, float] = {}
         self._view = DaemonView()
         self._poller: asyncio.Task | None = None
         self._lock = asyncio.Lock()
@@ -74,6 +77,8 @@ class FrrAnnouncer:
                 log.error("bgp.address_failed", error=line)
             with contextlib.suppress(Exception):
                 self._announced = tuple(sorted(await self.interface.current()))
+            now = time.monotonic()
+            self._since = {v: self._since.get(v, now) for v in self._announced}
             for vip in sorted(set(self._announced) - set(before)):
                 log.warning("bgp.announced", vip=vip)
             for vip in sorted(set(before) - set(self._announced)):
@@ -93,6 +98,7 @@ class FrrAnnouncer:
             if self._announced:
                 log.warning("bgp.withdrawn_all", vips=len(self._announced))
             self._announced = ()
+            self._since = {}
             self._open = False
         return None
 
@@ -152,12 +158,19 @@ class FrrAnnouncer:
                     "bgp: FRR has no 'router bgp': configure it (etc/frr/frr.conf.example);"
                     " nothing is announced upstream"
                 )
-            elif self._announced:
-                vip = self._announced[int(started) % len(self._announced)]
+            elif settled := self._settled(started):
+                vip = settled[int(started) % len(settled)]
                 problem = await self._check_redistributed(vip)
+                if vip not in self._settled(started):  # withdrawn meanwhile: nothing to say
+                    problem = ""
         except VtyshError as exc:
             return DaemonView(False, str(exc), (), time.time(), time.monotonic() - started)
         return DaemonView(not problem, problem, peers, time.time(), time.monotonic() - started)
+
+    def _settled(self, now: float) -> list[str]:
+        """The VIPs announced for at least one poll interval before ``now``."""
+        wait = float(self.config.poll_interval)
+        return [v for v in self._announced if self._since.get(v, now) <= now - wait]
 
     async def _bfd(self) -> dict[str, str]:
         try:

@@ -4,6 +4,7 @@ parsers, the canonical mh order and the pool digest."""
 from __future__ import annotations
 
 import itertools
+import time
 
 import msgspec
 import pytest
@@ -267,3 +268,41 @@ async def test_vtysh_warnings_before_the_json_are_skipped_and_garbage_is_one_lin
     with pytest.raises(VtyshError) as caught:
         await announcer.vtysh("show bgp summary json")
     assert str(caught.value) == "bgp: vtysh 'show bgp summary json' gave no JSON: not json at all"
+
+
+async def test_frr_is_asked_about_a_vip_only_once_settled_and_still_announced():
+    """No false "FRR does not carry" line for a VIP just announced or withdrawn meanwhile."""
+    from pulsed.announce.config import BgpConfig
+    from pulsed.announce.frr import FrrAnnouncer
+
+    announcer = FrrAnnouncer(BgpConfig(vips=["192.0.2.1"], poll_interval=Duration(1.0)))
+    asked: list[str] = []
+
+    async def vtysh(command: str):
+        asked.append(command)
+        if command.startswith("show bgp summary"):
+            return {"ipv4Unicast": {"peers": {}}}
+        if command.startswith("show bfd"):
+            return []
+        announcer._announced = ()  # withdrawn while FRR was asked
+        return {}
+
+    announcer.vtysh = vtysh  # type: ignore[method-assign]
+    now = time.monotonic()
+    announcer._announced, announcer._since = ("192.0.2.1",), {"192.0.2.1": now}
+    view = await announcer.read_daemon()
+    assert view.ok and not any("unicast 192.0.2.1" in c for c in asked)  # too fresh to ask
+    announcer._since = {"192.0.2.1": now - 5}
+    view = await announcer.read_daemon()
+    assert any("unicast 192.0.2.1" in c for c in asked)
+    assert view.ok and view.problem == ""  # withdrawn meanwhile: not FRR's problem
+    announcer._announced, announcer._since = ("192.0.2.1",), {"192.0.2.1": now - 5}
+    announcer.vtysh = _not_carried  # type: ignore[method-assign]
+    view = await announcer.read_daemon()
+    assert not view.ok and "does not carry 192.0.2.1/32" in view.problem
+
+
+async def _not_carried(command: str):
+    if command.startswith("show bgp summary"):
+        return {"ipv4Unicast": {"peers": {}}}
+    return [] if command.startswith("show bfd") else {}
