@@ -257,15 +257,28 @@ class HealthMonitor:
         starting = {up: initial_health(up, wall) for up in (False, True)}
         added: list[_Entry] = []
         intervals: dict[float, float] = {}  # one float object per distinct interval
-        probing: dict[tuple[str, int], list[_Entry]] | None = None  # built when needed
+        # Entries by probed address, port and check (its repr, which names every
+        # field: a check with headers is not hashable). With the check in the key,
+        # thousands of services on one backend address and port, each with a check
+        # of its own, are no quadratic search. Built when needed; one repr per check
+        # object (the servers of a service share theirs).
+        probing: dict[tuple[str, int, str], list[_Entry]] | None = None
+        encoded: dict[int, str] = {}
+
+        def where_of(t: Target) -> tuple[str, int, str]:
+            code = encoded.get(id(t.check))
+            if code is None:
+                code = encoded[id(t.check)] = repr(t.check)
+            return (t.probe_address, t.probe_port, code)
+
         for key, target in targets.items():
             if key in self._entries:
                 continue
             if probing is None:
                 probing = defaultdict(list)
                 for entry in self._distinct():
-                    probing[entry.target.probe_address, entry.target.probe_port].append(entry)
-            where = (target.probe_address, target.probe_port)
+                    probing[where_of(entry.target)].append(entry)
+            where = where_of(target)
             same = next((e for e in probing[where] if same_probe(target, e.target)), None)
             if same is not None:
                 same.others += (key,)
