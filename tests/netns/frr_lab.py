@@ -4,24 +4,21 @@ The upstream router (AS 65000) takes one eBGP session per director (all in
 AS 65001) and installs ECMP routes with L4 hashing. Each director's FRR
 redistributes the connected routes of pulsed's TUN interface only
 (etc/frr/frr.conf.example). The daemons run as the frr user with their
-sockets and pid files in a temporary directory; they are stopped by pid.
+sockets and pid files in a temporary directory; they are stopped by pid
+(lab/frr.py, shared with the ECMP lab).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-FRR = Path("/usr/lib/frr")
+from lab.frr import Frr, have_frr
+
+__all__ = ["Lab", "have_frr", "sh"]
+
 PREFIX = "pbgp"
-
-
-def have_frr() -> bool:
-    return (FRR / "zebra").exists() and shutil.which("vtysh") is not None
 
 
 def sh(*argv: str, check: bool = True) -> str:
@@ -61,52 +58,6 @@ router bgp 65001
   redistribute connected route-map PULSED-VIPS
  exit-address-family
 """
-
-
-class Frr:
-    """zebra + bgpd in one namespace."""
-
-    def __init__(self, netns: str, workdir: Path, conf: str) -> None:
-        self.netns, self.dir = netns, workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "frr.conf").write_text(conf)
-        shutil.chown(workdir, "frr", "frr")
-        shutil.chown(workdir / "frr.conf", "frr", "frr")
-        self.pids: list[int] = []
-
-    def start(self) -> None:
-        for daemon in ("zebra", "bgpd"):
-            argv = [
-                "ip", "netns", "exec", self.netns, str(FRR / daemon), "-d",
-                "-u", "frr", "-g", "frr",
-                "-f", str(self.dir / "frr.conf"),
-                "-i", str(self.dir / f"{daemon}.pid"),
-                "-z", str(self.dir / "zserv.api"),
-                "--vty_socket", str(self.dir),
-                "--log", f"file:{self.dir / daemon}.log",
-            ]  # fmt: skip
-            if daemon == "bgpd":
-                argv += ["-p", "179"]
-            subprocess.run(argv, check=True, capture_output=True)
-            self.pids.append(int((self.dir / f"{daemon}.pid").read_text()))
-
-    def stop(self) -> None:
-        for pid in reversed(self.pids):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-        self.pids = []
-
-    def vtysh(self, command: str) -> str:
-        return sh("ip", "netns", "exec", self.netns, "vtysh", "--vty_socket", str(self.dir),
-                  "-c", command, check=False)  # fmt: skip
 
 
 class Lab:
