@@ -419,20 +419,18 @@ class Keepalived:
             password = password[:8]
         return password, where
 
+    def weight_arg(self, child: Node) -> float | None:
+        """The number after ``weight`` in a tracking line (-254..254), or None (reported)."""
+        i = child.args.index("weight")
+        value = child.args[i + 1] if i + 1 < len(child.args) else None
+        return number(value, child.where, self.report, "weight", -254, 254)
+
     def track_interfaces(self, vrrp: Table, node: Node) -> None:
         tracked = []
         for child in node.children or []:
             entry: dict[str, Any] = {"interface": child.keyword}
             if "weight" in child.args:
-                i = child.args.index("weight")
-                weight = number(
-                    child.args[i + 1] if i + 1 < len(child.args) else None,
-                    child.where,
-                    self.report,
-                    "weight",
-                    -254,
-                    254,
-                )
+                weight = self.weight_arg(child)
                 if weight is None:
                     continue
                 if weight > 0:
@@ -452,15 +450,7 @@ class Keepalived:
         for child in node.children or []:
             entry: dict[str, Any] = {"script": instance_name(child.keyword)}
             if "weight" in child.args:
-                i = child.args.index("weight")
-                weight = number(
-                    child.args[i + 1] if i + 1 < len(child.args) else None,
-                    child.where,
-                    self.report,
-                    "weight",
-                    -254,
-                    254,
-                )
+                weight = self.weight_arg(child)
                 if weight is not None:
                     entry["weight"] = int(weight)
             tracked.append(entry)
@@ -482,15 +472,7 @@ class Keepalived:
                     if weight is not None:
                         entry["weight"] = int(weight)
             if "weight" in child.args:
-                i = child.args.index("weight")
-                weight = number(
-                    child.args[i + 1] if i + 1 < len(child.args) else None,
-                    child.where,
-                    self.report,
-                    "weight",
-                    -254,
-                    254,
-                )
+                weight = self.weight_arg(child)
                 if weight is not None:
                     entry["weight"] = int(weight)
             if "file" in entry:
