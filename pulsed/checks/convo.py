@@ -73,6 +73,33 @@ class Dialogue(Protocol):
     def result(self, latency: float) -> ProbeResult: ...
 
 
+class Verdict:
+    """What dns, smtp and grpc dialogues share: one verdict, set once; a close
+    before it is "connection closed before <stage>"; the latency is the
+    conversation's, added at the end."""
+
+    __slots__ = ("_verdict", "finished", "stage")
+
+    def __init__(self, stage: str) -> None:
+        self._verdict: ProbeResult | None = None
+        self.finished = False
+        self.stage = stage  # what the dialogue waits for: a timeout's reason
+
+    def eof(self) -> None:
+        if not self.finished:
+            self._fail(f"connection closed before {self.stage}", "closed")
+
+    def _fail(self, reason: str, category: str) -> bool:
+        self._verdict = ProbeResult(False, reason, 0.0, category)
+        self.finished = True
+        return True
+
+    def result(self, latency: float) -> ProbeResult:
+        verdict = self._verdict
+        assert verdict is not None  # finished, or eof() gave one
+        return ProbeResult(verdict.ok, verdict.reason, latency, verdict.category)
+
+
 class Conversation(Exchange):
     __slots__ = (
         "_check",

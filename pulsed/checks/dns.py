@@ -25,7 +25,7 @@ import dns.rcode
 import dns.rdatatype
 
 from pulsed.checks.base import ProbeResult, Target
-from pulsed.checks.convo import Conversation, ConversationProbe, open_conversation
+from pulsed.checks.convo import Conversation, ConversationProbe, Verdict, open_conversation
 from pulsed.checks.sockio import Done, Exchange, ProbeEngine
 
 _HEADER = 12
@@ -67,8 +67,8 @@ class DnsProbe(ConversationProbe):
         )
 
 
-class _Query:
-    __slots__ = ("_buffer", "_id", "_probe", "_talk", "_tcp", "_verdict", "finished")
+class _Query(Verdict):
+    __slots__ = ("_buffer", "_id", "_probe", "_talk", "_tcp")
 
     def __init__(self, probe: DnsProbe) -> None:
         self._probe = probe
@@ -76,12 +76,7 @@ class _Query:
         self._tcp = probe.over_tcp
         self._buffer = b""
         self._talk: Conversation | None = None
-        self._verdict: ProbeResult | None = None
-        self.finished = False
-
-    @property
-    def stage(self) -> str:
-        return "the DNS reply over TCP" if self._tcp else "the DNS reply"
+        super().__init__(_stage(self._tcp))
 
     def _wire(self) -> bytes:
         return struct.pack("!H", self._id) + self._probe.query[2:]
@@ -104,13 +99,6 @@ class _Query:
         if len(self._buffer) < 2 + length:
             return False
         return self._judge(self._buffer[2 : 2 + length])
-
-    def eof(self) -> None:
-        if not self.finished:
-            self._verdict = ProbeResult(
-                False, f"connection closed before {self.stage}", 0.0, "closed"
-            )
-            self.finished = True
 
     def _judge(self, wire: bytes) -> bool:
         self.finished = True
@@ -152,19 +140,14 @@ class _Query:
         talk = self._talk
         assert talk is not None
         self._tcp = True
+        self.stage = _stage(True)
         self.finished = False
         self._id = random.getrandbits(16)
         talk.redial(probe.family, socket.SOCK_STREAM, 0, probe.address, probe.port)
 
-    def _fail(self, reason: str, category: str) -> bool:
-        self._verdict = ProbeResult(False, reason, 0.0, category)
-        self.finished = True
-        return True
 
-    def result(self, latency: float) -> ProbeResult:
-        verdict = self._verdict
-        assert verdict is not None
-        return ProbeResult(verdict.ok, verdict.reason, latency, verdict.category)
+def _stage(tcp: bool) -> str:
+    return "the DNS reply over TCP" if tcp else "the DNS reply"
 
 
 def _exc_text(exc: BaseException) -> str:

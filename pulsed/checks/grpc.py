@@ -55,7 +55,7 @@ from hyperframe.frame import (
 )
 
 from pulsed.checks.base import ProbeResult, Target
-from pulsed.checks.convo import Conversation, ConversationProbe, Dialogue
+from pulsed.checks.convo import Conversation, ConversationProbe, Dialogue, Verdict
 
 PATH = b"/grpc.health.v1.Health/Check"
 # HealthCheckResponse.ServingStatus
@@ -226,7 +226,7 @@ class _Violation(Exception):
     """Something the server sent that HTTP/2 or gRPC does not allow."""
 
 
-class _HealthCheck:
+class _HealthCheck(Verdict):
     __slots__ = (
         "_block",
         "_block_ends",
@@ -238,10 +238,7 @@ class _HealthCheck:
         "_read",
         "_responded",
         "_talk",
-        "_verdict",
         "_window",
-        "finished",
-        "stage",
     )
 
     def __init__(self, probe: GrpcProbe) -> None:
@@ -256,9 +253,7 @@ class _HealthCheck:
         self._window = _WINDOW
         self._body = b""
         self._fields: dict[bytes, bytes] = {}  # response headers and trailers
-        self._verdict: ProbeResult | None = None
-        self.finished = False
-        self.stage = "the TLS handshake" if probe.ssl is not None else "the response"
+        super().__init__("the TLS handshake" if probe.ssl is not None else "the response")
 
     def connected(self, talk: Conversation) -> None:
         self._talk = talk
@@ -419,20 +414,6 @@ class _HealthCheck:
             return
         self._verdict = ProbeResult(True, name, 0.0)
         self.finished = True
-
-    def eof(self) -> None:
-        if not self.finished:
-            self._fail(f"connection closed before {self.stage}", "closed")
-
-    def _fail(self, reason: str, category: str) -> bool:
-        self._verdict = ProbeResult(False, reason, 0.0, category)
-        self.finished = True
-        return True
-
-    def result(self, latency: float) -> ProbeResult:
-        verdict = self._verdict
-        assert verdict is not None
-        return ProbeResult(verdict.ok, verdict.reason, latency, verdict.category)
 
 
 def _first_line(exc: BaseException) -> str:

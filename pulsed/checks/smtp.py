@@ -14,7 +14,7 @@ import re
 import socket
 
 from pulsed.checks.base import ProbeResult, Target
-from pulsed.checks.convo import Conversation, ConversationProbe, Dialogue, show_bytes
+from pulsed.checks.convo import Conversation, ConversationProbe, Dialogue, Verdict, show_bytes
 from pulsed.checks.http import tls_context
 
 _LINE = re.compile(rb"([0-9]{3})([ -]?)(.*)")
@@ -51,8 +51,8 @@ def _host_name() -> str:
     return name if name and re.fullmatch(r"[A-Za-z0-9.-]+", name) else "pulsed"
 
 
-class _Smtp:
-    __slots__ = ("_buffer", "_lines", "_probe", "_read", "_talk", "_verdict", "finished", "stage")
+class _Smtp(Verdict):
+    __slots__ = ("_buffer", "_lines", "_probe", "_read", "_talk")
 
     def __init__(self, probe: SmtpProbe) -> None:
         self._probe = probe
@@ -60,9 +60,7 @@ class _Smtp:
         self._lines: list[bytes] = []  # of the reply being read
         self._read = 0
         self._talk: Conversation | None = None
-        self._verdict: ProbeResult | None = None
-        self.stage = _BANNER
-        self.finished = False
+        super().__init__(_BANNER)
 
     def connected(self, talk: Conversation) -> None:
         self._talk = talk
@@ -124,20 +122,6 @@ class _Smtp:
             talk.send(b"QUIT\r\n")
             talk.close_gracefully()
             self.finished = True
-
-    def eof(self) -> None:
-        if not self.finished:
-            self._fail(f"connection closed before {self.stage}", "closed")
-
-    def _fail(self, reason: str, category: str) -> bool:
-        self._verdict = ProbeResult(False, reason, 0.0, category)
-        self.finished = True
-        return True
-
-    def result(self, latency: float) -> ProbeResult:
-        verdict = self._verdict
-        assert verdict is not None  # finished, or eof() gave one
-        return ProbeResult(verdict.ok, verdict.reason, latency, verdict.category)
 
 
 def _said(stage: str) -> str:
