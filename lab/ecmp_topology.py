@@ -24,8 +24,7 @@ the namespaces removes every interface (``teardown``).
 
 from __future__ import annotations
 
-from lab.netns import run
-from lab.topology import BRIDGE_OPTIONS, Topology, batch, teardown
+from lab.topology import BRIDGE_OPTIONS, Topology, batch, configure, dr_arp_sysctls, teardown
 
 PREFIX = "pecmp-"
 SWITCH = "pecmp-switch"
@@ -101,17 +100,8 @@ def build() -> None:
     for i, server in enumerate(SERVERS, start=1):
         attach(server, ETH_IF, f"pecmp-rs{i}", BRIDGES[1], f"{SERVER_ADDRESS[server]}/24")
         inside[server] += [f"addr add {VIP}/32 dev lo", f"route add default via {UPSTREAM_BACK}"]
-        sysctls[server] = [
-            f"net.ipv4.conf.{scope}.{key}={value}"
-            for scope in ("all", ETH_IF)
-            for key, value in (("arp_ignore", 1), ("arp_announce", 2))
-        ]
-    batch(SWITCH, switch)
-    for ns, commands in inside.items():
-        batch(ns, commands)
-    for ns, settings in sysctls.items():
-        if settings:
-            run(["sysctl", "-q", "-w", *settings], ns=ns)
+        sysctls[server] = dr_arp_sysctls(ETH_IF)
+    configure(SWITCH, switch, inside, sysctls)
 
 
 def pull_cable(director: str) -> None:

@@ -100,17 +100,8 @@ class Topology:
                 # The classic DR recipe: the VIP on lo so the server accepts packets for
                 # it, and ARP settings so it never answers or announces the VIP.
                 inside[server].append(f"addr add {VIP}/32 dev lo")
-                sysctls[server] = [
-                    f"net.ipv4.conf.{scope}.{key}={value}"
-                    for scope in ("all", ETH_IF)
-                    for key, value in (("arp_ignore", 1), ("arp_announce", 2))
-                ]
-        batch(SWITCH, switch)
-        for ns, commands in inside.items():
-            batch(ns, commands)
-        for ns, settings in sysctls.items():
-            if settings:
-                run(["sysctl", "-q", "-w", *settings], ns=ns)
+                sysctls[server] = dr_arp_sysctls(ETH_IF)
+        configure(SWITCH, switch, inside, sysctls)
 
     @staticmethod
     def _ipvs_sysctls() -> list[str]:
@@ -137,6 +128,30 @@ class Topology:
         """Pull a router's cables, as when the machine loses power."""
         ifaces = (FRONT_IF, BACK_IF) if self.mode == "nat" else (FRONT_IF,)
         batch(router, [f"link set {iface} down" for iface in ifaces])
+
+
+def dr_arp_sysctls(interface: str) -> list[str]:
+    """The DR real server's ARP settings: it never answers or announces the VIP on lo."""
+    return [
+        f"net.ipv4.conf.{scope}.{key}={value}"
+        for scope in ("all", interface)
+        for key, value in (("arp_ignore", 1), ("arp_announce", 2))
+    ]
+
+
+def configure(
+    switch_ns: str,
+    switch: list[str],
+    inside: dict[str, list[str]],
+    sysctls: dict[str, list[str]],
+) -> None:
+    """Run the switch's ip commands, then each namespace's, then its sysctls."""
+    batch(switch_ns, switch)
+    for ns, commands in inside.items():
+        batch(ns, commands)
+    for ns, settings in sysctls.items():
+        if settings:
+            run(["sysctl", "-q", "-w", *settings], ns=ns)
 
 
 def batch(ns: str | None, commands: list[str]) -> None:
