@@ -33,7 +33,7 @@ from lab.held import HeldConnections
 from lab.loadgen import LoadGen, LoadThread, Outcome, Summary
 from lab.netns import LabError, run
 from lab.processes import Processes
-from lab.report import LoadTicker, Reporter, spread_text
+from lab.report import Reporter, RunningLoads, spread_text
 
 RUNTIME = Path("/run/pulsed-ecmp")
 SERVICE = f"{VIP}:80"
@@ -146,10 +146,9 @@ class EcmpStand:
         self.processes = Processes(RUNTIME)
         self.frr: dict[str, Frr] = {}
         self.route: RouteWatcher | None = None
-        self.loads: list[LoadThread] = []
+        self.running = RunningLoads(self.say, self.spread_text)
         self.held: list[HeldConnections] = []
         self.watching: HeldConnections | None = None  # shown in the live progress
-        self._tickers: dict[LoadThread, LoadTicker] = {}
         self.servers = {topo.SERVER_NAMES[s]: f"{topo.SERVER_ADDRESS[s]}:80" for s in SERVERS}
 
     # Set-up and tear-down ---------------------------------------------------
@@ -260,13 +259,7 @@ class EcmpStand:
         )
 
     def close(self) -> None:
-        for ticker in self._tickers.values():
-            ticker.stop()
-        self._tickers.clear()
-        for load in self.loads:
-            with contextlib.suppress(Exception):
-                load.stop()
-        self.loads.clear()
+        self.running.stop_all()
         for held in self.held:
             with contextlib.suppress(Exception):
                 held.stop()
@@ -432,20 +425,10 @@ class EcmpStand:
     ) -> LoadThread:
         """Short requests from the client, a new connection each (so ECMP spreads them)."""
         gen = LoadGen(VIP, 80, concurrency, rate=None if flat_out else (rate or self.rate))
-        thread = LoadThread(gen, CLIENT).start()
-        self.loads.append(thread)
-        if not quiet:
-            self._tickers[thread] = LoadTicker(thread, self.say, self.spread_text).start()
-        return thread
+        return self.running.start(LoadThread(gen, CLIENT), quiet)
 
     def stop_load(self, thread: LoadThread) -> list[Outcome]:
-        ticker = self._tickers.pop(thread, None)
-        if ticker is not None:
-            ticker.stop()
-        outcomes = thread.stop()
-        with contextlib.suppress(ValueError):
-            self.loads.remove(thread)
-        return outcomes
+        return self.running.stop(thread)
 
     def hold_connections(self, count: int) -> HeldConnections:
         held = HeldConnections(VIP, count).start(CLIENT)

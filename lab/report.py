@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 
-from lab.loadgen import LoadThread, Summary, summarize
+from lab.loadgen import LoadThread, Outcome, Summary, summarize
 
 
 class Reporter:
@@ -111,3 +112,36 @@ def weights_text(weights: Mapping[str, int], servers: Mapping[str, str]) -> str:
     """An IPVS table's weights by real server name (``servers``: name -> address)."""
     by_addr = {a: n for n, a in servers.items()}
     return ", ".join(f"{by_addr.get(a, a)} weight {w}" for a, w in sorted(weights.items()))
+
+
+class RunningLoads:
+    """A stand's load generators, each with its live ticker unless quiet."""
+
+    def __init__(self, say: Reporter, show: Callable[[Summary], str]) -> None:
+        self.say, self.show = say, show
+        self.loads: list[LoadThread] = []
+        self._tickers: dict[LoadThread, LoadTicker] = {}
+
+    def start(self, thread: LoadThread, quiet: bool = False) -> LoadThread:
+        self.loads.append(thread.start())
+        if not quiet:
+            self._tickers[thread] = LoadTicker(thread, self.say, self.show).start()
+        return thread
+
+    def stop(self, thread: LoadThread) -> list[Outcome]:
+        ticker = self._tickers.pop(thread, None)
+        if ticker is not None:
+            ticker.stop()
+        outcomes = thread.stop()
+        with contextlib.suppress(ValueError):
+            self.loads.remove(thread)
+        return outcomes
+
+    def stop_all(self) -> None:
+        for ticker in self._tickers.values():
+            ticker.stop()
+        self._tickers.clear()
+        for load in self.loads:
+            with contextlib.suppress(Exception):
+                load.stop()
+        self.loads.clear()

@@ -29,7 +29,7 @@ from lab import router_config
 from lab.loadgen import LoadGen, LoadThread, Outcome, Summary
 from lab.netns import LabError, run
 from lab.processes import Processes
-from lab.report import LoadTicker, Reporter, spread_text, weights_text
+from lab.report import Reporter, RunningLoads, spread_text, weights_text
 from lab.topology import CLIENT, ROUTERS, SERVERS, VIP, Topology, teardown
 from lab.watch import AddressWatcher, TableWatcher, Weights, has_address
 
@@ -71,8 +71,7 @@ class Stand:
         # What the router is configured with now (the reload step changes one).
         self.weights = router_config.configured_weights(self.source_config.read_text())
         self.processes = Processes(RUNTIME)
-        self.loads: list[LoadThread] = []
-        self._tickers: dict[LoadThread, LoadTicker] = {}
+        self.running = RunningLoads(self.say, self.spread_text)
         self.watchers: list[TableWatcher | AddressWatcher] = []
         self.table: TableWatcher | None = None  # the master router's IPVS table
         # pulsed builds without VRRP or the admin API (as during development) still run
@@ -157,13 +156,7 @@ class Stand:
         )
 
     def close(self) -> None:
-        for ticker in self._tickers.values():
-            ticker.stop()
-        self._tickers.clear()
-        for load in self.loads:
-            with contextlib.suppress(Exception):
-                load.stop()
-        self.loads.clear()
+        self.running.stop_all()
         for watcher in self.watchers:
             with contextlib.suppress(Exception):
                 watcher.close()
@@ -284,20 +277,10 @@ class Stand:
             rate=None if flat_out else (rate or self.rate),
             keepalive=keepalive,
         )
-        thread = LoadThread(gen, CLIENT).start()
-        self.loads.append(thread)
-        if not quiet:
-            self._tickers[thread] = LoadTicker(thread, self.say, self.spread_text).start()
-        return thread
+        return self.running.start(LoadThread(gen, CLIENT), quiet)
 
     def stop_load(self, thread: LoadThread) -> list[Outcome]:
-        ticker = self._tickers.pop(thread, None)
-        if ticker is not None:
-            ticker.stop()
-        outcomes = thread.stop()
-        with contextlib.suppress(ValueError):
-            self.loads.remove(thread)
-        return outcomes
+        return self.running.stop(thread)
 
     # Figures as text --------------------------------------------------------
 
