@@ -88,6 +88,18 @@ def api(ns: str, method: str, path: str) -> dict:
     return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
 
 
+def agreed_status(namespaces: list[str], timeout: float = 30.0) -> list[dict]:
+    """Every director's /status once their pool digests agree (and are set)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = [api(ns, "GET", "/status") for ns in namespaces]
+        digests = {d["services"][0]["pool_digest"] for d in docs}
+        if len(digests) == 1 and None not in digests:
+            return docs
+        assert time.monotonic() < deadline, f"pool digests still differ: {digests}"
+        time.sleep(0.2)  # polling a condition the daemons expose no event for
+
+
 @pytest.fixture
 def lab():
     # Not under pytest's tmp_path: FRR runs as the frr user, which cannot enter it.
@@ -139,11 +151,11 @@ def test_ecmp_announce_withdraw_crash_drain(lab, directors, tmp_path):
     (tmp_path / "pulsed-1" / "up").touch()
     lab.wait_nexthops(VIP, hops)
 
-    # The status document: the session and the digest agree across directors.
-    docs = [api(ns, "GET", "/status") for ns in lab.directors]
+    # The status document: the session and the digest agree across directors. The
+    # route comes back with d1's first healthy server (min_healthy 1); its second one
+    # may come up a check later, so the digests are awaited, not sampled once.
+    docs = agreed_status(lab.directors)
     assert all(d["bgp"]["routing_daemon"]["peers"][0]["state"] == "Established" for d in docs)
-    digests = {d["services"][0]["pool_digest"] for d in docs}
-    assert len(digests) == 1 and None not in digests
 
     # Drain director 2: withdrawn, IPVS keeps serving; undrain announces again.
     result = api(lab.directors[1], "POST", "/api/v1/director/drain")
