@@ -3,8 +3,13 @@
 The kernel's counters are cumulative; a rate needs two readings of them and
 the time between. Each pass hands over the table it read; the tracker keeps,
 per service, the last two readings whose counters differ (a table read
-without fresh counters hands back the very same Service object, which must
-not count as "no traffic"). Rates are worked out only when /status asks.
+without fresh counters hands back the same counters, which must not count as
+"no traffic"). Rates are worked out only when /status asks.
+
+A reading keeps the counters, not the Service: a kept Service would hold a
+second copy of the table's destinations after every change of weight (at
+10,000 real servers, a megabyte), and a table without counters (the memory
+backend, or a kernel that gives none) keeps nothing per destination.
 """
 
 from __future__ import annotations
@@ -12,15 +17,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pulsed.model import DestKey, Service, ServiceKey, Stats, Table
+from pulsed.model import Dest, DestKey, Service, ServiceKey, Stats, Table
 
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """A service as the kernel held it, and when (monotonic seconds)."""
+    """A service's counters as the kernel held them, and when (monotonic seconds)."""
 
-    service: Service
+    stats: Stats | None
+    dests: tuple[Dest, ...]  # the service's own tuple (shared); () without counters
     at: float
+
+    @classmethod
+    def of(cls, svc: Service, at: float) -> Reading:
+        return cls(svc.stats, svc.dests if svc.stats is not None else (), at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +58,15 @@ class RateTracker:
         changed = len(table) != len(last)
         for key, svc in table.services.items():
             before = last.get(key)
-            if before is not None and (before.service is svc or before.service.stats == svc.stats):
+            if before is not None and before.stats == svc.stats:
                 fresh[key] = before  # same counters: no new reading
                 if key in samples:
                     pairs[key] = samples[key]
                 continue
             changed = True
-            reading = Reading(svc, at)
+            reading = Reading.of(svc, at)
             fresh[key] = reading
-            if before is not None and svc.stats is not None and before.service.stats is not None:
+            if before is not None and svc.stats is not None and before.stats is not None:
                 pairs[key] = (before, reading)
         if changed:
             self._last = fresh
@@ -79,7 +89,7 @@ def service_rates(samples: Samples, key: ServiceKey) -> Rates | None:
     if pair is None:
         return None
     older, newer = pair
-    return _rate(older.service.stats, newer.service.stats, newer.at - older.at)
+    return _rate(older.stats, newer.stats, newer.at - older.at)
 
 
 def dest_rates(samples: Samples, key: ServiceKey) -> dict[DestKey, Rates | None]:
@@ -89,8 +99,5 @@ def dest_rates(samples: Samples, key: ServiceKey) -> dict[DestKey, Rates | None]
         return {}
     older, newer = pair
     seconds = newer.at - older.at
-    before = older.service.dest_map()
-    return {
-        dest: _rate(before[dest].stats if dest in before else None, d.stats, seconds)
-        for dest, d in newer.service.dest_map().items()
-    }
+    before = {d.key: d.stats for d in older.dests}
+    return {d.key: _rate(before.get(d.key), d.stats, seconds) for d in newer.dests}
