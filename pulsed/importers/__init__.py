@@ -6,3 +6,7 @@ whose parts remember the source line they came from, and lists on a
 through pulsed's own validation and leaves out what it refuses, so that the
 written TOML always passes ``check-config``.
 """
+
+# The formats ``pulsed import`` reads. Here, not in .run: the command line
+# names them without loading the parsers, which the daemon never needs.
+KINDS = ("keepalived", "ldirectord", "piranha")

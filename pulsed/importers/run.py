@@ -5,12 +5,10 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from pulsed.importers import keepalived, keepalived_lexer, ldirectord, piranha
+from pulsed.importers import KINDS, keepalived, keepalived_lexer, ldirectord, piranha
 from pulsed.importers.emit import Table
 from pulsed.importers.report import Report, Where
 from pulsed.importers.settle import settle
-
-KINDS = ("keepalived", "ldirectord", "piranha")
 
 
 @dataclass
