@@ -22,9 +22,9 @@ for the 9-line histogram), from templates shared by all servers.
 ``chunks()`` yields the text in pieces of about 64 KiB, so the API streams
 it while it renders and the peak memory of a scrape stays small: a 12 MB
 document built whole left the process 50 MiB larger.
-prometheus_client still supplies the process metrics (imported at the first
-scrape: nothing else here needs it), and the tests parse this output with
-its parser and with ``promtool check metrics``.
+The process metrics come from /proc (pulsed.metrics.process, which says why
+not from prometheus_client); the tests parse this output with
+prometheus_client's parser and with ``promtool check metrics``.
 
 Labels: ``service`` is the service's name from the config, ``server`` the
 real server's ``address:port``; ``result`` is a probe's category (a small

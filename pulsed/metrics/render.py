@@ -14,6 +14,7 @@ from typing import Any
 
 from pulsed.checks.state import RealHealth
 from pulsed.keys import KeyIndex
+from pulsed.metrics.process import process_metrics
 from pulsed.metrics.recorder import PROBE_BUCKETS, ActivityRecorder
 from pulsed.metrics.text import Family, counter, escape, gauge, head
 from pulsed.model import RealKey, Service, ServiceKey, Stats
@@ -115,7 +116,6 @@ class MetricsRenderer:
         self._snapshot = snapshot
         self.recorder = recorder
         self._labels: _Labels | None = None
-        self._process: Any = None  # prometheus_client registry, made at the first scrape
 
     def chunks(self, size: int = CHUNK_BYTES) -> Iterator[bytes]:
         """The document in pieces of about ``size`` bytes.
@@ -134,18 +134,7 @@ class MetricsRenderer:
                 yield "".join(buffer).encode()
                 buffer.clear()
                 held = 0
-        yield "".join(buffer).encode() + self._process_metrics()
-
-    def _process_metrics(self) -> bytes:
-        if self._process is None:
-            from prometheus_client import CollectorRegistry
-            from prometheus_client.process_collector import ProcessCollector
-
-            self._process = CollectorRegistry(auto_describe=False)
-            ProcessCollector(registry=self._process)
-        from prometheus_client import generate_latest
-
-        return generate_latest(self._process)
+        yield ("".join(buffer) + process_metrics()).encode()
 
     def _labels_for(self, index: KeyIndex) -> _Labels:
         labels = self._labels
