@@ -21,14 +21,17 @@ installs them (the development venv adds rich, which structlog imports).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import selectors
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -197,14 +200,39 @@ def bench_reload(args: argparse.Namespace) -> None:
             daemon.stop()
 
 
+def accept_and_close(listeners: list[socket.socket]) -> None:
+    """Serve as real servers do: accept each connection (and close it). A listener
+    that never accepts fills its backlog within seconds at 1,000 probes/s each,
+    and then every probe times out: the benchmark would measure failures."""
+    sel = selectors.DefaultSelector()
+    for s in listeners:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            with contextlib.suppress(OSError):
+                key.fileobj.accept()[0].close()  # type: ignore[union-attr]
+
+
+def result_counts(text: str) -> dict[str, int]:
+    """pulsed_real_probe_results_total summed by its result label."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("pulsed_real_probe_results_total{"):
+            label = line.split('result="', 1)[1].split('"', 1)[0]
+            counts[label] = counts.get(label, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 def bench_scrape(args: argparse.Namespace) -> None:
     listeners = []
     for _ in range(args.reals):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
-        s.listen(1024)
+        s.listen(4096)
         listeners.append(s)
     ports = [s.getsockname()[1] for s in listeners]
+    threading.Thread(target=accept_and_close, args=(listeners,), daemon=True).start()
     with tempfile.TemporaryDirectory(prefix="pulsed-bench-") as tmp:
         work = Path(tmp)
         port = free_port()
@@ -247,6 +275,8 @@ def bench_scrape(args: argparse.Namespace) -> None:
             kinds = "tcp checks" + (f" and {', '.join(MIXED_CHECKS)}" if args.mixed else "")
             print(f"/metrics at {reals} real servers ({args.services} x {args.reals}), {kinds}:")
             print(f"  servers with probe histograms: {len(counts)}, down: {down}")
+            results = ", ".join(f"{k} {v}" for k, v in sorted(result_counts(body.decode()).items()))
+            print(f"  probe results so far: {results}")
             print(
                 f"  scrape: median {statistics.median(times) * 1000:.0f} ms,"
                 f" min {min(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms"

@@ -1,10 +1,10 @@
 """dns: query a name and type, expect an rcode and optionally a matching answer.
 
 keepalived's DNS_CHECK and ldirectord's dns check. Messages are built and
-parsed by dnspython (pure Python, well kept, the reference for DNS in
-Python); the query's wire form is built once per probe and only its ID
-changes per query. Over UDP (the default) a truncated answer (TC) is asked
-again over TCP on a new socket within the same timeout; ``dns_transport =
+read by pulsed.checks.dns_wire (which says why not dnspython); the query's
+wire form is built once per probe and only its ID changes per query. Over
+UDP (the default) a truncated answer (TC) is asked again over TCP on a new
+socket within the same timeout; ``dns_transport =
 "tcp"`` asks over TCP only. A reply with another ID or question, or one
 that does not parse, is a protocol failure: the socket is connected, so only
 the server can have sent it. ``expect_answer`` is searched in the text of
@@ -18,19 +18,14 @@ import re
 import socket
 import struct
 
-import dns.exception
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdatatype
-
+from pulsed.checks import dns_wire
 from pulsed.checks.base import ProbeResult, Target
 from pulsed.checks.convo import Conversation, ConversationProbe, Verdict, open_conversation
 from pulsed.checks.sockio import Done, Exchange, ProbeEngine
 
-_HEADER = 12
-_QR = 0x8000
-_TC = 0x0200
+_HEADER = dns_wire.HEADER
+_QR = dns_wire.FLAG_QR
+_TC = dns_wire.FLAG_TC
 _MAX_TCP = 65535 + 2
 
 
@@ -41,12 +36,11 @@ class DnsProbe(ConversationProbe):
         super().__init__(target)
         check = target.check
         assert check.query_name is not None  # validated: a dns check names its query
-        rdtype = dns.rdatatype.from_text(check.query_type)
-        query = dns.message.make_query(dns.name.from_text(check.query_name), rdtype)
-        self.query = query.to_wire()
-        self.question = query.question
-        self.type_text = dns.rdatatype.to_text(rdtype)
-        self.rcode = dns.rcode.from_text(check.expect_rcode)
+        rdtype = dns_wire.type_code(check.query_type)
+        self.query = dns_wire.make_query(check.query_name, rdtype)
+        self.question = dns_wire.question_of(self.query)
+        self.type_text = dns_wire.type_text(rdtype)
+        self.rcode = dns_wire.rcode_code(check.expect_rcode)
         self.answer = re.compile(check.expect_answer) if check.expect_answer else None
         self.over_tcp = check.dns_transport == "tcp"
 
@@ -112,25 +106,22 @@ class _Query(Verdict):
             self._retry_over_tcp()
             return self.finished
         try:
-            reply = dns.message.from_wire(wire)
-        except (dns.exception.DNSException, ValueError, UnicodeError) as exc:
+            reply = dns_wire.parse_reply(wire)
+        except dns_wire.DnsWireError as exc:
             return self._fail(f"bad DNS reply: {_exc_text(exc)}", "protocol")
         if reply.question != probe.question:
             return self._fail("reply is not for this query (question)", "protocol")
-        rcode = reply.rcode()
+        rcode = reply.rcode
         if rcode != probe.rcode:
-            return self._fail(
-                f"rcode {dns.rcode.to_text(rcode)}, expected {dns.rcode.to_text(probe.rcode)}",
-                "status",
-            )
-        count = sum(len(rrset) for rrset in reply.answer)
-        if probe.answer is not None:
-            texts = [rdata.to_text() for rrset in reply.answer for rdata in rrset]
-            if not any(probe.answer.search(text) for text in texts):
-                shown = f", got {', '.join(texts)[:60]}" if texts else ""
-                return self._fail(f"no answer matched ({count} answers{shown})", "body")
+            expected = dns_wire.rcode_text(probe.rcode)
+            return self._fail(f"rcode {dns_wire.rcode_text(rcode)}, expected {expected}", "status")
+        texts = reply.answers
+        count = len(texts)
+        if probe.answer is not None and not any(probe.answer.search(text) for text in texts):
+            shown = f", got {', '.join(texts)[:60]}" if texts else ""
+            return self._fail(f"no answer matched ({count} answers{shown})", "body")
         plural = "s" if count != 1 else ""
-        reason = f"{dns.rcode.to_text(rcode)}, {count} answer{plural}"
+        reason = f"{dns_wire.rcode_text(rcode)}, {count} answer{plural}"
         self._verdict = ProbeResult(True, reason + (" over TCP" if self._tcp else ""), 0.0)
         return True
 

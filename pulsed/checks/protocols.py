@@ -48,25 +48,22 @@ def _udp(check: CheckConfig, bad: Bad) -> None:
 
 
 def _dns(check: CheckConfig, bad: Bad) -> None:
-    import dns.exception
-    import dns.name
-    import dns.rcode
-    import dns.rdatatype
+    from pulsed.checks import dns_wire
 
     if not check.query_name:
         bad("query_name", check.query_name, "a dns check needs the name to query")
     else:
         try:
-            dns.name.from_text(check.query_name)
-        except (dns.exception.DNSException, ValueError) as exc:
+            dns_wire.encode_name(check.query_name)
+        except dns_wire.DnsWireError as exc:
             bad("query_name", check.query_name, f"is not a domain name: {exc}")
     try:
-        dns.rdatatype.from_text(check.query_type)
-    except (dns.exception.DNSException, ValueError):
+        dns_wire.type_code(check.query_type)
+    except dns_wire.DnsWireError:
         bad("query_type", check.query_type, "is not a DNS record type (A, AAAA, MX, ...)")
     try:
-        dns.rcode.from_text(check.expect_rcode)
-    except (dns.exception.DNSException, ValueError):
+        dns_wire.rcode_code(check.expect_rcode)
+    except dns_wire.DnsWireError:
         bad("expect_rcode", check.expect_rcode, "is not a DNS rcode (NOERROR, NXDOMAIN, ...)")
     _regex(check.expect_answer, "expect_answer", bad, as_text=True)
 
