@@ -1185,7 +1185,7 @@ def _path_parts(rel: str) -> list[str | int]:
             continue
         if chunk.startswith("[") and chunk.endswith("]"):
             inner = chunk[1:-1]
-            parts.append(int(inner) if inner.isdigit() else inner.strip("'\""))
+            parts.append(int(inner) if inner.isascii() and inner.isdigit() else inner.strip("'\""))
         else:
             parts.append(chunk)
     return parts
