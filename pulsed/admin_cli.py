@@ -8,6 +8,7 @@ failure: daemon not running, wrong token, unknown server.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import time
@@ -35,8 +36,13 @@ class Client:
     timeout: float = 5.0
 
     def call(self, method: str, path: str, body: Any = None, auth: bool = False) -> Any:
+        """The JSON answer, or ClientError: one line for every way a call can fail
+        (a bad --url, no daemon, a peer that is not pulsed, an HTTP error)."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method)
+        try:
+            request = urllib.request.Request(self.url + path, data=data, method=method)
+        except ValueError as exc:  # "unknown url type", an unclosed [ ...
+            raise ClientError(f"--url {self.url}: not an http:// URL ({exc})") from None
         request.add_header("Accept", "application/json")
         if data is not None:
             request.add_header("Content-Type", "application/json")
@@ -44,7 +50,7 @@ class Client:
             request.add_header("Authorization", f"Bearer {self._token()}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                return json.loads(resp.read() or b"null")
+                answer = resp.read()
         except urllib.error.HTTPError as exc:
             raise ClientError(f"{exc.code}: {_error_text(exc)}") from None
         except urllib.error.URLError as exc:
@@ -52,22 +58,37 @@ class Client:
             raise ClientError(
                 f"cannot reach the daemon at {self.url} ({reason.lower()}): is pulsed running?"
             ) from None
-        except (TimeoutError, OSError) as exc:
-            raise ClientError(f"no answer from the daemon at {self.url}: {exc}") from None
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            why = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise ClientError(f"no usable answer from the daemon at {self.url}: {why}") from None
+        except ValueError as exc:  # http.client.InvalidURL: a bad port, a space...
+            raise ClientError(f"--url {self.url}: not a usable URL ({exc})") from None
+        try:
+            return json.loads(answer or b"null")
         except ValueError:
             raise ClientError(f"{self.url}{path} did not answer with JSON") from None
 
     def _token(self) -> str:
+        """The token as header text. Read as the daemon reads it (pulsed.files: a FIFO
+        is refused, not waited on) and sent byte for byte (latin-1 maps each byte to
+        one character, and http.client sends header text as latin-1)."""
+        from pulsed.files import FileProblem, read_file
+
         try:
-            token = Path(self.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
+            token = read_file(self.token_file, what="API token file").strip()
+        except FileProblem as exc:
             raise ClientError(
-                f"cannot read the API token {self.token_file}: {exc.strerror}"
-                " (use --token-file, or run as a user who can read it)"
+                f"cannot read the {exc} (use --token-file, or run as a user who can read it)"
             ) from None
         if not token:
             raise ClientError(f"the API token file {self.token_file} is empty")
-        return token
+        text = token.decode("latin-1")
+        if not text.isprintable():
+            raise ClientError(
+                f"the API token file {self.token_file} holds a control character"
+                " (a token is one line of text)"
+            )
+        return text
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:
@@ -199,27 +220,50 @@ def add_admin_commands(subparsers: argparse._SubParsersAction) -> None:
         parents=[common],
         help="the running config through the API: show, check, plan, apply, rollback, history",
     )
+    # The same options after the verb: without a default there, so that
+    # `pulsed config -c FILE show` keeps the FILE given before it (argparse
+    # lets a subparser's defaults overwrite what its parent parsed).
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("-c", "--config", default=argparse.SUPPRESS, help="to find the API")
+    after.add_argument("--url", default=argparse.SUPPRESS, help="the daemon's API")
+    after.add_argument(
+        "--token-file", default=argparse.SUPPRESS, help="file holding the API bearer token"
+    )
     verbs = config.add_subparsers(metavar="ACTION", dest="action", required=True)
-    verbs.add_parser("show", parents=[common], help="print the running config file")
+    verbs.add_parser("show", parents=[after], help="print the running config file")
     for verb, text in (
         ("check", "validate FILE as check-config does, on the daemon"),
         ("plan", "what FILE would change in the IPVS table and VRRP"),
         ("apply", "write FILE as the config (atomically) and reload"),
     ):
-        p = verbs.add_parser(verb, parents=[common], help=text)
+        p = verbs.add_parser(verb, parents=[after], help=text)
         p.add_argument("file", help="the new config (- for stdin)")
-    back = verbs.add_parser("rollback", parents=[common], help="apply history entry N again")
-    back.add_argument("entry", type=int, metavar="N", help="an id from `pulsed config history`")
-    verbs.add_parser("history", parents=[common], help="the kept configs and the audit log")
+    back = verbs.add_parser("rollback", parents=[after], help="apply history entry N again")
+    back.add_argument(
+        "entry", type=history_id, metavar="N", help="an id from `pulsed config history`"
+    )
+    verbs.add_parser("history", parents=[after], help="the kept configs and the audit log")
     config.set_defaults(func=cmd_config)
 
 
 def _run(args: argparse.Namespace, action) -> int:
+    """Every client command runs here: each failure is one line and exit 1."""
+    client = client_from_args(args)
     try:
-        return action(client_from_args(args))
+        return action(client)
     except ClientError as exc:
         print(f"pulsed: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        print(f"pulsed: {unexpected_answer(client.url, exc)}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def unexpected_answer(url: str, exc: Exception) -> str:
+    """A JSON answer without what pulsed's API sends (--url names something else)."""
+    return (
+        f"the answer from {url} is not what pulsed's API sends"
+        f" ({type(exc).__name__}: {str(exc)[:80]}): is --url a pulsed daemon of this version?"
+    )
 
 
 def _real_path(real: str) -> str:
@@ -387,12 +431,37 @@ def _forward(method: str) -> str:
 
 
 def _read_new_config(name: str) -> str:
+    """The new config's text: read as the daemon reads a config (without blocking on a
+    FIFO, size capped), so that what is refused here would be refused there."""
+    from pulsed.files import MAX_CONFIG_BYTES, FileProblem, read_file
+
     try:
         if name == "-":
-            return sys.stdin.read()
-        return Path(name).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ClientError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
+            data = sys.stdin.buffer.read(MAX_CONFIG_BYTES + 1)
+            if len(data) > MAX_CONFIG_BYTES:
+                raise ClientError(f"stdin: more than {MAX_CONFIG_BYTES} bytes")
+        else:
+            data = read_file(name, what="config file", max_bytes=MAX_CONFIG_BYTES)
+    except FileProblem as exc:
+        raise ClientError(str(exc)) from None
+    except OSError as exc:
+        raise ClientError(f"cannot read {name}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ClientError(
+            f"{name}:{line}: not UTF-8 text (byte {exc.start}); a config is UTF-8 TOML"
+        ) from None
+
+
+def history_id(text: str) -> int:
+    """A history entry's id for argparse: a whole number from 1 up."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1 or len(text) > 9:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a history id is a whole number from 1 (see `pulsed config history`)"
+        )
+    return int(text)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -121,7 +121,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """The running daemon's plan (its wanted table against the kernel's, with real
     health); computed here only when no daemon answers (or with --local)."""
     if not args.local:
-        from pulsed.admin_cli import Client, ClientError, api_settings, connectable
+        from pulsed.admin_cli import (
+            Client,
+            ClientError,
+            api_settings,
+            connectable,
+            unexpected_answer,
+        )
 
         listen, token_file = api_settings(args.config)
         client = Client(args.url or f"http://{connectable(listen)}", token_file)
@@ -134,7 +140,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         else:
-            return _print_daemon_plan(doc, client.url)
+            try:
+                return _print_daemon_plan(doc, client.url)
+            except (KeyError, TypeError, AttributeError, IndexError) as exc:
+                print(f"pulsed: {unexpected_answer(client.url, exc)}", file=sys.stderr)
+                return EXIT_ERROR
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_INVALID

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -379,6 +379,7 @@ def _parse_toml(
 MAX_INCLUDED_FILES = 4096
 _ARRAYS = ("service", "vrrp", "vrrp_script", "vrrp_sync_group")
 _ELEMENT = re.compile(r"^(service|vrrp|vrrp_script|vrrp_sync_group)\[(\d+)\](.*)$")
+_MENTION = re.compile(r"\b(service|vrrp|vrrp_script|vrrp_sync_group)\[(\d+)\]")
 
 
 class _Origins:
@@ -396,12 +397,26 @@ class _Origins:
             found = self.elements.get((match.group(1), int(match.group(2))))
             if found is not None and found[0] != self.main:
                 path = f"{match.group(1)}[{found[1]}]{match.group(3)}"
-                return ConfigIssue(found[0], path, issue.value, issue.message)
-            return issue
+                message = self._others(issue.message, found[0])
+                return ConfigIssue(found[0], path, issue.value, message)
+            return replace(issue, message=self._others(issue.message, self.main))
         top = issue.path.split(".")[0].split("[")[0]
         if top in self.tables:
             return ConfigIssue(self.tables[top], issue.path, issue.value, issue.message)
         return issue
+
+    def _others(self, message: str, here: str) -> str:
+        """Elements a message names ("duplicate ... also service[0]") in their own file's
+        numbers, with the file named when it is not ``here``."""
+
+        def one(m: re.Match[str]) -> str:
+            found = self.elements.get((m.group(1), int(m.group(2))))
+            if found is None:
+                return m.group(0)
+            name = f"{m.group(1)}[{found[1]}]"
+            return name if found[0] == here else f"{name} of {found[0]}"
+
+        return _MENTION.sub(one, message)
 
 
 def _with_includes(raw: dict[str, Any], filename: str, origins: _Origins) -> dict[str, Any]:
@@ -418,6 +433,10 @@ def _with_includes(raw: dict[str, Any], filename: str, origins: _Origins) -> dic
             ]
         )
     base = os.path.dirname(filename)
+    # The main file is never one of its own parts: validated as text (the API's
+    # validate, plan and apply), an include of its path would read the *old*
+    # file on disk and pass, and the written file would then include itself.
+    main = os.path.realpath(filename)
     files: list[str] = []
     for i, pattern in enumerate(patterns):
         full = pattern if os.path.isabs(pattern) else os.path.join(base, pattern)
@@ -425,9 +444,16 @@ def _with_includes(raw: dict[str, Any], filename: str, origins: _Origins) -> dic
             if not os.path.exists(full):
                 issues.append(ConfigIssue(filename, f"include[{i}]", pattern, "no such file"))
                 continue
+            if os.path.realpath(full) == main:
+                issues.append(
+                    ConfigIssue(filename, f"include[{i}]", pattern, "names this file itself")
+                )
+                continue
             matches = [full]
         else:
-            matches = sorted(glob.glob(full))  # none: an empty conf.d is a valid config
+            # none: an empty conf.d is a valid config; "*.toml" beside the main
+            # file matches the main file too, which is not one of its parts.
+            matches = [m for m in sorted(glob.glob(full)) if os.path.realpath(m) != main]
         files.extend(m for m in matches if m not in files)
     if len(files) > MAX_INCLUDED_FILES:
         issues.append(
@@ -1185,7 +1211,7 @@ def _path_parts(rel: str) -> list[str | int]:
             continue
         if chunk.startswith("[") and chunk.endswith("]"):
             inner = chunk[1:-1]
-            parts.append(int(inner) if inner.isdigit() else inner.strip("'\""))
+            parts.append(int(inner) if inner.isascii() and inner.isdigit() else inner.strip("'\""))
         else:
             parts.append(chunk)
     return parts

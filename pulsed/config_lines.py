@@ -32,7 +32,9 @@ def line_index(text: str) -> dict[str, int]:
     current = ""
     open_value = ""  # a multi-line string's quotes, or "[" inside a multi-line array
     depth = 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    # "\n" only, as TOML and editors count lines (splitlines also splits at U+2028,
+    # which a TOML string may hold).
+    for number, line in enumerate(text.split("\n"), start=1):
         if open_value:
             depth, open_value = _still_open(line, open_value, depth)
             continue

@@ -65,16 +65,16 @@ def unified_diff(old: str, new: str, old_name: str, new_name: str) -> str:
     )
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: same mode and owner as the old file, synced,
-    renamed into place, the directory synced. OSError when it cannot be done
-    (the old file is then untouched)."""
+def write_atomically(path: Path, text: str, new_mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text``: same mode and owner as the old file (``new_mode``
+    when there is none), synced, renamed into place, the directory synced. OSError
+    when it cannot be done (the old file is then untouched)."""
     data = text.encode("utf-8")
     try:
         old = path.stat()
         mode, owner = old.st_mode & 0o7777, (old.st_uid, old.st_gid)
     except FileNotFoundError:
-        mode, owner = 0o644, None
+        mode, owner = new_mode, None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -3,13 +3,47 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import shlex
 
+from pulsed.files import MAX_CONFIG_BYTES, read_file
 from pulsed.importers.report import Report, Where
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.:-]")
 _SERVICE_NAME_BAD = re.compile(r"[/\x00-\x1f\x7f]")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def read_source(path: str, report: Report) -> str:
+    """The text of ``path``. Raises pulsed.files.FileProblem (one line) when it cannot
+    be read. Bytes that are not UTF-8 are read as U+FFFD and a NUL as a space
+    (the old programs' readers do not choke on them either), with one warning
+    naming the first line that holds them."""
+    data = read_file(path, what="file", max_bytes=MAX_CONFIG_BYTES)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        report.warn(
+            Where(path, line), f"not UTF-8 text (byte {exc.start}): such bytes are read as U+FFFD"
+        )
+        text = data.decode("utf-8", errors="replace")
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        report.warn(Where(path, line), "a NUL character: read as a space")
+        text = text.replace("\0", " ")
+    return text
+
+
+def source_lines(text: str) -> list[str]:
+    """The lines of ``text``, ending at "\\n" only (a "\\r" before it dropped), as
+    keepalived, ldirectord and editors count them: str.splitlines() would also
+    split at form feeds and U+2028, and every line number after one would be wrong."""
+    lines = text.split("\n")
+    if not lines[-1]:
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def number(
@@ -22,26 +56,37 @@ def number(
     *,
     whole: bool = True,
 ) -> float | int | None:
-    """``text`` as a number in [low, high], or None after reporting why not."""
+    """``text`` as a number in [low, high], or None after reporting why not.
+
+    Only ASCII decimal forms are numbers, as for keepalived's and ldirectord's
+    C and Perl readers: Python's int() and float() would also take "1_0",
+    Arabic-Indic digits, "inf" and "nan", which those programs refuse.
+    """
     if text is None:
         report.untranslated(where, f"{what}: a value is missing")
         return None
-    try:
-        value: float | int = int(text, 10) if whole else float(text)
-    except ValueError:
-        try:
-            value = float(text)
-        except ValueError:
-            report.untranslated(where, f"{what} {text[:40]!r}: not a number")
-            return None
-        if whole and value != int(value):
+    if not _DECIMAL.fullmatch(text):
+        report.untranslated(where, f"{what} {text[:40]!r}: not a number")
+        return None
+    value: float | int = float(text)
+    if not math.isfinite(value):  # 1e400
+        report.untranslated(where, f"{what} {text[:40]!r}: must be {low:g}..{high:g}")
+        return None
+    if whole:
+        if value != int(value):
             report.untranslated(where, f"{what} {text[:40]!r}: not a whole number")
             return None
-        value = int(value) if whole else value
-    if value != value or not low <= value <= high:
+        # int(text) when it can be: float() loses digits past 2**53
+        value = int(text) if text.lstrip("+-").isdigit() else int(value)
+    if not low <= value <= high:
         report.untranslated(where, f"{what} {text[:40]!r}: must be {low:g}..{high:g}")
         return None
     return value
+
+
+def digits(text: str) -> bool:
+    """Whether ``text`` is ASCII decimal digits (str.isdigit also takes "²" and "٣")."""
+    return text.isascii() and text.isdigit()
 
 
 def seconds(value: float) -> str:
@@ -69,7 +114,7 @@ def host_port(host: str, port: int | None) -> str:
 
 def prefix_of_mask(text: str) -> int | None:
     """A prefix length from a dotted netmask ("255.255.255.0") or a number."""
-    if text.isdigit():
+    if digits(text):
         return int(text) if int(text) <= 128 else None
     try:
         return ipaddress.ip_network(f"0.0.0.0/{text}").prefixlen

@@ -18,6 +18,7 @@ with what was probably meant. Checked against keepalived 2.2.7 (Debian 12):
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -597,11 +598,10 @@ class Keepalived:
             str(base).split("." if base.version == 4 else ":")[-1] or "0",
             10 if base.version == 4 else 16,
         )
-        try:
-            high = int(last, 10 if base.version == 4 else 16)
-        except ValueError:
+        if not re.fullmatch("[0-9]{1,3}" if base.version == 4 else "[0-9a-fA-F]{1,4}", last):
             self.report.untranslated(entry.where, f"{entry.keyword}: not an address range")
             return []
+        high = int(last, 10 if base.version == 4 else 16)
         if (
             not low <= high
             or high - low >= MAX_RANGE

@@ -3,7 +3,11 @@
 What is handled, as keepalived 2.2 does it:
 - comments start at ``!`` or ``#`` outside double quotes, at the start of a word;
 - ``include PATTERN`` (anywhere, also inside blocks) reads the files the glob
-  names, in sorted order, relative to the directory of the including file;
+  names, in sorted order, relative to the directory of the including file.
+  A file that includes itself, directly or through others, is reported once
+  and not read again (keepalived would recurse until it runs out of file
+  descriptors), and at most ``MAX_INCLUDED_FILES`` files are read in all, so
+  that a few files including each other by glob cannot take exponential time;
 - a brace opens a block on the same line or on the next one; ``}`` may close
   it on a line with other words (``virtual_ipaddress { 10.0.0.1 }``);
 - ``$NAME=value`` defines a macro, ``$NAME`` and ``${NAME}`` use it;
@@ -21,10 +25,12 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from pulsed.files import MAX_CONFIG_BYTES, FileProblem, read_file
+from pulsed.files import FileProblem
+from pulsed.importers.common import read_source, source_lines
 from pulsed.importers.report import Report, Where
 
 MAX_INCLUDE_DEPTH = 16
+MAX_INCLUDED_FILES = 4096
 MAX_MACRO_SIZE = 64 * 1024  # a macro expanding into itself stops growing here
 _MACRO_DEF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
 _MACRO_USE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -56,18 +62,33 @@ class _Reader:
     config_id: str
     macros: dict[str, str] = field(default_factory=dict)
     tokens: list[_Token | None] = field(default_factory=list)  # None: end of a line
+    reading: list[str] = field(default_factory=list)  # the files open now, outermost first
+    files_read: int = 0
 
     def read(self, path: str, depth: int, origin: Where | None) -> bool:
+        real = os.path.realpath(path)
+        if real in self.reading and origin is not None:
+            self.report.untranslated(
+                origin, f"include {path}: an include loop ({path} is being read already)"
+            )
+            return False
+        if self.files_read >= MAX_INCLUDED_FILES and origin is not None:
+            self.report.untranslated(origin, f"more than {MAX_INCLUDED_FILES} files included")
+            return False
         try:
-            data = read_file(path, what="file", max_bytes=MAX_CONFIG_BYTES)
+            text = read_source(path, self.report)
         except FileProblem as exc:
             if origin is None:
                 raise
             self.report.untranslated(origin, f"cannot include: {exc}")
             return False
-        text = data.decode("utf-8", errors="replace")
-        for number, raw in enumerate(text.splitlines(), 1):
-            self.line(raw, Where(path, number), depth)
+        self.files_read += 1
+        self.reading.append(real)
+        try:
+            for number, raw in enumerate(source_lines(text), 1):
+                self.line(raw, Where(path, number), depth)
+        finally:
+            self.reading.pop()
         return True
 
     def line(self, raw: str, where: Where, depth: int) -> None:

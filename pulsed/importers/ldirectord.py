@@ -15,8 +15,17 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from pulsed.files import MAX_CONFIG_BYTES, read_file
-from pulsed.importers.common import address, argv, host_port, number, prefix_of_mask, seconds
+from pulsed.importers.common import (
+    address,
+    argv,
+    digits,
+    host_port,
+    number,
+    prefix_of_mask,
+    read_source,
+    seconds,
+    source_lines,
+)
 from pulsed.importers.common import service_name as unique_name
 from pulsed.importers.emit import Table
 from pulsed.importers.report import Report, Where
@@ -74,16 +83,15 @@ class Parsed:
     virtuals: list[Virtual]
 
 
-def read(path: str) -> tuple[str, str]:
+def read(path: str, report: Report) -> tuple[str, str]:
     """(path, text); raises FileProblem when the file cannot be read."""
-    data = read_file(path, what="file", max_bytes=MAX_CONFIG_BYTES)
-    return path, data.decode("utf-8", errors="replace")
+    return path, read_source(path, report)
 
 
 def parse(path: str, text: str, report: Report) -> Parsed:
     parsed = Parsed([], [])
     current: Virtual | None = None
-    for number_, raw in enumerate(text.splitlines(), 1):
+    for number_, raw in enumerate(source_lines(text), 1):
         where = Where(path, number_)
         if raw.lstrip().startswith("#") or not raw.strip():
             continue
@@ -162,7 +170,7 @@ class Ldirectord:
         table = Table(head.where, f"{head.key}={head.value}")
         value = _unquote(head.value)
         port: int | None = None
-        if value.isdigit():
+        if digits(value):
             mark = number(value, head.where, self.report, "fwmark", 1, 2**32 - 1)
             if mark is None:
                 return
@@ -175,7 +183,7 @@ class Ldirectord:
             ip = address(host.strip("[]"))
             port_value = (
                 number(port_text, head.where, self.report, "port", 1, 65535)
-                if port_text.isdigit()
+                if digits(port_text)
                 else None
             )
             if ip is None or port_value is None:
@@ -274,7 +282,7 @@ class Ldirectord:
         weight = 1
         if rest and rest[0] in FORWARDING:
             forwarding = FORWARDING[rest.pop(0)]
-        if rest and rest[0].isdigit():
+        if rest and digits(rest[0]):
             value = number(rest.pop(0), line.where, self.report, "weight", 0, 65535)
             weight = int(value) if value is not None else 1
         if rest:
@@ -292,7 +300,7 @@ class Ldirectord:
         if port_text:
             value = (
                 number(port_text, line.where, self.report, "port", 1, 65535)
-                if port_text.isdigit()
+                if digits(port_text)
                 else None
             )
             if value is None:
@@ -335,7 +343,7 @@ class Ldirectord:
         if not sep:
             host, port_text = target, ""
         ip = address(host.strip("[]"))
-        if ip is None or (port_text and not port_text.isdigit()):
+        if ip is None or (port_text and not digits(port_text)):
             self.report.untranslated(where, f"fallback {text}: give an IP address and port")
             return
         table.set("sorry_server", host_port(ip, int(port_text) if port_text else port), where)
@@ -350,8 +358,8 @@ class Ldirectord:
         )
         interval = self.seconds_of(settings, "checkinterval", 10)
         failures = self.seconds_of(settings, "failurecount", 1)
-        negotiate = checktype == "negotiate" or checktype.isdigit()
-        if checktype.isdigit():
+        negotiate = checktype == "negotiate" or digits(checktype)
+        if digits(checktype):
             self.report.untranslated(
                 ctwhere or svc.where or Where(self.path),
                 f"checktype={checktype}: pulsed does not alternate connect and negotiate"

@@ -15,8 +15,16 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from pulsed.files import MAX_CONFIG_BYTES, read_file
-from pulsed.importers.common import address, argv, host_port, number, prefix_of_mask, seconds
+from pulsed.importers.common import (
+    address,
+    argv,
+    host_port,
+    number,
+    prefix_of_mask,
+    read_source,
+    seconds,
+    source_lines,
+)
 from pulsed.importers.common import service_name as unique_name
 from pulsed.importers.emit import Table
 from pulsed.importers.report import Report, Where
@@ -53,15 +61,15 @@ class Block:
     children: list[Block] = field(default_factory=list)
 
 
-def read(path: str) -> tuple[str, str]:
-    data = read_file(path, what="file", max_bytes=MAX_CONFIG_BYTES)
-    return path, data.decode("utf-8", errors="replace")
+def read(path: str, report: Report) -> tuple[str, str]:
+    """(path, text); raises FileProblem when the file cannot be read."""
+    return path, read_source(path, report)
 
 
 def parse(path: str, text: str, report: Report) -> Block:
     top = Block("", "", Where(path))
     stack = [top]
-    for n, raw in enumerate(text.splitlines(), 1):
+    for n, raw in enumerate(source_lines(text), 1):
         where = Where(path, n)
         line = raw.strip()
         if not line or line.startswith("#"):

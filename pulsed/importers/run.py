@@ -31,11 +31,14 @@ def import_config(kind: str, path: str, config_id: str | None = None) -> Importe
         nodes = keepalived_lexer.parse(path, report, config_id or default_config_id())
         root = keepalived.translate(nodes, report)
     elif kind == "ldirectord":
-        root = ldirectord.translate(ldirectord.read(path), path, report)
+        root = ldirectord.translate(ldirectord.read(path, report), path, report)
     elif kind == "piranha":
-        root = piranha.translate(piranha.read(path), path, report)
+        root = piranha.translate(piranha.read(path, report), path, report)
     else:
         raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    if not root.get("service") and not root.get("vrrp") and report.complete:
+        # An empty file, or only comments: probably not the file meant.
+        report.warn(Where(path), f"no virtual server or VRRP instance found in this {kind} file")
     header = [
         f"pulsed configuration imported from {kind} {path}",
         "by `pulsed import`: each table says where it came from; what could not be",
@@ -45,10 +48,6 @@ def import_config(kind: str, path: str, config_id: str | None = None) -> Importe
     text = settle(root, report, header, Where(path))
     if report.findings:
         lines = ["", "# Not translated, or translated with a caveat (also on stderr):"]
-        lines += [f"#   {_one_line(line)}" for line in report.lines()]
+        lines += [f"#   {line}" for line in report.lines()]
         text += "\n".join(lines) + "\n"
     return Imported(text, report)
-
-
-def _one_line(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)[:300]

@@ -21,7 +21,7 @@ from pulsed.ha.node import VrrpStatus
 from pulsed.keys import KeyIndex
 from pulsed.model import RealKey, Service, Stats, Table
 from pulsed.overrides import Mode, Override, OverrideStore
-from pulsed.readmodel import HaView, PassView, ReloadView, Snapshot
+from pulsed.readmodel import ConfigSource, HaView, PassView, ReloadView, Snapshot
 from pulsed.reconcile import ReconcileStatus
 
 
@@ -77,6 +77,7 @@ class DaemonStandIn:
         self.pass_observers: list = []
         self.probe_observers: list = []
         self.health_observers: list = []
+        self.source: ConfigSource | None = None  # the config file's text, as loaded
 
     @property
     def config(self) -> Config:
@@ -109,6 +110,7 @@ class DaemonStandIn:
                 (self.vrrp_status,) if self.vrrp_status else (),
             ),
             probes=self.monitor.local_faults(),
+            source=self.source,
         )
 
     def set_mode(self, key: RealKey, mode: Mode, caller: str = "") -> Override:

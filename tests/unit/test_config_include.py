@@ -113,3 +113,38 @@ def test_a_reload_reads_the_included_files_again(tmp_path: Path) -> None:
     second = load_config(main, cache)
     assert second.service_named("b").real[0].weight == 7
     assert second.service_named("a") is first.service_named("a")  # the cache still works
+
+
+def test_the_main_file_is_not_one_of_its_own_parts(tmp_path: Path) -> None:
+    """Named, it is an error; matched by a glob beside it, it is skipped. Without this,
+    the API validated `include = ["pulsed.toml"]` against the *old* file on disk."""
+    main = tmp_path / "pulsed.toml"
+    link = tmp_path / "link.toml"
+    link.symlink_to(main)
+    for named in ("pulsed.toml", "link.toml", str(main)):
+        write(main, f'include = ["{named}"]\n' + SERVICE.format(name="a", n=1, weight=1))
+        with pytest.raises(ConfigError) as err:
+            load_config(main)
+        assert [str(i) for i in err.value.issues] == [
+            f'{main}: include[0] = "{named}": names this file itself'
+        ]
+    link.unlink()
+    write(main, 'include = ["*.toml"]\n' + SERVICE.format(name="a", n=1, weight=1))
+    write(tmp_path / "b.toml", SERVICE.format(name="b", n=2, weight=1))
+    assert [s.name for s in load_config(main).service] == ["a", "b"]
+
+
+def test_a_duplicate_names_the_file_of_the_first(tmp_path: Path) -> None:
+    main = write(
+        tmp_path / "pulsed.toml",
+        'include = ["conf.d/*.toml"]\n' + SERVICE.format(name="a", n=1, weight=1),
+    )
+    part = write(
+        tmp_path / "conf.d/b.toml",
+        SERVICE.format(name="b", n=2, weight=1) + SERVICE.format(name="a", n=3, weight=1),
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(main)
+    (issue,) = err.value.issues
+    assert (issue.file, issue.path) == (str(part), "service[1].name")
+    assert issue.message == f"duplicate service name (also service[0] of {main})"

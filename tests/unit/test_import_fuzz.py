@@ -38,6 +38,15 @@ WORDS = (
     b"-1",
     b"255.255.255.256",
     b"ae00::1-ffff",
+    # Numbers Python reads and keepalived does not (float("inf") once crashed int()).
+    b"weight inf\n",
+    b"nan",
+    b"1e400",
+    "\u0663".encode(),  # an Arabic-Indic 3
+    "\u00b2".encode(),  # a superscript 2: str.isdigit() says yes, int() says no
+    b"1_0",
+    b"\x00",
+    b"\xff\xfe",
 )
 INPUTS = 250
 
