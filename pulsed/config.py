@@ -21,6 +21,7 @@ import json
 import os
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -288,19 +289,22 @@ def parse_config(
     cache: ParseCache | None = None,
     *,
     services_required: bool = True,
+    include_root: str | None = None,
 ) -> Config:
     """Validate TOML ``text``; raise ConfigError listing every problem.
 
     The one validation behind ``check-config``, start-up and every reload:
     what it accepts, the daemon can run. ``services_required=False`` is for
     tools that never touch IPVS (``python -m pulsed.ha``): for them a file
-    without services cannot empty a table.
+    without services cannot empty a table. ``include_root``: ``include`` may
+    name files under this directory only (a config sent through the API,
+    whose sender holds a token, not the router's files).
     """
     texts: dict[bytes, str] = {}
     raw = _parse_toml(text, filename, services_required, cache, texts)
     origins = _Origins(filename)
     if "include" in raw:
-        raw = _with_includes(raw, filename, origins)
+        raw = _with_includes(raw, filename, origins, include_root)
         if services_required and "service" not in raw:
             raise ConfigError(
                 [
@@ -419,9 +423,28 @@ class _Origins:
         return _MENTION.sub(one, message)
 
 
-def _with_includes(raw: dict[str, Any], filename: str, origins: _Origins) -> dict[str, Any]:
+def _under(root: str | None) -> Callable[[str], bool]:
+    """A test of whether a path (its links resolved) lies under ``root``; None: anywhere.
+    For a glob, the part before its first wildcard decides."""
+    if root is None:
+        return lambda _path: True
+    top = os.path.realpath(root)
+
+    def inside(path: str) -> bool:
+        cut = min((path.find(c) for c in "*?[" if c in path), default=len(path))
+        real = os.path.realpath(path[:cut] or ".")
+        return real == top or real.startswith(os.path.join(top, ""))
+
+    return inside
+
+
+def _with_includes(
+    raw: dict[str, Any], filename: str, origins: _Origins, root: str | None = None
+) -> dict[str, Any]:
     """``raw`` with the files its ``include`` names merged in; ConfigError naming the
-    file at fault otherwise."""
+    file at fault otherwise. With ``root``, only files under that directory (links
+    resolved) may be named: nothing is said of any other path, not even whether
+    it exists."""
     issues: list[ConfigIssue] = []
     patterns = raw.pop("include")
     if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
@@ -438,8 +461,13 @@ def _with_includes(raw: dict[str, Any], filename: str, origins: _Origins) -> dic
     # file on disk and pass, and the written file would then include itself.
     main = os.path.realpath(filename)
     files: list[str] = []
+    inside = _under(root)
     for i, pattern in enumerate(patterns):
         full = pattern if os.path.isabs(pattern) else os.path.join(base, pattern)
+        if not inside(full):
+            outside = f"is outside {root}: a config sent through the API includes files there only"
+            issues.append(ConfigIssue(filename, f"include[{i}]", pattern, outside))
+            continue
         if not glob.has_magic(full):
             if not os.path.exists(full):
                 issues.append(ConfigIssue(filename, f"include[{i}]", pattern, "no such file"))
@@ -454,7 +482,11 @@ def _with_includes(raw: dict[str, Any], filename: str, origins: _Origins) -> dic
             # none: an empty conf.d is a valid config; "*.toml" beside the main
             # file matches the main file too, which is not one of its parts.
             matches = [m for m in sorted(glob.glob(full)) if os.path.realpath(m) != main]
-        files.extend(m for m in matches if m not in files)
+        for m in matches:
+            if not inside(m):  # a link out of the directory
+                issues.append(ConfigIssue(filename, f"include[{i}]", m, f"leads outside {root}"))
+            elif m not in files:
+                files.append(m)
     if len(files) > MAX_INCLUDED_FILES:
         issues.append(
             ConfigIssue(filename, "include", len(files), f"more than {MAX_INCLUDED_FILES} files")

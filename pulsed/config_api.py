@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,13 @@ EXAMPLE = '{"text": "<the config file>"}'
 
 
 def validate_text(text: str, filename: str) -> tuple[Config | None, list[dict[str, Any]]]:
-    """The config, or the problems check-config would list, each with its line."""
+    """The config, or the problems check-config would list, each with its line.
+
+    Its includes may name files under the config file's directory only: the
+    sender holds a token, and the errors of a file it names would show parts
+    of that file."""
     try:
-        return parse_config(text, filename), []
+        return parse_config(text, filename, include_root=os.path.dirname(filename) or "."), []
     except ConfigError as exc:
         index = line_index(text)
         problems = []

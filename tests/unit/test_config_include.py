@@ -148,3 +148,35 @@ def test_a_duplicate_names_the_file_of_the_first(tmp_path: Path) -> None:
     (issue,) = err.value.issues
     assert (issue.file, issue.path) == (str(part), "service[1].name")
     assert issue.message == f"duplicate service name (also service[0] of {main})"
+
+
+def test_through_the_api_includes_stay_under_the_config_directory(tmp_path: Path) -> None:
+    """A config sent with a token (validate, plan, apply) names files under its own
+    directory only, and learns nothing of any other path, not even that it exists."""
+    from pulsed.config_api import validate_text
+
+    etc = tmp_path / "etc"
+    write(etc / "conf.d/10-b.toml", SERVICE.format(name="b", n=2, weight=1))
+    secret = write(tmp_path / "secret.toml", SERVICE.format(name="leaked", n=3, weight=1))
+    (etc / "conf.d/20-link.toml").symlink_to(secret)
+    main = str(etc / "pulsed.toml")
+    head = SERVICE.format(name="a", n=1, weight=1)
+
+    config, problems = validate_text('include = ["conf.d/10-*.toml"]\n' + head, main)
+    assert problems == [] and config is not None
+    assert [s.name for s in config.service] == ["a", "b"]
+
+    for pattern in [str(secret), "../secret.toml", str(tmp_path / "nonexistent.toml"), "../*"]:
+        config, problems = validate_text(f'include = ["{pattern}"]\n' + head, main)
+        assert config is None
+        assert [p["message"] for p in problems] == [
+            f"is outside {etc}: a config sent through the API includes files there only"
+        ], pattern
+    config, problems = validate_text('include = ["conf.d/*.toml"]\n' + head, main)
+    assert config is None
+    assert [p["message"] for p in problems] == [f"leads outside {etc}"]
+    assert "leaked" not in str(problems)
+
+    # The file itself, read by the daemon or check-config, may include anything.
+    write(etc / "pulsed.toml", f'include = ["{secret}"]\n' + head)
+    assert [s.name for s in load_config(etc / "pulsed.toml").service] == ["a", "leaked"]
