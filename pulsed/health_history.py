@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pulsed.checks.state import RealHealth
 from pulsed.model import RealKey
@@ -91,11 +92,20 @@ class HistoryView(Mapping[RealKey, tuple[Transition, ...]]):
         self._by_key = by_key
 
     def __getitem__(self, key: RealKey) -> tuple[Transition, ...]:
-        flat = self._by_key[key]
-        return tuple(Transition(*flat[i : i + 3]) for i in range(0, len(flat), 3))
+        return _transitions(self._by_key[key])
+
+    def get(self, key: RealKey, default: Any = None) -> Any:
+        # Mapping's own get goes through __getitem__ and a KeyError: /status asks
+        # this once per real server.
+        flat = self._by_key.get(key)
+        return default if flat is None else _transitions(flat)
 
     def __iter__(self) -> Iterator[RealKey]:
         return iter(self._by_key)
 
     def __len__(self) -> int:
         return len(self._by_key)
+
+
+def _transitions(flat: tuple) -> tuple[Transition, ...]:
+    return tuple(Transition(*flat[i : i + 3]) for i in range(0, len(flat), 3))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from pulsed.addresses import join_host_port
 from pulsed.checks.agent import AgentState
 from pulsed.checks.state import RealHealth
 from pulsed.config import RealConfig
@@ -33,7 +34,19 @@ if TYPE_CHECKING:
 
 
 def stats_view(stats: Stats | None) -> dict[str, int] | None:
-    return None if stats is None else asdict(stats)
+    # Written out rather than dataclasses.asdict, which deep-copies every field:
+    # with the kernel's counters on 10,000 destinations it was most of /status.
+    if stats is None:
+        return None
+    return {
+        "connections": stats.connections,
+        "packets_in": stats.packets_in,
+        "packets_out": stats.packets_out,
+        "bytes_in": stats.bytes_in,
+        "bytes_out": stats.bytes_out,
+        "active_connections": stats.active_connections,
+        "inactive_connections": stats.inactive_connections,
+    }
 
 
 def rates_view(rates: Rates | None) -> dict[str, float] | None:
@@ -63,66 +76,76 @@ def real_view(
     rates: Rates | None = None,
     shared_with: tuple[RealKey, ...] = (),
     maintenance: str | None = None,
+    key_text: str | None = None,
 ) -> dict[str, Any]:
+    """One real server's entry. ``key_text``: real_key_text(key), when the caller
+    has it (at 10,000 servers, /status makes this entry 10,000 times)."""
     dest = key[1]
+    agent = None
     if health is None:
-        state, reason = "unknown", "not monitored yet"
-    elif not health.up and not health.checked:
-        state, reason = "pending", health.reason
+        state, reason, up = "unknown", "not monitored yet", False
+        category, last_check, last_transition, latency = "pending", None, None, None
+        local_errors, local_error, local_at = 0, None, None
     else:
-        state, reason = ("up" if health.up else "down"), health.reason
-    local_at = health.local_error_at if health is not None else None
-    if health is not None and local_at is not None and local_at >= (health.last_check or 0.0):
-        # The latest probe said nothing about the server; the state stands.
-        reason = f"{reason}; latest probe unknown ({health.local_error})"
-    agent = health.agent if health is not None else None
-    up = bool(health is not None and health.serving)
-    if agent is not None:
-        if agent.op == "down" and health is not None and health.up:
-            state, reason = "down", f"{agent.reason}; check: {reason}"
-        elif agent.admin is not None:
-            reason = f"drained by its agent ({agent.admin}); {agent.reason}; check: {reason}"
-        elif not agent.reachable or agent.weight_pct is not None:
-            reason = f"{reason}; {agent.reason}"
-    if override.mode == "disable":
+        state = "up" if health.up else ("down" if health.last_ok is not None else "pending")
+        reason = health.reason
+        local_at = health.local_error_at
+        local_error = health.local_error
+        if local_at is not None and local_at >= (health.last_check or 0.0):
+            # The latest probe said nothing about the server; the state stands.
+            reason = f"{reason}; latest probe unknown ({local_error})"
+        agent = health.agent
+        up = health.serving
+        if agent is not None:
+            if agent.op == "down" and health.up:
+                state, reason = "down", f"{agent.reason}; check: {reason}"
+            elif agent.admin is not None:
+                reason = f"drained by its agent ({agent.admin}); {agent.reason}; check: {reason}"
+            elif not agent.reachable or agent.weight_pct is not None:
+                reason = f"{reason}; {agent.reason}"
+        category, last_check = health.category, health.last_check
+        last_transition, latency = health.last_transition, health.latency
+        local_errors = health.local_errors
+    mode = override.mode
+    if mode == "disable":
         reason = f"disabled by admin; health: {reason}"
-    elif override.mode == "drain":
+    elif mode == "drain":
         reason = f"drained by admin; health: {reason}"
-    if maintenance is not None and override.mode != "disable":
+    if maintenance is not None and mode != "disable":
         reason = f"in maintenance ({maintenance}); health: {reason}"
-    configured = real.weight if override.weight is None else override.weight
+    weight = real.weight
     return {
-        "key": real_key_text(key),
+        "key": key_text if key_text is not None else real_key_text(key),
         "address": dest.address,
         "port": dest.port,
         "health": state,
         "up": up,
         "reason": reason,
-        "category": health.category if health is not None else "pending",
-        "last_check": health.last_check if health is not None else None,
-        "last_transition": health.last_transition if health is not None else None,
-        "latency": health.latency if health is not None else None,
-        "local_errors": health.local_errors if health is not None else 0,
-        "last_local_error": health.local_error if health is not None else None,
+        "category": category,
+        "last_check": last_check,
+        "last_transition": last_transition,
+        "latency": latency,
+        "local_errors": local_errors,
+        "last_local_error": local_error,
         "last_local_error_at": local_at,
         "check": (real.check or svc.config.check).type,
-        "mode": override.mode,
+        "mode": mode,
         "weight_override": override.weight,
         "override_updated_at": override.updated_at or None,
-        "config_weight": real.weight,
-        "configured_weight": configured,
+        "config_weight": weight,
+        "configured_weight": weight if override.weight is None else override.weight,
         "effective_weight": effective,
         "kernel_weight": None if kernel is None else kernel.weight,
         "forwarding": real.forwarding or svc.config.forwarding,
-        "stats": stats_view(None if kernel is None else kernel.stats),
-        "rates": rates_view(rates),
-        "history": history_view(history),
+        "stats": None if kernel is None else stats_view(kernel.stats),
+        "rates": None if rates is None else rates_view(rates),
+        "history": history_view(history) if history else [],
         # The other real servers this server's probe feeds: how many, and the first few.
         "probe_shared_count": max(len(shared_with) - 1, 0),
-        "probe_shared_with": _others(shared_with, key),
+        "probe_shared_with": _others(shared_with, key) if shared_with else [],
         # Why the server is in maintenance (drained by a file), or None.
         "maintenance": maintenance,
-        "agent": agent_view(agent),
+        "agent": None if agent is None else agent_view(agent),
     }
 
 
@@ -170,12 +193,15 @@ def service_view(
     weights = pool.weights if pool is not None else {}
     shared = shared or {}
     maintenance = maintenance or {}
-    kernel_dests = kernel.dest_map() if kernel is not None else {}
+    # By (address, port): a tuple's hash runs in C, a DestKey's in Python.
+    kernel_dests = {(d.address, d.port): d for d in kernel.dests} if kernel is not None else {}
     history = history or {}
     samples = samples or {}
     real_rates = dest_rates(samples, svc.key)
     reals = []
+    prefix = f"{svc.key}/"
     for real, key in zip(svc.config.real, svc.reals, strict=True):
+        dest = key[1]
         reals.append(
             real_view(
                 svc,
@@ -183,12 +209,13 @@ def service_view(
                 key,
                 health.get(key),
                 overrides.get(key, NO_OVERRIDE),
-                weights.get(key[1]),
-                kernel_dests.get(key[1]),
+                weights.get(dest),
+                kernel_dests.get((dest.address, dest.port)),
                 history.get(key, ()),
-                real_rates.get(key[1]),
+                real_rates.get(dest),
                 shared.get(key, ()),
                 maintenance.get(key),
+                prefix + join_host_port(dest.address, dest.port),
             )
         )
     up = sum(r["up"] for r in reals)

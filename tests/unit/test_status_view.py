@@ -109,3 +109,21 @@ def test_a_shared_probe_shows_the_servers_it_also_feeds(tmp_path):
     assert two["probe_shared_with"][0] == "tcp:192.0.2.1:8000/10.0.0.1:80"
     alone = build_status(stand_in(tmp_path, services=1, reals=1))["services"][0]["reals"][0]
     assert (alone["probe_shared_with"], alone["probe_shared_count"]) == ([], 0)
+
+
+def test_kernel_counters_show_every_field_of_stats():
+    """stats_view writes the fields out (for speed): none may be left behind."""
+    import dataclasses
+
+    from pulsed.model import Stats
+    from pulsed.status_view import stats_view
+
+    stats = Stats(*range(1, len(dataclasses.fields(Stats)) + 1))
+    assert stats_view(stats) == dataclasses.asdict(stats)
+    assert stats_view(None) is None
+
+
+def test_a_real_server_shows_its_kernel_counters(tmp_path):
+    doc = build_status(stand_in(tmp_path))
+    real = doc["services"][0]["reals"][0]
+    assert real["stats"]["bytes_in"] == 400 and real["kernel_weight"] is not None
