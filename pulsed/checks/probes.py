@@ -17,9 +17,9 @@ _PROBES: dict[str, Callable[[Target], Probe]] = {
     "tcp": TcpProbe,
     "exec": ExecProbe,
 }
-# Imported the first time a check of the type is made: dnspython, hpack and
-# hyperframe cost resident memory (docs/benchmarks.md) that a router without
-# such checks need not carry.
+# Imported the first time a check of the type is made: the modules (and grpc's
+# hpack and hyperframe) cost resident memory (docs/benchmarks.md) that a
+# router without such checks need not carry.
 _LATER = {
     "udp": ("pulsed.checks.udp", "UdpProbe"),
     "dns": ("pulsed.checks.dns", "DnsProbe"),

@@ -1,8 +1,8 @@
 """Validation of the keys of the udp, dns, smtp, grpc and send_expect checks.
 
 Called by pulsed.checks.config.check_problems (the one validation path of
-check-config, start-up and reload). dnspython is imported only when a dns
-check is validated.
+check-config, start-up and reload). pulsed.checks.dns_wire is imported only
+when a dns check is validated.
 """
 
 from __future__ import annotations
