@@ -81,7 +81,7 @@ def rcode_text(code: int) -> str:
 
 def encode_name(text: str) -> bytes:
     """A domain name in wire form (absolute: a final dot is implied). Non-ASCII
-    labels are encoded with IDNA; backslash escapes are not accepted."""
+    labels are encoded with IDNA 2008; backslash escapes are not accepted."""
     if "\\" in text:
         raise DnsWireError("backslash escapes are not supported in a name to query")
     stripped = text[:-1] if text.endswith(".") else text
@@ -93,10 +93,7 @@ def encode_name(text: str) -> bytes:
     for label in stripped.split("."):
         if not label:
             raise DnsWireError("the name has an empty label (two dots in a row)")
-        try:
-            raw = label.encode("ascii") if label.isascii() else label.encode("idna")
-        except UnicodeError:
-            raise DnsWireError(f"the label {label!r} cannot be encoded (IDNA)") from None
+        raw = label.encode("ascii") if label.isascii() else _idna(label)
         if len(raw) > MAX_LABEL:
             raise DnsWireError(f"a label is longer than {MAX_LABEL} octets")
         wire += bytes((len(raw),)) + raw
@@ -104,6 +101,18 @@ def encode_name(text: str) -> bytes:
     if len(wire) > MAX_NAME:
         raise DnsWireError(f"the name is longer than {MAX_NAME} octets")
     return bytes(wire)
+
+
+def _idna(label: str) -> bytes:
+    """A non-ASCII label as IDNA 2008 with UTS 46 mapping, as dnspython encodes it
+    ("Straße" -> xn--strae-oqa). The idna package (a dependency of aiohttp's yarl)
+    is imported here only: its mapping tables are half a megabyte."""
+    import idna
+
+    try:
+        return bytes(idna.alabel(idna.uts46_remap(label, std3_rules=False)))
+    except (idna.IDNAError, UnicodeError, ValueError) as exc:
+        raise DnsWireError(f"the label {label!r} cannot be encoded (IDNA: {exc})") from None
 
 
 def make_query(name: str, qtype: int, query_id: int = 0) -> bytes:

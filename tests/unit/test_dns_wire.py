@@ -48,8 +48,14 @@ def test_a_query_is_the_one_dnspython_builds(name):
     assert ours == theirs.to_wire()
 
 
-def test_a_non_ascii_name_is_sent_in_idna():
-    assert dns_wire.encode_name("bücher.example") == dns.name.from_text("bücher.example").to_wire()
+@pytest.mark.parametrize("name", ["bücher.example", "Bücher.example", "straße.example"])
+def test_a_non_ascii_name_is_sent_as_dnspython_sends_it(name):
+    assert dns_wire.encode_name(name) == dns.name.from_text(name).to_wire()
+
+
+def test_a_label_idna_refuses_is_a_clear_error():
+    with pytest.raises(DnsWireError, match="cannot be encoded"):
+        dns_wire.encode_name("a\u0300b.example".encode().decode("unicode_escape"))
 
 
 @pytest.mark.parametrize(
