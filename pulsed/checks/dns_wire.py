@@ -126,11 +126,11 @@ class Reply:
     id: int
     flags: int
     rcode: int
-    question: tuple[bytes, int, int] | None  # (name lowered, type, class); None: none asked
+    question: tuple[tuple[bytes, ...], int, int] | None  # (labels lowered, type, class)
     answers: tuple[str, ...]  # each answer record's text
 
 
-def question_of(wire: bytes) -> tuple[bytes, int, int]:
+def question_of(wire: bytes) -> tuple[tuple[bytes, ...], int, int]:
     """The first question of a message (ours, as built by make_query)."""
     name, end = _read_name(wire, HEADER)
     qtype, qclass = struct.unpack_from("!HH", wire, end)
@@ -174,8 +174,9 @@ def _parse(wire: bytes) -> Reply:
     return Reply(query_id, flags, flags & 0xF, question, tuple(answers))
 
 
-def _lower(name: tuple[bytes, ...]) -> bytes:
-    return b".".join(name).lower()
+def _lower(name: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    # Label by label: a label may hold a "." byte, so joined names could collide.
+    return tuple(label.lower() for label in name)
 
 
 def _read_name(wire: bytes, at: int) -> tuple[tuple[bytes, ...], int]:

@@ -168,3 +168,12 @@ def test_pointer_loops_and_overruns():
         dns_wire.parse_reply(reply_with([("A", "192.0.2.1")]) + b"junk")
     with pytest.raises(DnsWireError, match="shorter than a DNS header"):
         dns_wire.parse_reply(b"\x12\x34")
+
+
+def test_a_question_is_compared_label_by_label():
+    """A reply whose one label holds a dot ("www.test" as one label) is another name."""
+    ours = dns_wire.question_of(dns_wire.make_query("www.test", 1))
+    header = bytes.fromhex("000081800001000000000000")
+    glued = header + b"\x08www.test\x00" + b"\x00\x01\x00\x01"
+    assert dns_wire.parse_reply(glued).question != ours
+    assert dns_wire.parse_reply(header + b"\x03WwW\x04TEST\x00\x00\x01\x00\x01").question == ours
