@@ -198,7 +198,7 @@ def test_non_json_weight_body(env, servers):
         f"{env.url}/api/v1/reals/web/127.0.0.1:{servers[0].port}/weight",
         data=b"{not json",
         method="PUT",
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
     )
     try:
         urllib.request.urlopen(req, timeout=5)
