@@ -183,7 +183,10 @@ async def test_apply_rollback_bad_config_and_concurrent_edit(daemon, browser, se
     await browser.wait_for(done("config rolled back to 1"))
     assert real(daemon, up.port)["kernel_weight"] == 2
     assert daemon.config_path.read_text() == original
-    await browser.wait_for("$('cfg-text').value.includes('weight = 2')")
+    # The page reloads the editor from the daemon after a rollback; the edit below
+    # must come after that, or the reload would overwrite it. Exactly the loaded
+    # text: the config has more than one "weight = 2".
+    await browser.wait_for(f"$('cfg-text').value === {json.dumps(original)}")
 
     # A bad config: its errors next to their lines, and nothing changes.
     bad = original.replace("weight = 2", "weight = -1", 1)
