@@ -58,7 +58,9 @@ class RateTracker:
         changed = len(table) != len(last)
         for key, svc in table.services.items():
             before = last.get(key)
-            if before is not None and before.stats == svc.stats:
+            # "is" first: a pass whose table read kept the counters hands over
+            # the same Stats object, and this runs for every service in every pass.
+            if before is not None and (before.stats is svc.stats or before.stats == svc.stats):
                 fresh[key] = before  # same counters: no new reading
                 if key in samples:
                     pairs[key] = samples[key]
