@@ -27,10 +27,13 @@ MAX_FWMARK = 2**32 - 1  # as config.Fwmark
 # Text codec -------------------------------------------------------------------
 
 
-def real_key_text(key: RealKey) -> str:
-    """Stable text for a real server: ``tcp:192.0.2.1:80/10.0.0.2:80``."""
+def real_key_text(key: RealKey, service_text: str | None = None) -> str:
+    """Stable text for a real server: ``tcp:192.0.2.1:80/10.0.0.2:80``.
+    ``service_text``: ``str(key[0])``, when the caller made it once for many servers."""
     service, dest = key
-    return f"{service}/{join_host_port(dest.address, dest.port)}"
+    if service_text is None:
+        service_text = str(service)
+    return f"{service_text}/{join_host_port(dest.address, dest.port)}"
 
 
 def parse_real_key(text: str) -> RealKey:

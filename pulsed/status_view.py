@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from pulsed.addresses import join_host_port
 from pulsed.checks.agent import AgentState
 from pulsed.checks.state import RealHealth
 from pulsed.config import RealConfig
@@ -76,10 +75,10 @@ def real_view(
     rates: Rates | None = None,
     shared_with: tuple[RealKey, ...] = (),
     maintenance: str | None = None,
-    key_text: str | None = None,
+    *,
+    key_text: str,
 ) -> dict[str, Any]:
-    """One real server's entry. ``key_text``: real_key_text(key), when the caller
-    has it (at 10,000 servers, /status makes this entry 10,000 times)."""
+    """One real server's entry; ``key_text`` is real_key_text(key)."""
     dest = key[1]
     agent = None
     if health is None:
@@ -115,7 +114,7 @@ def real_view(
         reason = f"in maintenance ({maintenance}); health: {reason}"
     weight = real.weight
     return {
-        "key": key_text if key_text is not None else real_key_text(key),
+        "key": key_text,
         "address": dest.address,
         "port": dest.port,
         "health": state,
@@ -199,7 +198,7 @@ def service_view(
     samples = samples or {}
     real_rates = dest_rates(samples, svc.key)
     reals = []
-    prefix = f"{svc.key}/"
+    service_text = str(svc.key)  # once: /status makes 10,000 key texts
     for real, key in zip(svc.config.real, svc.reals, strict=True):
         dest = key[1]
         reals.append(
@@ -215,7 +214,7 @@ def service_view(
                 real_rates.get(dest),
                 shared.get(key, ()),
                 maintenance.get(key),
-                prefix + join_host_port(dest.address, dest.port),
+                key_text=real_key_text(key, service_text),
             )
         )
     up = sum(r["up"] for r in reals)
