@@ -23,9 +23,6 @@ from pulsed.checks.base import ProbeResult, Target
 from pulsed.checks.convo import Conversation, ConversationProbe, Verdict, open_conversation
 from pulsed.checks.sockio import Done, Exchange, ProbeEngine
 
-_HEADER = dns_wire.HEADER
-_QR = dns_wire.FLAG_QR
-_TC = dns_wire.FLAG_TC
 _MAX_TCP = 65535 + 2
 
 
@@ -97,12 +94,12 @@ class _Query(Verdict):
     def _judge(self, wire: bytes) -> bool:
         self.finished = True
         probe = self._probe
-        if len(wire) < _HEADER:
+        if len(wire) < dns_wire.HEADER:
             return self._fail(f"bad DNS reply: {len(wire)} bytes", "protocol")
         (reply_id, flags) = struct.unpack_from("!HH", wire)
-        if reply_id != self._id or not flags & _QR:
+        if reply_id != self._id or not flags & dns_wire.FLAG_QR:
             return self._fail("reply is not for this query (ID)", "protocol")
-        if flags & _TC and not self._tcp:
+        if flags & dns_wire.FLAG_TC and not self._tcp:
             self._retry_over_tcp()
             return self.finished
         try:
