@@ -22,7 +22,6 @@ from pulsed.importers.common import (
     host_port,
     number,
     prefix_of_mask,
-    read_source,
     seconds,
     source_lines,
 )
@@ -81,11 +80,6 @@ class Virtual:
 class Parsed:
     globals: list[Line]
     virtuals: list[Virtual]
-
-
-def read(path: str, report: Report) -> tuple[str, str]:
-    """(path, text); raises FileProblem when the file cannot be read."""
-    return path, read_source(path, report)
 
 
 def parse(path: str, text: str, report: Report) -> Parsed:
@@ -471,6 +465,5 @@ class Ldirectord:
         return default if value is None else float(value)
 
 
-def translate(source: tuple[str, str], path: str, report: Report) -> Table:
-    parsed = parse(source[0], source[1], report)
-    return Ldirectord(path, report).translate(parsed)
+def translate(text: str, path: str, report: Report) -> Table:
+    return Ldirectord(path, report).translate(parse(path, text, report))

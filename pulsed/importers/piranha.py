@@ -21,7 +21,6 @@ from pulsed.importers.common import (
     host_port,
     number,
     prefix_of_mask,
-    read_source,
     seconds,
     source_lines,
 )
@@ -59,11 +58,6 @@ class Block:
     where: Where
     values: dict[str, tuple[str, Where]] = field(default_factory=dict)
     children: list[Block] = field(default_factory=list)
-
-
-def read(path: str, report: Report) -> tuple[str, str]:
-    """(path, text); raises FileProblem when the file cannot be read."""
-    return path, read_source(path, report)
 
 
 def parse(path: str, text: str, report: Report) -> Block:
@@ -359,5 +353,5 @@ class Piranha:
         return real
 
 
-def translate(source: tuple[str, str], path: str, report: Report) -> Table:
-    return Piranha(path, report).translate(parse(source[0], source[1], report))
+def translate(text: str, path: str, report: Report) -> Table:
+    return Piranha(path, report).translate(parse(path, text, report))

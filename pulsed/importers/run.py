@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass
 
 from pulsed.importers import KINDS, keepalived, keepalived_lexer, ldirectord, piranha
+from pulsed.importers.common import read_source
 from pulsed.importers.emit import Table
 from pulsed.importers.report import Report, Where
 from pulsed.importers.settle import settle
@@ -31,9 +32,9 @@ def import_config(kind: str, path: str, config_id: str | None = None) -> Importe
         nodes = keepalived_lexer.parse(path, report, config_id or default_config_id())
         root = keepalived.translate(nodes, report)
     elif kind == "ldirectord":
-        root = ldirectord.translate(ldirectord.read(path, report), path, report)
+        root = ldirectord.translate(read_source(path, report), path, report)
     elif kind == "piranha":
-        root = piranha.translate(piranha.read(path, report), path, report)
+        root = piranha.translate(read_source(path, report), path, report)
     else:
         raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
     if not root.get("service") and not root.get("vrrp") and report.complete:
